@@ -1,0 +1,13 @@
+"""pilot_lib: the tested core behind the agentic-pilot workbook notebooks.
+
+Each phase of the playbook has a module here; the notebooks in ``notebooks/``
+call these functions, show the results and explain them.
+"""
+
+import warnings
+
+# pandera imports pyspark.pandas when pyspark is installed, and pyspark warns about
+# pandas 3 on import; the workbook never uses pyspark.pandas, so the warning is noise.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+
+__version__ = "0.1.0"

@@ -1,0 +1,534 @@
+"""The pilot file: one YAML document per pilot, validated into a pydantic model.
+
+``load_pilot(path)`` reads ``data/pilots/<pilot>/pilot.yaml`` (a directory means
+its ``pilot.yaml``) with a safe YAML loader and returns a :class:`Pilot`. Every
+mistake is collected into one :class:`PilotFileError` whose ``problems`` name
+the file, the field path (``kpis[2].comparator``), the bad value and what is
+allowed. Unknown keys are errors: a typo must not pass silently.
+
+Relative data paths resolve against the pilot file's folder, never against the
+current working directory (papermill kernels may start anywhere).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pilot_lib.errors import WorkbookError
+
+__all__ = [
+    "DATASET_NAMES",
+    "KPI_NAMES",
+    "Pilot",
+    "PilotFileError",
+    "Problem",
+    "load_pilot",
+    "pilot_file_path",
+]
+
+#: Data sets a pilot file may name (see docs/data-contracts.md).
+DATASET_NAMES = ("candidates", "decisions", "cases", "adoption", "drill_events", "approvals")
+
+#: KPI names a threshold may refer to, with the unit each is measured in.
+KPI_NAMES: dict[str, str] = {
+    "task_completion_rate": "proportion",  # business completion: accepted without correction
+    "technical_completion_rate": "proportion",
+    "efficiency_gain": "proportion",
+    "adoption_rate": "proportion",
+    "override_rate": "proportion",
+    "cost_per_decision": "usd",
+    "escalation_rate": "proportion",
+}
+
+ESCALATION_REASONS = ("low_confidence", "missing_data", "out_of_scope", "tool_failure")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class DateWindow(_Strict):
+    """An inclusive range of calendar days (UTC)."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateWindow:
+        if self.end < self.start:
+            raise ValueError(
+                f"end ({self.end}) is before start ({self.start}); "
+                "give the first and last day of the window, in that order"
+            )
+        return self
+
+    @property
+    def days(self) -> int:
+        """Number of calendar days in the window, both ends included."""
+        return (self.end - self.start).days + 1
+
+    @property
+    def weeks(self) -> float:
+        """Length of the window in weeks (days / 7)."""
+        return self.days / 7
+
+    @property
+    def start_ts(self) -> dt.datetime:
+        """Midnight at the start of the first day."""
+        return dt.datetime.combine(self.start, dt.time.min)
+
+    @property
+    def end_ts(self) -> dt.datetime:
+        """Midnight after the last day (exclusive upper bound)."""
+        return dt.datetime.combine(self.end + dt.timedelta(days=1), dt.time.min)
+
+    def contains(self, day: dt.date) -> bool:
+        return self.start <= day <= self.end
+
+
+class DatasetSource(_Strict):
+    """Where one data set lives. Give exactly one of ``path``, ``database`` or ``uri``.
+
+    - ``path``: a Parquet, CSV or JSON-lines file (globs allowed), relative to the
+      pilot file's folder or absolute. ``format`` overrides the extension.
+    - ``database`` + ``table``: a table in a DuckDB database file.
+    - ``uri`` + ``table``: any Ibis connection URL (``postgres://...``,
+      ``duckdb://...``, ``pyspark://...``) and a table in it.
+    """
+
+    path: str | None = None
+    format: Literal["parquet", "csv", "jsonl"] | None = None
+    database: str | None = None
+    uri: str | None = None
+    table: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> DatasetSource:
+        given = [k for k in ("path", "database", "uri") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'path', 'database' (a DuckDB file) or 'uri' "
+                f"(an Ibis connection URL); got {given or 'none'}"
+            )
+        if (self.database or self.uri) and not self.table:
+            raise ValueError("'table' is required with 'database' or 'uri'")
+        if self.path and self.table:
+            raise ValueError("'table' goes with 'database' or 'uri', not with 'path'")
+        return self
+
+
+class KpiThreshold(_Strict):
+    """A success threshold written down before the pilot started.
+
+    ``value`` is in ``unit``: proportions are fractions (0.80, not 80), costs are
+    US dollars. ``min_samples`` is the smallest sample size (decisions, cases or
+    users, as the KPI counts them) below which the KPI cannot pass.
+    """
+
+    kpi: Literal[
+        "task_completion_rate",
+        "technical_completion_rate",
+        "efficiency_gain",
+        "adoption_rate",
+        "override_rate",
+        "cost_per_decision",
+        "escalation_rate",
+    ]
+    comparator: Literal[">", ">=", "<", "<="]
+    value: float
+    unit: Literal["proportion", "usd"]
+    min_samples: int = Field(default=30, ge=1)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _unit_matches(self) -> KpiThreshold:
+        expected = KPI_NAMES[self.kpi]
+        if self.unit != expected:
+            raise ValueError(f"unit for {self.kpi} must be '{expected}', got '{self.unit}'")
+        if self.unit == "proportion" and not (-1.0 <= self.value <= 1.0):
+            raise ValueError(f"value {self.value} is not a proportion; write 80% as 0.80")
+        return self
+
+    def met_by(self, x: float) -> bool:
+        """Whether the number ``x`` satisfies the comparator."""
+        return {
+            ">": x > self.value,
+            ">=": x >= self.value,
+            "<": x < self.value,
+            "<=": x <= self.value,
+        }[self.comparator]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.comparator in (">", ">=")
+
+
+class CostSettings(_Strict):
+    """Unit economics. Money in US dollars."""
+
+    review_hourly_rate_usd: float = Field(gt=0)
+    manual_cost_per_case_usd: float = Field(gt=0)
+
+
+class DriftSettings(_Strict):
+    """Drift analysis settings (phase 3)."""
+
+    features: list[str] = Field(min_length=1)
+    key_features: list[str] = Field(default_factory=list)
+    reference_window: DateWindow
+    current_window: DateWindow
+    bins: int = Field(default=10, ge=2, le=100)
+    epsilon: float = Field(default=1e-4, gt=0, lt=0.01)
+    calibration_bins: int = Field(default=15, ge=2, le=100)
+    moving_average_days: int = Field(default=7, ge=1, le=60)
+    sigma: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _keys_are_features(self) -> DriftSettings:
+        unknown = [f for f in self.key_features if f not in self.features]
+        if unknown:
+            raise ValueError(f"key_features {unknown} are not listed in features {self.features}")
+        return self
+
+
+class DrillTargets(_Strict):
+    """Kill-switch drill targets, in seconds."""
+
+    max_seconds_to_detect: float = Field(gt=0)
+    max_seconds_to_page: float = Field(gt=0)
+    max_seconds_to_pause: float = Field(gt=0)
+
+
+class AuthorityLevel(_Strict):
+    """One rung of the decision-authority ladder.
+
+    ``max_amount`` is the largest amount (US dollars) this level may approve;
+    ``None`` means no upper limit. Levels are listed from lowest to highest.
+    """
+
+    name: str = Field(min_length=1)
+    max_amount: float | None = Field(default=None, ge=0)
+    requires_approval: bool = True
+
+
+class ApprovalPolicy(_Strict):
+    """Decision-authority policy and approval SLA (phase 4)."""
+
+    sla_minutes: float = Field(gt=0)
+    levels: list[AuthorityLevel] = Field(min_length=1)
+    timeout_action: Literal["reject", "escalate"] = "reject"
+
+    @model_validator(mode="after")
+    def _ladder(self) -> ApprovalPolicy:
+        names = [lvl.name for lvl in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"level names must be unique, got {names}")
+        limits = [lvl.max_amount for lvl in self.levels]
+        if any(x is None for x in limits[:-1]):
+            raise ValueError("only the last (highest) level may have no max_amount")
+        finite = [x for x in limits if x is not None]
+        if finite != sorted(finite) or len(set(finite)) != len(finite):
+            raise ValueError(f"max_amount must increase from level to level, got {limits}")
+        return self
+
+    def level_rank(self, name: str) -> int:
+        """Position of a level on the ladder (0 = lowest); ValueError if unknown."""
+        for i, lvl in enumerate(self.levels):
+            if lvl.name == name:
+                return i
+        raise ValueError(
+            f"unknown authority level {name!r}; known: {[lvl.name for lvl in self.levels]}"
+        )
+
+    def required_level(self, amount: float) -> str:
+        """Lowest level whose ``max_amount`` covers ``amount`` (US dollars)."""
+        for lvl in self.levels:
+            if lvl.max_amount is None or amount <= lvl.max_amount:
+                return lvl.name
+        return self.levels[-1].name
+
+
+class BuildOption(_Strict):
+    """One build-or-buy option, scored 0-10 on each dimension (10 = best)."""
+
+    name: str = Field(min_length=1)
+    summary: str = ""
+    scores: dict[str, float]
+
+    @field_validator("scores")
+    @classmethod
+    def _score_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: s for k, s in v.items() if not 0 <= s <= 10}
+        if bad:
+            raise ValueError(f"scores must be between 0 and 10, got {bad}")
+        return v
+
+
+BUILD_DIMENSIONS = (
+    "time_to_production",
+    "architectural_control",
+    "observability",
+    "lock_in_exit",
+    "total_cost",
+)
+
+
+class BuildVsBuy(_Strict):
+    """Build-vs-buy options and the weight of each dimension (weights need not sum to 1)."""
+
+    weights: dict[str, float]
+    options: list[BuildOption] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _dimensions(self) -> BuildVsBuy:
+        dims = set(BUILD_DIMENSIONS)
+        if set(self.weights) != dims:
+            raise ValueError(
+                f"weights must name exactly the five dimensions {list(BUILD_DIMENSIONS)}, "
+                f"got {sorted(self.weights)}"
+            )
+        if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all zero")
+        for opt in self.options:
+            if set(opt.scores) != dims:
+                raise ValueError(
+                    f"option {opt.name!r} must score exactly the five dimensions "
+                    f"{list(BUILD_DIMENSIONS)}, got {sorted(opt.scores)}"
+                )
+        return self
+
+
+class UseCaseSettings(_Strict):
+    """Phase 1 settings: qualifying minimum per criterion and the completion margin."""
+
+    minimum_score: int = Field(default=3, ge=1, le=5)
+    completion_margin: float = Field(default=0.05, gt=0, lt=0.5)
+    criterion_weights: dict[str, float] | None = None
+
+
+class Pilot(_Strict):
+    """A validated pilot file. Build it with :func:`load_pilot`."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    title: str
+    owner: str
+    business_unit: str
+    scope: str
+    pilot_window: DateWindow
+    baseline_window: DateWindow
+    datasets: dict[str, DatasetSource]
+    kpis: list[KpiThreshold] = Field(min_length=1)
+    costs: CostSettings
+    drift: DriftSettings
+    drills: DrillTargets
+    approvals: ApprovalPolicy
+    build_vs_buy: BuildVsBuy | None = None
+    use_case: UseCaseSettings = UseCaseSettings()
+    confidence_threshold: float = Field(default=0.7, ge=0, le=1)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v: dict[str, DatasetSource]) -> dict[str, DatasetSource]:
+        unknown = sorted(set(v) - set(DATASET_NAMES))
+        if unknown:
+            raise ValueError(f"unknown data set(s) {unknown}; allowed: {list(DATASET_NAMES)}")
+        missing = [d for d in ("decisions", "cases") if d not in v]
+        if missing:
+            raise ValueError(f"data set(s) {missing} are required")
+        return v
+
+    @model_validator(mode="after")
+    def _windows(self) -> Pilot:
+        if self.baseline_window.start > self.pilot_window.start:
+            raise ValueError("baseline_window must start before pilot_window")
+        for label in ("reference_window", "current_window"):
+            w = getattr(self.drift, label)
+            if w.start < self.pilot_window.start or w.end > self.pilot_window.end:
+                raise ValueError(f"drift.{label} must lie inside pilot_window")
+        names = [k.kpi for k in self.kpis]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"each KPI may have one threshold; repeated: {dupes}")
+        return self
+
+    # ---- derived, read-only helpers -------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The pilot file this model was loaded from."""
+        if self._path is None:
+            raise RuntimeError("this Pilot was not loaded from a file")
+        return self._path
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the pilot file, resolved against the pilot file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.folder / p)
+
+    @property
+    def file_hash(self) -> str:
+        """SHA-256 of the pilot file's bytes (hex): proves which thresholds were used."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def threshold(self, kpi: str) -> KpiThreshold | None:
+        for k in self.kpis:
+            if k.kpi == kpi:
+                return k
+        return None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pilot file."""
+
+    file: str
+    field: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        shown = repr(self.value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        where = self.field or "(top level)"
+        return f"{self.file}: {where}: {self.message} (got {shown})"
+
+
+class PilotFileError(WorkbookError, ValueError):
+    """An invalid pilot file; ``problems`` lists each mistake."""
+
+    def __init__(self, path: Path | str, problems: list[Problem]):
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid pilot file {self.path}: {len(problems)} problem(s)\n{lines}")
+
+
+def pilot_file_path(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else ``path/pilot.yaml``."""
+    p = Path(path).expanduser()
+    return p / "pilot.yaml" if p.is_dir() else p
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+_PYDANTIC_HINTS = {
+    "extra_forbidden": "unknown key; check the spelling against docs/pilot-file.md",
+    "missing": "required field is missing",
+}
+
+
+def _problems_from(err: ValidationError, file: str) -> list[Problem]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        msg = _PYDANTIC_HINTS.get(e["type"], e["msg"])
+        if e["type"] == "literal_error":
+            msg = f"not allowed; {e['msg'].lower()}"
+        msg = msg.removeprefix("Value error, ")
+        problems.append(Problem(file, _field_path(loc), e.get("input"), msg))
+    return problems
+
+
+def load_pilot(path: str | Path) -> Pilot:
+    """Load and validate a pilot file.
+
+    Parameters
+    ----------
+    path:
+        A ``pilot.yaml`` file, or a folder that holds one.
+
+    Raises
+    ------
+    PilotFileError
+        The file is missing, is not YAML, or breaks the schema; ``problems``
+        names each field, the bad value and what is allowed.
+    """
+    file = pilot_file_path(path)
+    shown = str(file)
+    if not file.is_file():
+        raise PilotFileError(
+            shown,
+            [
+                Problem(
+                    shown,
+                    "",
+                    str(path),
+                    "no pilot file here; pass a pilot folder or its pilot.yaml",
+                )
+            ],
+        )
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PilotFileError(
+            shown, [Problem(shown, where, None, f"not valid YAML: {exc}")]
+        ) from None
+    if not isinstance(raw, dict):
+        raise PilotFileError(
+            shown, [Problem(shown, "", type(raw).__name__, "the file must hold a mapping of keys")]
+        )
+    try:
+        pilot = Pilot.model_validate(raw)
+    except ValidationError as err:
+        raise PilotFileError(shown, _problems_from(err, shown)) from None
+    pilot._path = file.resolve()
+    missing = _missing_files(pilot, shown)
+    if missing:
+        raise PilotFileError(shown, missing)
+    return pilot
+
+
+def _missing_files(pilot: Pilot, shown: str) -> list[Problem]:
+    """Local files a data set points at that do not exist (URIs are checked on open)."""
+    problems = []
+    for name, src in pilot.datasets.items():
+        for key in ("path", "database"):
+            rel = getattr(src, key)
+            if not rel:
+                continue
+            target = pilot.resolve(rel)
+            if any(ch in rel for ch in "*?["):
+                found = list(target.parent.glob(target.name)) if target.parent.is_dir() else []
+            else:
+                found = [target] if target.exists() else []
+            if not found:
+                problems.append(
+                    Problem(
+                        shown,
+                        f"datasets.{name}.{key}",
+                        rel,
+                        f"no file at {target}; paths are relative to the pilot file's folder",
+                    )
+                )
+    return problems
