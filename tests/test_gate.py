@@ -1,0 +1,266 @@
+"""The go/no-go gate on hand-built phase results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from pilot_lib.config import Pilot
+from pilot_lib.gate import evaluate_gate, judge_kpi
+from pilot_lib.integrity import check_thresholds, seal_thresholds
+
+PILOT_DOC = {
+    "name": "gate-test",
+    "title": "Gate test pilot",
+    "owner": "Owner",
+    "business_unit": "Ops",
+    "scope": "Test scope",
+    "pilot_window": {"start": "2026-03-02", "end": "2026-05-24"},
+    "baseline_window": {"start": "2026-01-05", "end": "2026-03-01"},
+    "datasets": {"decisions": {"path": "d.csv"}, "cases": {"path": "c.csv"}},
+    "kpis": [
+        {
+            "kpi": "task_completion_rate",
+            "comparator": ">",
+            "value": 0.80,
+            "unit": "proportion",
+            "min_samples": 100,
+        },
+        {
+            "kpi": "cost_per_decision",
+            "comparator": "<",
+            "value": 2.50,
+            "unit": "usd",
+            "min_samples": 100,
+        },
+    ],
+    "costs": {"review_hourly_rate_usd": 60, "manual_cost_per_case_usd": 10},
+    "drift": {
+        "features": ["x"],
+        "reference_window": {"start": "2026-03-02", "end": "2026-03-29"},
+        "current_window": {"start": "2026-04-27", "end": "2026-05-24"},
+    },
+    "drills": {
+        "max_seconds_to_detect": 300,
+        "max_seconds_to_page": 120,
+        "max_seconds_to_pause": 180,
+    },
+    "approvals": {"sla_minutes": 240, "levels": [{"name": "a", "max_amount": 100}, {"name": "b"}]},
+}
+
+
+@pytest.fixture
+def pilot(tmp_path: Path) -> Pilot:
+    import yaml
+
+    from pilot_lib.config import load_pilot
+
+    (tmp_path / "d.csv").write_text("x\n")
+    (tmp_path / "c.csv").write_text("x\n")
+    (tmp_path / "pilot.yaml").write_text(yaml.safe_dump(PILOT_DOC, sort_keys=False))
+    return load_pilot(tmp_path)
+
+
+def kpi(name: str, est: float, low: float, high: float, n: int) -> dict:
+    return {"kpi": name, "estimate": est, "low": low, "high": high, "n": n}
+
+
+def results(completion: dict, cost: dict, findings: list | None = None) -> dict:
+    return {
+        "kpi_baselining": {"kpis": [completion, cost]},
+        "drift_analysis": {"findings": findings or []},
+        "incident_drill_review": {"findings": []},
+    }
+
+
+def test_all_pass_is_go(pilot: Pilot) -> None:
+    lo, hi = proportion_confint(860, 1000, method="wilson")
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.86, lo, hi, 1000),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+        ),
+    )
+    assert [v.status for v in gate.verdicts] == ["PASS", "PASS"]
+    assert gate.decision == "GO"
+    assert "Decision: GO" in gate.rationale
+    assert "> 80.0%" in gate.rationale and "< $2.50" in gate.rationale
+
+
+def test_estimate_missing_threshold_fails_and_is_no_go(pilot: Pilot) -> None:
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.52, 0.50, 0.54, 2000),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+        ),
+    )
+    assert gate.verdicts[0].status == "FAIL"
+    assert gate.decision == "NO-GO"
+    assert "52.0%" in gate.rationale and "missed" in gate.rationale
+
+
+def test_interval_straddling_threshold_is_inconclusive_and_extend(pilot: Pilot) -> None:
+    # 82 of 100: estimate clears 80% but the Wilson interval does not.
+    lo, hi = proportion_confint(82, 100, method="wilson")
+    assert lo < 0.80 < 0.82
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.82, lo, hi, 100),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+        ),
+    )
+    v = gate.verdicts[0]
+    assert v.status == "INCONCLUSIVE"
+    assert gate.decision == "EXTEND"
+    # Advice: the n at which a Wilson interval around 0.82 clears 0.80, checked independently.
+    total = v.n + v.additional_samples
+    assert proportion_confint(0.82 * total, total, method="wilson")[0] > 0.80
+    smaller = total - 1
+    assert proportion_confint(0.82 * smaller, smaller, method="wilson")[0] <= 0.80
+    assert not gate.extend_advice().empty
+
+
+def test_inconclusive_cost_advice_scales_with_interval(pilot: Pilot) -> None:
+    # Cost 2.40 with half-width 0.20 on n=400: needs (0.20/0.10)^2 = 4x the sample.
+    v = judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.40, 2.20, 2.60, 400))
+    assert v.status == "INCONCLUSIVE"
+    assert v.additional_samples == 1200
+
+
+def test_below_minimum_sample_is_inconclusive_even_if_estimate_misses(pilot: Pilot) -> None:
+    v = judge_kpi(pilot.kpis[0], kpi("task_completion_rate", 0.5, 0.2, 0.8, 10))
+    assert v.status == "INCONCLUSIVE"
+    assert "below the 100" in v.reason
+    assert v.additional_samples == 90
+
+
+def test_no_data_is_inconclusive_with_label(pilot: Pilot) -> None:
+    v = judge_kpi(
+        pilot.kpis[0],
+        {"kpi": "task_completion_rate", "estimate": None, "n": 0, "note": "no decisions"},
+    )
+    assert v.status == "INCONCLUSIVE"
+    assert v.measured_text == "no data"
+    v = judge_kpi(pilot.kpis[0], None)
+    assert v.status == "INCONCLUSIVE"
+    v = judge_kpi(pilot.kpis[0], kpi("task_completion_rate", math.nan, math.nan, math.nan, 0))
+    assert v.estimate is None
+
+
+def test_lower_is_better_uses_upper_bound(pilot: Pilot) -> None:
+    assert judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.3, 2.2, 2.49, 500)).status == "PASS"
+    assert (
+        judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.3, 2.2, 2.51, 500)).status
+        == "INCONCLUSIVE"
+    )
+    assert judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.5, 2.4, 2.6, 500)).status == "FAIL"
+
+
+def test_blocking_finding_makes_no_go_even_when_kpis_pass(pilot: Pilot) -> None:
+    finding = {
+        "phase": "drift_analysis",
+        "code": "key_feature_drift",
+        "severity": "blocking",
+        "message": "Claim amount drifted significantly (PSI 0.41).",
+    }
+    warning = dict(finding, code="calibration", severity="warning", message="Calibration slipped.")
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.9, 0.88, 0.92, 1000),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+            findings=[finding, warning],
+        ),
+    )
+    assert gate.decision == "NO-GO"
+    assert [f.code for f in gate.blocking] == ["key_feature_drift"]
+    assert [f.code for f in gate.other_findings] == ["calibration"]
+    assert "PSI 0.41" in gate.rationale
+
+
+def test_missing_phase_prevents_go(pilot: Pilot) -> None:
+    res = {
+        "kpi_baselining": {
+            "kpis": [
+                kpi("task_completion_rate", 0.9, 0.88, 0.92, 1000),
+                kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+            ]
+        }
+    }
+    gate = evaluate_gate(pilot, res)
+    assert gate.decision == "EXTEND"
+    assert gate.missing_phases == ["drift_analysis", "incident_drill_review"]
+
+
+def test_result_is_json_serializable(pilot: Pilot) -> None:
+    import json
+
+    from pilot_lib.results import to_jsonable
+
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.9, 0.88, 0.92, 1000),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+        ),
+    )
+    doc = json.loads(json.dumps(to_jsonable(gate.to_result())))
+    assert doc["decision"] == "GO"
+    assert doc["verdicts"][0]["status"] == "PASS"
+
+
+def test_seal_matches_then_detects_changed_thresholds(pilot: Pilot, tmp_path: Path) -> None:
+    from pilot_lib.config import load_pilot
+
+    seal_thresholds(pilot, sealed_on=dt.date(2026, 2, 27))
+    warnings, notes = check_thresholds(pilot)
+    assert warnings == [] and "before the pilot started" in notes[0]
+
+    text = (tmp_path / "pilot.yaml").read_text().replace("0.8", "0.7")
+    (tmp_path / "pilot.yaml").write_text(text)
+    warnings, _ = check_thresholds(load_pilot(tmp_path))
+    assert "changed after they were agreed" in warnings[0]
+
+
+def test_seal_after_start_is_reported(pilot: Pilot) -> None:
+    seal_thresholds(pilot, sealed_on=dt.date(2026, 3, 10))
+    warnings, _ = check_thresholds(pilot)
+    assert "after the pilot started" in warnings[0]
+
+
+def _git(cwd: Path, *args: str, date: str | None = None) -> None:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "PATH": "/usr/bin:/bin",
+    }
+    if date:
+        env |= {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=env)
+
+
+def test_git_history_change_after_start_is_reported(pilot: Pilot, tmp_path: Path) -> None:
+    from pilot_lib.config import load_pilot
+
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "thresholds", date="2026-02-20T10:00:00")
+    # A scope edit after the start is fine; a threshold edit is not.
+    path = tmp_path / "pilot.yaml"
+    path.write_text(path.read_text().replace("Test scope", "Edited scope"))
+    _git(tmp_path, "commit", "-qam", "scope", date="2026-03-15T10:00:00")
+    assert check_thresholds(load_pilot(tmp_path))[0] == []
+    path.write_text(path.read_text().replace("0.8", "0.7"))
+    _git(tmp_path, "commit", "-qam", "lower the bar", date="2026-04-01T10:00:00")
+    warnings, _ = check_thresholds(load_pilot(tmp_path))
+    assert len(warnings) == 1 and "2026-04-01" in warnings[0]
