@@ -40,6 +40,65 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pilot_lib.export import write_portfolio
+    from pilot_lib.runner import run_pilots
+
+    outcomes = run_pilots(
+        args.pilots,
+        args.out,
+        phases=args.phases,
+        jobs=args.jobs,
+        export=not args.no_export,
+        notebooks=args.notebooks,
+    )
+    failed = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        if o.ok:
+            page = o.go_no_go_page
+            where = f"go/no-go page: {page}" if page else f"run folder: {o.run_dir}"
+            print(f"{o.pilot}: {o.decision or 'done'}; {where}")
+        else:
+            print(f"{o.pilot}: FAILED. {o.error}", file=sys.stderr)
+            if o.run_dir:
+                print(
+                    f"  run folder (kept, with the failed notebook): {o.run_dir}", file=sys.stderr
+                )
+    if len(outcomes) > 1:
+        print(f"portfolio page: {write_portfolio(args.out)}")
+    if failed:
+        return EXIT_FAILED
+    if args.fail_on == "no-go" and any(o.decision == "NO-GO" for o in outcomes):
+        print("exit 1: a pilot came out NO-GO (--fail-on no-go)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_portfolio(args: argparse.Namespace) -> int:
+    from pilot_lib.errors import WorkbookError
+    from pilot_lib.export import write_portfolio
+
+    if not Path(args.dir).is_dir():
+        raise WorkbookError(
+            f"{args.dir} is not a folder of pilot runs (pilot-workbook run --out DIR)"
+        )
+    print(f"portfolio page: {write_portfolio(args.dir)}")
+    return EXIT_OK
+
+
+def _cmd_seal(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from pilot_lib.config import load_pilot
+    from pilot_lib.integrity import seal_thresholds
+
+    pilot = load_pilot(args.pilot)
+    day = dt.date.fromisoformat(args.on) if args.on else None
+    lock = seal_thresholds(pilot, sealed_on=day)
+    print(f"sealed {len(pilot.kpis)} thresholds of {pilot.name} in {lock}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pilot-workbook",
@@ -67,6 +126,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("run", help="execute the phase notebooks for one or many pilots")
+    p.add_argument("pilots", nargs="+", metavar="PILOT", help="pilot folders or pilot.yaml files")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs"),
+        help="run folders go in OUT/<pilot>/<run-id> (default: runs)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="pilots run in parallel (processes; default 1)"
+    )
+    p.add_argument("--phases", default=None, help="phases to run, e.g. 1,2,5 (default: all)")
+    p.add_argument("--no-export", action="store_true", help="skip the HTML exports")
+    p.add_argument(
+        "--fail-on",
+        choices=["error", "no-go"],
+        default="error",
+        help="'no-go': also exit 1 when a pilot comes out NO-GO (for CI gates)",
+    )
+    p.add_argument(
+        "--notebooks",
+        type=Path,
+        default=None,
+        help="folder of the phase notebooks (default: the checkout's)",
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("portfolio", help="one page comparing the latest run of every pilot")
+    p.add_argument("dir", type=Path, help="the --out folder of earlier runs")
+    p.set_defaults(func=_cmd_portfolio)
+
+    p = sub.add_parser(
+        "seal", help="record the KPI thresholds' fingerprint before the pilot starts"
+    )
+    p.add_argument("pilot", help="pilot folder or its pilot.yaml")
+    p.add_argument(
+        "--on", default=None, help="the day the thresholds were agreed (YYYY-MM-DD; default today)"
+    )
+    p.set_defaults(func=_cmd_seal)
     return parser
 
 

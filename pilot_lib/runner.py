@@ -1,0 +1,386 @@
+"""Batch runs: every phase notebook for one pilot, or many, with papermill.
+
+``run_pilots(pilots, out_root)`` gives each pilot a fresh run folder
+``<out_root>/<pilot>/<run-id>/`` (run id: UTC time plus a short random suffix)
+holding the executed notebooks, their HTML exports, every phase result JSON,
+the quarantine files and a ``run.json`` manifest. An earlier run is never
+overwritten or deleted. ``<out_root>/<pilot>/latest`` points at the newest run
+that finished; it moves only when a run finished.
+
+Phases of one pilot run in order; a failing phase stops that pilot's later
+phases and keeps the executed notebook with the error in place. Several
+pilots run in parallel processes (``jobs``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import queue
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilot_lib import __version__
+from pilot_lib.config import PilotFileError, load_pilot, pilot_file_path
+from pilot_lib.errors import WorkbookError
+
+__all__ = [
+    "PHASE_NOTEBOOKS",
+    "PilotRun",
+    "latest_run_dir",
+    "new_run_id",
+    "notebooks_dir",
+    "parse_phases",
+    "run_pilot",
+    "run_pilots",
+]
+
+#: Phase number -> (result key, notebook file).
+PHASE_NOTEBOOKS: dict[int, tuple[str, str]] = {
+    1: ("use_case_scoring", "01_use_case_scoring.ipynb"),
+    2: ("kpi_baselining", "02_kpi_baselining.ipynb"),
+    3: ("drift_analysis", "03_drift_analysis.ipynb"),
+    4: ("incident_drill_review", "04_incident_drill_review.ipynb"),
+    5: ("go_no_go_summary", "05_go_no_go_summary.ipynb"),
+}
+
+LATEST = "latest"
+
+
+def notebooks_dir(explicit: str | Path | None = None) -> Path:
+    """The folder holding the phase notebooks: ``explicit``, else the checkout's ``notebooks/``."""
+    from pilot_lib.notebook import repo_root
+
+    if explicit is not None:
+        folder = Path(explicit)
+    else:
+        root = repo_root()
+        folder = root / "notebooks" if root else Path("notebooks")
+    missing = [nb for _, nb in PHASE_NOTEBOOKS.values() if not (folder / nb).is_file()]
+    if missing:
+        raise WorkbookError(
+            f"phase notebooks not found in {folder} (missing {', '.join(missing)}); "
+            "run from a clone of the workbook or pass --notebooks DIR"
+        )
+    return folder
+
+
+def parse_phases(text: str | Sequence[int] | None) -> list[int]:
+    """``"1,2,5"`` -> ``[1, 2, 5]``; None -> all five phases."""
+    if text is None:
+        return sorted(PHASE_NOTEBOOKS)
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        phases = sorted({int(str(x).strip()) for x in items if str(x).strip()})
+    except ValueError:
+        raise WorkbookError(
+            f"--phases takes numbers 1-5 separated by commas, got {text!r}"
+        ) from None
+    bad = [p for p in phases if p not in PHASE_NOTEBOOKS]
+    if bad or not phases:
+        raise WorkbookError(f"--phases takes numbers 1-5 separated by commas, got {text!r}")
+    return phases
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """``20261124T231500Z-3f9a``: sortable UTC time plus a random suffix (two runs in one second differ)."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def latest_run_dir(pilot_folder: Path) -> Path | None:
+    """The run the ``latest`` pointer names, or None."""
+    link = pilot_folder / LATEST
+    if link.is_symlink() or link.is_dir():
+        target = link.resolve()
+        return target if target.is_dir() else None
+    if link.is_file():  # fallback pointer on systems without symlinks
+        target = pilot_folder / link.read_text(encoding="utf-8").strip()
+        return target if target.is_dir() else None
+    return None
+
+
+def _point_latest(pilot_folder: Path, run_dir: Path) -> None:
+    tmp = pilot_folder / f".{LATEST}.{secrets.token_hex(3)}"
+    try:
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+    except (OSError, NotImplementedError):
+        tmp.write_text(run_dir.name + "\n", encoding="utf-8")
+    os.replace(tmp, pilot_folder / LATEST)
+
+
+@dataclass
+class PhaseRun:
+    phase: int
+    key: str
+    notebook: str
+    status: str = "pending"  # pending | succeeded | failed | skipped
+    seconds: float | None = None
+    html: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class PilotRun:
+    """The outcome of one pilot's run (also written as ``run.json``)."""
+
+    pilot: str
+    pilot_path: str
+    run_dir: str | None
+    run_id: str
+    status: str = "running"  # succeeded | failed
+    decision: str | None = None
+    title: str | None = None
+    pilot_file_sha256: str | None = None
+    package_version: str = __version__
+    started_at: str | None = None
+    finished_at: str | None = None
+    phases: list[PhaseRun] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def go_no_go_page(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        page = Path(self.run_dir) / "05_go_no_go_summary.html"
+        return page if page.is_file() else None
+
+
+def _describe_failure(pilot: str, phase: PhaseRun, exc: BaseException) -> str:
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        last_line = (exc.evalue or "").strip().splitlines()
+        detail = last_line[0] if last_line else ""
+        return (
+            f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed in cell "
+            f"{exc.exec_count} ({exc.ename}: {detail}); see {phase.notebook}"
+        )
+    return f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed: {type(exc).__name__}: {exc}"
+
+
+def run_pilot(
+    pilot: str | Path,
+    out_root: str | Path,
+    phases: Sequence[int] | None = None,
+    export: bool = True,
+    notebooks: str | Path | None = None,
+    run_id: str | None = None,
+    progress: Callable[[str, int, str], None] | None = None,
+    kernel_name: str = "python3",
+) -> PilotRun:
+    """Execute the phase notebooks for one pilot into a fresh run folder.
+
+    Parameters
+    ----------
+    pilot:
+        Pilot folder or pilot.yaml.
+    out_root:
+        Parent of the per-pilot run folders.
+    phases:
+        Phase numbers to run, in order (default all five).
+    export:
+        Write an HTML export (no code) next to each executed notebook.
+    progress:
+        Called as ``progress(pilot, phase, status)`` after each phase.
+
+    Never raises for a failing phase: the outcome says what failed, where.
+    """
+    import papermill as pm
+
+    nb_dir = notebooks_dir(notebooks)
+    phases = parse_phases(phases)
+    pilot_file = pilot_file_path(pilot).resolve()
+    name = pilot_file.parent.name
+    title = sha = None
+    try:
+        loaded = load_pilot(pilot_file)
+        name, title, sha = loaded.name, loaded.title, loaded.file_hash
+    except PilotFileError:
+        pass  # the first notebook reports the problems, in the run folder, with the rest
+    run_id = run_id or new_run_id()
+    pilot_folder = Path(out_root).resolve() / name
+    run_dir = pilot_folder / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    outcome = PilotRun(
+        pilot=name,
+        pilot_path=str(pilot_file),
+        run_dir=str(run_dir),
+        run_id=run_id,
+        title=title,
+        pilot_file_sha256=sha,
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        phases=[PhaseRun(p, *PHASE_NOTEBOOKS[p]) for p in phases],
+    )
+    failed = False
+    for ph in outcome.phases:
+        if failed:
+            ph.status = "skipped"
+            continue
+        target = run_dir / ph.notebook
+        started = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb_dir / ph.notebook),
+                str(target),
+                parameters={"pilot": str(pilot_file), "output_dir": str(run_dir)},
+                kernel_name=kernel_name,
+                cwd=str(run_dir),
+                progress_bar=False,
+                log_output=False,
+            )
+            ph.status = "succeeded"
+        except Exception as exc:  # a failed phase must not stop other pilots
+            ph.status = "failed"
+            ph.error = _describe_failure(name, ph, exc)
+            outcome.error = ph.error
+            failed = True
+        ph.seconds = round(time.perf_counter() - started, 2)
+        if export and target.is_file():
+            try:
+                from pilot_lib.export import export_html
+
+                html_path = export_html(
+                    target, target.with_suffix(".html"), title=f"{title or name}: {ph.key}"
+                )
+                ph.html = html_path.name
+            except Exception as exc:  # export trouble is reported, not fatal to the data
+                ph.error = (ph.error + "; " if ph.error else "") + f"HTML export failed: {exc}"
+        if progress:
+            progress(name, ph.phase, ph.status)
+    outcome.status = "failed" if failed else "succeeded"
+    gate_file = run_dir / "go_no_go_summary.json"
+    if gate_file.is_file():
+        outcome.decision = json.loads(gate_file.read_text(encoding="utf-8"))["result"].get(
+            "decision"
+        )
+    outcome.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    (run_dir / "run.json").write_text(
+        json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8"
+    )
+    if outcome.ok:
+        _point_latest(pilot_folder, run_dir)
+    return outcome
+
+
+def _worker(args: dict[str, Any], events: Any) -> PilotRun:
+    def report(pilot: str, phase: int, status: str) -> None:
+        events.put((pilot, phase, status))
+
+    try:
+        return run_pilot(progress=report, **args)
+    except Exception as exc:  # e.g. an unwritable output folder
+        return PilotRun(
+            pilot=Path(str(args["pilot"])).name,
+            pilot_path=str(args["pilot"]),
+            run_dir=None,
+            run_id="",
+            status="failed",
+            error=f"pilot {args['pilot']}: {type(exc).__name__}: {exc}",
+        )
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain lines otherwise (CI logs)."""
+
+    def __init__(self, total: int, stream: Any = None):
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if hasattr(self.stream, "isatty") and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="phase", file=self.stream, dynamic_ncols=True)
+
+    def __call__(self, pilot: str, phase: int, status: str) -> None:
+        text = f"{pilot}: phase {phase} ({PHASE_NOTEBOOKS[phase][0]}) {status}"
+        if self.bar is not None:
+            self.bar.set_description(text)
+            self.bar.update(1)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_pilots(
+    pilots: Sequence[str | Path],
+    out_root: str | Path,
+    phases: Sequence[int] | str | None = None,
+    jobs: int = 1,
+    export: bool = True,
+    notebooks: str | Path | None = None,
+    stream: Any = None,
+) -> list[PilotRun]:
+    """Run several pilots, up to ``jobs`` at once; returns one outcome per pilot, in input order."""
+    phase_list = parse_phases(phases)
+    nb_dir = notebooks_dir(notebooks)
+    if jobs < 1:
+        raise WorkbookError(f"--jobs must be at least 1, got {jobs}")
+    show = _Progress(total=len(pilots) * len(phase_list), stream=stream)
+    common = {
+        "out_root": str(out_root),
+        "phases": phase_list,
+        "export": export,
+        "notebooks": str(nb_dir),
+    }
+    outcomes: dict[int, PilotRun] = {}
+    try:
+        if jobs == 1 or len(pilots) == 1:
+            for i, p in enumerate(pilots):
+                outcomes[i] = _worker({"pilot": str(p), **common}, _Direct(show))
+        else:
+            import multiprocessing as mp
+
+            with mp.Manager() as manager:
+                events = manager.Queue()
+                with ProcessPoolExecutor(max_workers=min(jobs, len(pilots))) as pool:
+                    futures = {
+                        pool.submit(_worker, {"pilot": str(p), **common}, events): i
+                        for i, p in enumerate(pilots)
+                    }
+                    pending = set(futures)
+                    while pending:
+                        _drain(events, show)
+                        done = {f for f in pending if f.done()}
+                        for f in done:
+                            outcomes[futures[f]] = f.result()
+                        pending -= done
+                        if pending:
+                            time.sleep(0.2)
+                    for f in as_completed(futures):
+                        outcomes[futures[f]] = f.result()
+                    _drain(events, show)
+    finally:
+        show.close()
+    return [outcomes[i] for i in range(len(pilots))]
+
+
+class _Direct:
+    """Queue-like adaptor that forwards progress events straight to the display."""
+
+    def __init__(self, show: _Progress):
+        self.show = show
+
+    def put(self, item: tuple[str, int, str]) -> None:
+        self.show(*item)
+
+
+def _drain(events: Any, show: _Progress) -> None:
+    while True:
+        try:
+            show(*events.get_nowait())
+        except queue.Empty:
+            return
