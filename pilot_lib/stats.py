@@ -44,6 +44,14 @@ def z_value(confidence: float = 0.95) -> float:
     return float(_st.norm.ppf(0.5 + confidence / 2))
 
 
+def _wilson_bounds(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson bounds for an observed proportion ``p`` (any real ``0 <= p <= 1``) over ``n > 0``."""
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion ``successes / n``.
 
@@ -61,16 +69,12 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         (Wald) interval it stays inside [0, 1] and is not degenerate at 0 of n
         or n of n.
     """
+    _check_confidence(confidence)
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return (math.nan, math.nan)
-    z = z_value(confidence)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    low, high = _wilson_bounds(successes / n, n, z_value(confidence))
     # Exact bounds at the edges (floating error otherwise leaves 1e-17).
     if successes == 0:
         low = 0.0
@@ -90,8 +94,10 @@ def mean_interval(mean: float, std: float, n: int, confidence: float = 0.95) -> 
     _check_confidence(confidence)
     if n <= 0:
         return (math.nan, math.nan)
-    if n == 1 or not math.isfinite(std):
+    if n == 1 or std is None or not math.isfinite(std):
         return (-math.inf, math.inf)
+    if std < 0:
+        raise ValueError(f"std must be >= 0 (a standard deviation), got {std}")
     t = float(_st.t.ppf(0.5 + confidence / 2, df=n - 1))
     half = t * std / math.sqrt(n)
     return (mean - half, mean + half)
@@ -101,6 +107,13 @@ def _as_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
     arr = arr[~np.isnan(arr)]
     return arr
+
+
+def _check_resamples(n_resamples: int) -> None:
+    if n_resamples < 1:
+        raise ValueError(
+            f"n_resamples must be >= 1 (default {DEFAULT_RESAMPLES}), got {n_resamples}"
+        )
 
 
 def _bootstrap_medians(arr: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -126,6 +139,7 @@ def bootstrap_median_interval(
     ``(nan, nan)`` for no values; ``(x, x)`` for a single value.
     """
     _check_confidence(confidence)
+    _check_resamples(n_resamples)
     arr = _as_array(values)
     if arr.size == 0:
         return (math.nan, math.nan)
@@ -147,9 +161,12 @@ def bootstrap_median_ratio_interval(
 
     The two samples are resampled independently (two cohorts). Used for the
     efficiency gain, ``1 - ratio``. Returns ``(ratio, low, high)``; all NaN when
-    either sample is empty or the denominator's median is 0.
+    either sample is empty or the denominator's median is 0. A resample whose
+    denominator median is 0 has no finite ratio and is left out of the
+    percentiles (it can only happen when many denominator values are 0).
     """
     _check_confidence(confidence)
+    _check_resamples(n_resamples)
     num, den = _as_array(numerator), _as_array(denominator)
     if num.size == 0 or den.size == 0 or np.median(den) == 0:
         return (math.nan, math.nan, math.nan)
@@ -191,18 +208,23 @@ def sample_size_to_clear(
 ) -> int | None:
     """Smallest ``n`` whose Wilson interval at ``estimate`` lies wholly on one side of ``threshold``.
 
-    Answers "how many more decisions would settle this KPI?" for an
-    INCONCLUSIVE proportion, assuming the estimate holds. ``None`` when the
-    estimate equals the threshold (no sample size settles it) or more than
-    ``max_n`` would be needed.
+    Answers "how many decisions in total would settle this KPI?" for an
+    INCONCLUSIVE proportion, assuming the observed rate stays exactly at
+    ``estimate`` (the Wilson bounds are evaluated at ``p = estimate``, not at a
+    rounded count, so the answer does not jump with rounding). The Wilson
+    interval shrinks as ``n`` grows, so the answer is the closed form
+    ``floor(z^2 t (1 - t) / (estimate - t)^2) + 1`` for threshold ``t``; it is
+    found by bisection on the interval itself. ``None`` when the estimate equals
+    the threshold (no sample size settles it) or more than ``max_n`` would be needed.
     """
     if not (0 <= estimate <= 1 and 0 <= threshold <= 1):
         raise ValueError("estimate and threshold must be proportions")
+    z = z_value(confidence)
     if estimate == threshold:
         return None
 
     def clears(n: int) -> bool:
-        low, high = wilson_interval(round(estimate * n), n, confidence)
+        low, high = _wilson_bounds(estimate, n, z)
         return low > threshold if estimate > threshold else high < threshold
 
     if not clears(max_n):
