@@ -9,5 +9,8 @@ import warnings
 # pandera imports pyspark.pandas when pyspark is installed, and pyspark warns about
 # pandas 3 on import; the workbook never uses pyspark.pandas, so the warning is noise.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+# ibis 12 touches pandas' deprecated 'future.infer_string' option on every pandas
+# conversion; harmless, and it would clutter every notebook output.
+warnings.filterwarnings("ignore", message="The 'future.infer_string' option is deprecated")
 
 __version__ = "0.1.0"
