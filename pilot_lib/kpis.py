@@ -1,0 +1,1406 @@
+"""Phase 2: KPI baselining.
+
+The five KPIs of the playbook over the pilot window, each with its interval,
+sample size and unit, beside the threshold the pilot file wrote down before the
+pilot started (no pass/fail verdict here: that is phase 5).
+
+============================  ====================================================
+KPI                           definition
+============================  ====================================================
+task completion (business)    accepted / decisions; technical = completed / decisions
+process efficiency gain       1 - median(agent cycle time) / median(control cycle time)
+user adoption rate            engaged eligible users / eligible users, first month
+cost per decision             (model + tool + review minutes / 60 x hourly rate) / decisions
+escalation rate               escalated / decisions, by reason
+============================  ====================================================
+
+Intervals: Wilson score for proportions, Student-t from the engine's mean,
+standard deviation and count for cost per decision, a seeded percentile
+bootstrap (``stats.DEFAULT_RESAMPLES`` resamples) for the ratio of medians, and
+Newcombe's square-and-add interval for the paired gap between technical and
+business completion.
+
+Work happens in the engine: the decision log, cases and adoption tables are
+Ibis expressions (DuckDB by default) and only aggregates come back to pandas:
+one row of window totals, one row per week, one row per escalation reason.
+The efficiency bootstrap pulls exactly one numeric column per cohort (cycle
+hours, computed in the engine), never a whole table.
+
+"No data" (an empty window, a zero denominator, an all-null column, a missing
+data set) is never an error: the figure's estimate and bounds are NaN inside
+:class:`KpiTable`, its ``status`` is ``"no data"`` and its ``note`` says why;
+:meth:`KpiTable.display_table` shows "no data", never "nan".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from pilot_lib import stats
+from pilot_lib.config import ESCALATION_REASONS, KPI_NAMES, Pilot, load_pilot
+from pilot_lib.errors import ContractError
+from pilot_lib.findings import Finding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pilot_lib.contracts import PilotData
+
+__all__ = [
+    "BASELINE_COMPARISON",
+    "COMPLETION_GAP_LIMIT",
+    "CONTROL_COMPARISON",
+    "FIRST_MONTH_DAYS",
+    "KPI_COLUMNS",
+    "KPI_LABELS",
+    "PHASE",
+    "TOOL_FAILURE_SHARE_LIMIT",
+    "KpiTable",
+    "compute_kpis",
+    "compute_kpis_from_tables",
+    "paired_difference_interval",
+]
+
+#: Phase key of the result file and of the findings raised here.
+PHASE = "kpi_baselining"
+
+#: Efficiency comparison labels (``KpiTable.efficiency["comparison_label"]``).
+CONTROL_COMPARISON = "vs concurrent control cohort (same weeks)"
+BASELINE_COMPARISON = "vs pre-pilot baseline (weaker: no concurrent control)"
+
+#: Tool failures "dominate" escalations above this share (or when they are the largest reason).
+TOOL_FAILURE_SHARE_LIMIT = 0.40
+#: A technical-minus-business completion gap above this is flagged as an adoption problem.
+COMPLETION_GAP_LIMIT = 0.15
+#: The adoption rate's "first month": weeks whose Monday falls in [start, start + 28 days).
+FIRST_MONTH_DAYS = 28
+
+#: Row labels of the KPI table, in display order. The five KPIs of the playbook
+#: are the headline rows; the others sit beside them as context.
+KPI_LABELS: dict[str, str] = {
+    "task_completion_rate": "Task completion (business: accepted without correction)",
+    "technical_completion_rate": "Task completion (technical: well-formed output)",
+    "efficiency_gain": "Process efficiency gain (end-to-end cycle time)",
+    "adoption_rate": "User adoption (first month)",
+    "override_rate": "Override rate (outputs users modified or replaced)",
+    "override_rate_decision_log": "Override rate (decision log)",
+    "cost_per_decision": "Cost per decision",
+    "escalation_rate": "Escalation rate",
+    "low_confidence_share": "Decisions below the confidence threshold",
+}
+_HEADLINE = {
+    "task_completion_rate",
+    "efficiency_gain",
+    "adoption_rate",
+    "cost_per_decision",
+    "escalation_rate",
+}
+_SAMPLE_NOUN = {
+    "efficiency_gain": "cases",
+    "adoption_rate": "users",
+    "override_rate": "outputs seen",
+}
+
+_DECISION_COLUMNS = (
+    "timestamp",
+    "case_id",
+    "completed",
+    "accepted",
+    "overridden",
+    "escalated",
+    "escalation_reason",
+    "confidence",
+    "model_cost_usd",
+    "tool_cost_usd",
+    "review_minutes",
+)
+_CASE_COLUMNS = ("case_id", "cohort", "opened_at", "closed_at")
+_ADOPTION_COLUMNS = ("user_id", "week", "eligible", "engaged", "decisions_seen", "overrides")
+
+KPI_COLUMNS = [
+    "kpi",
+    "label",
+    "headline",
+    "estimate",
+    "low",
+    "high",
+    "n",
+    "unit",
+    "status",
+    "method",
+    "note",
+    "comparator",
+    "threshold",
+    "min_samples",
+]
+
+_WEEKLY_COLUMNS = [
+    "week",
+    "decisions",
+    "completed",
+    "accepted",
+    "escalated",
+    "overridden",
+    "technical_rate",
+    "technical_low",
+    "technical_high",
+    "business_rate",
+    "business_low",
+    "business_high",
+    "escalation_rate",
+    "escalation_low",
+    "escalation_high",
+    "override_rate",
+    "override_low",
+    "override_high",
+    "cost_per_decision",
+    "cost_low",
+    "cost_high",
+]
+_WEEKLY_ADOPTION_COLUMNS = [
+    "week",
+    "users",
+    "eligible_users",
+    "engaged_users",
+    "adoption_rate",
+    "adoption_low",
+    "adoption_high",
+    "decisions_seen",
+    "overrides",
+    "override_rate",
+    "override_low",
+    "override_high",
+]
+_WEEKLY_CYCLE_COLUMNS = ["week", "cohort", "cases", "closed", "open", "median_cycle_hours"]
+_REASON_COLUMNS = [
+    "reason",
+    "escalations",
+    "share_of_escalations",
+    "rate_per_decision",
+    "rate_low",
+    "rate_high",
+]
+_COST_COLUMNS = ["component", "total_usd", "per_decision_usd", "share_of_cost"]
+
+
+# --------------------------------------------------------------------------------------
+# Result container
+# --------------------------------------------------------------------------------------
+@dataclass
+class KpiTable:
+    """Phase 2 result: every KPI with its interval, sample size and threshold.
+
+    Attributes
+    ----------
+    kpis:
+        One row per figure (columns :data:`KPI_COLUMNS`): ``estimate``, ``low``,
+        ``high`` (NaN when ``status == "no data"``), ``n`` (decisions for rates
+        and cost; closed cases of the smaller cohort for efficiency; eligible
+        users for adoption; outputs seen for the adoption override rate),
+        ``unit`` ("proportion" or "usd"), ``method``, ``note`` and the pilot
+        file's threshold (``comparator``, ``threshold``, ``min_samples``; None /
+        NaN when the file sets none). ``headline`` marks the five playbook KPIs.
+    weekly:
+        Per ISO week (``week`` = its Monday) of the decision log: counts,
+        technical / business completion, escalation and override rates with
+        Wilson bounds, cost per decision with Student-t bounds.
+    weekly_adoption:
+        Per week: eligible and engaged users, adoption rate with Wilson bounds,
+        outputs seen, overrides and override rate with bounds.
+    weekly_cycle_time:
+        Per week the case was opened and cohort: cases, closed, open and the
+        median cycle time in hours of the closed ones (median from the engine).
+    completion:
+        Technical and business completion with intervals, their gap with
+        Newcombe's paired interval, and a note.
+    escalation_by_reason:
+        The four reasons always (zeros included; an "unspecified" row only when
+        escalations carry an unknown or missing reason): count, share of
+        escalations (NaN when there are none), rate per decision with bounds.
+    cost_breakdown:
+        Model, tool and human-review parts: total, per decision (US dollars) and
+        share of the total cost.
+    cost:
+        Cost per decision against the manual cost per case: saving per decision,
+        ratio, decisions per case and the agent's cost per case.
+    efficiency:
+        Which comparison was used (``comparison``: "control", "baseline" or
+        None; ``comparison_label``), medians (hours) with bootstrap intervals,
+        closed and open cases per cohort, the ratio and the gain with bounds.
+    adoption:
+        First-month eligible and engaged users and both override rates.
+    flags:
+        :class:`~pilot_lib.findings.Finding` objects for the analyst.
+    """
+
+    pilot_name: str
+    confidence: float
+    seed: int
+    pilot_window: tuple[dt.date, dt.date]
+    baseline_window: tuple[dt.date, dt.date]
+    kpis: pd.DataFrame
+    weekly: pd.DataFrame
+    weekly_adoption: pd.DataFrame
+    weekly_cycle_time: pd.DataFrame
+    completion: dict[str, Any]
+    escalation_by_reason: pd.DataFrame
+    cost_breakdown: pd.DataFrame
+    cost: dict[str, Any]
+    efficiency: dict[str, Any]
+    adoption: dict[str, Any]
+    flags: list[Finding] = field(default_factory=list)
+
+    def kpi(self, name: str) -> dict[str, Any]:
+        """One row of :attr:`kpis` as a dict; KeyError for an unknown name."""
+        rows = self.kpis[self.kpis["kpi"] == name]
+        if rows.empty:
+            raise KeyError(f"no KPI named {name!r}; known: {list(self.kpis['kpi'])}")
+        return rows.iloc[0].to_dict()
+
+    def display_table(self, headline_only: bool = False) -> pd.DataFrame:
+        """The KPI table as strings for people: no NaN, "no data" where there is none.
+
+        Columns: KPI, estimate with interval (e.g. ``"86.1% (85.7%-86.5%)"``),
+        sample (``"n=29,431 decisions"``), threshold (``"> 80.0%"``, or
+        ``"none set"``), the threshold's minimum sample, and the note.
+        """
+        ci = f"Estimate ({_pct_label(self.confidence)} CI)"
+        rows = []
+        frame = self.kpis[self.kpis["headline"]] if headline_only else self.kpis
+        for r in frame.to_dict(orient="records"):
+            rows.append(
+                {
+                    "KPI": r["label"],
+                    ci: _format_estimate(r),
+                    "Sample": self._format_sample(r),
+                    "Threshold": _format_threshold(r),
+                    "Min. sample": (
+                        f"{int(r['min_samples']):,}" if r["comparator"] is not None else ""
+                    ),
+                    "Note": r["note"] or "",
+                }
+            )
+        return pd.DataFrame(rows, columns=["KPI", ci, "Sample", "Threshold", "Min. sample", "Note"])
+
+    def _format_sample(self, r: dict[str, Any]) -> str:
+        n = int(r["n"])
+        if r["kpi"] == "efficiency_gain" and self.efficiency.get("comparison"):
+            e = self.efficiency
+            return (
+                f"n={n:,} (agent {int(e['n_agent']):,}; "
+                f"{e['comparison']} {int(e['n_comparison']):,} closed cases)"
+            )
+        return f"n={n:,} {_SAMPLE_NOUN.get(r['kpi'], 'decisions')}"
+
+    def to_result(self) -> dict[str, Any]:
+        """Everything phase 5 and batch runs need, as JSON-able types (NaN becomes None).
+
+        ``kpis`` is a list of dicts with kpi, label, headline, estimate, low, high,
+        n, unit, status, method, note, comparator, threshold and min_samples, so a
+        verdict can be reached from the result file alone.
+        """
+        from pilot_lib.results import to_jsonable
+
+        kpis = []
+        for r in self.kpis.to_dict(orient="records"):
+            has_threshold = r["comparator"] is not None
+            r["threshold"] = float(r["threshold"]) if has_threshold else None
+            r["min_samples"] = int(r["min_samples"]) if has_threshold else None
+            r["n"] = int(r["n"])
+            r["headline"] = bool(r["headline"])
+            kpis.append(r)
+        return to_jsonable(
+            {
+                "pilot": self.pilot_name,
+                "confidence": self.confidence,
+                "seed": self.seed,
+                "bootstrap_resamples": stats.DEFAULT_RESAMPLES,
+                "pilot_window": {"start": self.pilot_window[0], "end": self.pilot_window[1]},
+                "baseline_window": {
+                    "start": self.baseline_window[0],
+                    "end": self.baseline_window[1],
+                },
+                "kpis": kpis,
+                "completion": self.completion,
+                "efficiency": self.efficiency,
+                "adoption": self.adoption,
+                "cost": self.cost,
+                "cost_breakdown": self.cost_breakdown,
+                "escalation_by_reason": self.escalation_by_reason,
+                "weekly": self.weekly,
+                "weekly_adoption": self.weekly_adoption,
+                "weekly_cycle_time": self.weekly_cycle_time,
+                "findings": self.flags,
+            }
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------
+def compute_kpis(
+    pilot: Pilot | str | Path,
+    data: PilotData | None = None,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> KpiTable:
+    """Compute the phase 2 KPI table for a pilot.
+
+    Parameters
+    ----------
+    pilot:
+        A loaded :class:`~pilot_lib.config.Pilot`, or a pilot folder / pilot file path.
+    data:
+        The pilot's contract-checked data (``pilot_lib.contracts.load_pilot_data``);
+        loaded from the pilot file when None.
+    confidence:
+        Two-sided coverage of every interval (0.95 = 95%).
+    seed:
+        Seed of the efficiency bootstrap; the same seed gives the same bounds.
+    """
+    if not isinstance(pilot, Pilot):
+        pilot = load_pilot(pilot)
+    if data is None:
+        from pilot_lib.contracts import load_pilot_data
+
+        data = load_pilot_data(pilot)
+    return compute_kpis_from_tables(
+        pilot,
+        data.decisions,
+        cases=data.cases,
+        adoption=data.adoption,
+        confidence=confidence,
+        seed=seed,
+    )
+
+
+def compute_kpis_from_tables(
+    pilot: Pilot,
+    decisions: ir.Table,
+    cases: ir.Table | None = None,
+    adoption: ir.Table | None = None,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> KpiTable:
+    """Compute the KPI table from Ibis tables with the contract columns.
+
+    Parameters
+    ----------
+    pilot:
+        The pilot: windows, thresholds, hourly review rate, manual cost per case,
+        confidence threshold.
+    decisions:
+        Decision log (docs/data-contracts.md). Rows with ``pilot.pilot_window.start_ts
+        <= timestamp < end_ts`` count. Nulls in a flag column are left out of
+        that flag's denominator (contract-valid data has none).
+    cases:
+        Cases with ``cohort`` agent / control / baseline; None when the pilot
+        names no cases data set (efficiency then has no data).
+    adoption:
+        User x week adoption table; None when the pilot names none (adoption and
+        the adoption-based override rate then have no data).
+    confidence, seed:
+        Interval coverage and bootstrap seed.
+
+    Raises
+    ------
+    ContractError
+        A table lacks a column the KPIs need, or a count exceeds its denominator.
+    """
+    stats.z_value(confidence)  # validates 0 < confidence < 1
+    _require_columns(decisions, "decisions", _DECISION_COLUMNS)
+    if cases is not None:
+        _require_columns(cases, "cases", _CASE_COLUMNS)
+    if adoption is not None:
+        _require_columns(adoption, "adoption", _ADOPTION_COLUMNS)
+
+    rate = pilot.costs.review_hourly_rate_usd
+    window = _in_window(decisions, decisions.timestamp, pilot.pilot_window)
+    totals = _decision_totals(window, rate, pilot.confidence_threshold)
+    window_text = _window_text(pilot.pilot_window.start, pilot.pilot_window.end)
+    empty_reason = f"no decisions in the pilot window ({window_text})"
+
+    completion, completion_figs = _completion(totals, confidence, empty_reason)
+    reasons = _escalation_by_reason(window, totals, confidence)
+    escalation_fig = _proportion_figure(
+        "escalation_rate",
+        totals["escalated"],
+        totals["escalated_n"],
+        confidence,
+        "escalated / decisions in the pilot window; Wilson score interval",
+        _null_reason("escalated", totals["decisions"], empty_reason),
+        _left_out_note("escalated", totals["escalated_n"], totals["decisions"]),
+    )
+    override_log_fig = _proportion_figure(
+        "override_rate_decision_log",
+        totals["overridden"],
+        totals["overridden_n"],
+        confidence,
+        "overridden / decisions in the pilot window (decision log); Wilson score interval",
+        _null_reason("overridden", totals["decisions"], empty_reason),
+        _left_out_note("overridden", totals["overridden_n"], totals["decisions"]),
+    )
+    low_conf_fig = _proportion_figure(
+        "low_confidence_share",
+        totals["below_threshold"],
+        totals["confidence_n"],
+        confidence,
+        f"decisions with confidence < {pilot.confidence_threshold:g} (the pilot's "
+        "confidence threshold) / decisions with a confidence; Wilson score interval",
+        _null_reason("confidence", totals["decisions"], empty_reason),
+        _left_out_note("confidence", totals["confidence_n"], totals["decisions"]),
+    )
+    cost_fig, cost_breakdown, cost = _cost(totals, pilot, confidence, empty_reason)
+    efficiency, efficiency_fig, weekly_cycle = _efficiency(cases, pilot, confidence, seed)
+    adoption_summary, adoption_figs, weekly_adoption = _adoption(adoption, pilot, confidence)
+
+    figures = {
+        f.kpi: f
+        for f in [
+            *completion_figs,
+            efficiency_fig,
+            *adoption_figs,
+            override_log_fig,
+            cost_fig,
+            escalation_fig,
+            low_conf_fig,
+        ]
+    }
+    kpis = _kpi_frame(pilot, [figures[k] for k in KPI_LABELS])
+    for name in ("override_rate", "override_rate_decision_log"):
+        f = figures[name]
+        adoption_summary[name] = {"estimate": f.estimate, "low": f.low, "high": f.high, "n": f.n}
+    weekly = _weekly_decisions(window, rate, confidence)
+
+    table = KpiTable(
+        pilot_name=pilot.name,
+        confidence=confidence,
+        seed=seed,
+        pilot_window=(pilot.pilot_window.start, pilot.pilot_window.end),
+        baseline_window=(pilot.baseline_window.start, pilot.baseline_window.end),
+        kpis=kpis,
+        weekly=weekly,
+        weekly_adoption=weekly_adoption,
+        weekly_cycle_time=weekly_cycle,
+        completion=completion,
+        escalation_by_reason=reasons,
+        cost_breakdown=cost_breakdown,
+        cost=cost,
+        efficiency=efficiency,
+        adoption=adoption_summary,
+    )
+    table.flags = _flags(table, totals, cases is None, adoption is None, window_text)
+    return table
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Figure:
+    kpi: str
+    estimate: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    n: int = 0
+    method: str = ""
+    note: str = ""
+    no_data: str | None = None  # reason, when there is no figure
+
+
+def _no_data(kpi: str, reason: str, method: str, n: int = 0) -> _Figure:
+    return _Figure(kpi, n=n, method=method, note=f"no data ({reason})", no_data=reason)
+
+
+def _proportion_figure(
+    kpi: str,
+    successes: int,
+    n: int,
+    confidence: float,
+    method: str,
+    no_data_reason: str | None,
+    note: str = "",
+) -> _Figure:
+    if n == 0:
+        return _no_data(kpi, no_data_reason or "zero denominator", method)
+    low, high = _wilson(successes, n, confidence, kpi)
+    return _Figure(kpi, successes / n, low, high, n, method, note)
+
+
+def _wilson(successes: int, n: int, confidence: float, what: str) -> tuple[float, float]:
+    if successes > n:
+        raise ContractError(
+            f"{what}: {successes:,} successes out of {n:,} is impossible; a count exceeds its "
+            "denominator (check the data set against docs/data-contracts.md)"
+        )
+    if n == 0:
+        return (math.nan, math.nan)
+    return stats.wilson_interval(successes, n, confidence)
+
+
+def _null_reason(column: str, decisions: int, empty_reason: str) -> str:
+    if decisions == 0:
+        return empty_reason
+    return f"{column} is null on all {decisions:,} decisions in the pilot window"
+
+
+def _left_out_note(column: str, known: int, decisions: int) -> str:
+    missing = decisions - known
+    if decisions and missing:
+        return f"{missing:,} decisions with a null {column} left out"
+    return ""
+
+
+def _kpi_frame(pilot: Pilot, figures: list[_Figure]) -> pd.DataFrame:
+    rows = []
+    for f in figures:
+        threshold = pilot.threshold(f.kpi)
+        rows.append(
+            {
+                "kpi": f.kpi,
+                "label": KPI_LABELS[f.kpi],
+                "headline": f.kpi in _HEADLINE,
+                "estimate": float(f.estimate),
+                "low": float(f.low),
+                "high": float(f.high),
+                "n": int(f.n),
+                "unit": KPI_NAMES.get(f.kpi, "proportion"),
+                "status": "no data" if f.no_data is not None else "ok",
+                "method": f.method,
+                "note": f.note,
+                "comparator": threshold.comparator if threshold else None,
+                "threshold": threshold.value if threshold else math.nan,
+                "min_samples": threshold.min_samples if threshold else pd.NA,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=KPI_COLUMNS)
+    frame["n"] = frame["n"].astype("int64")
+    frame["min_samples"] = frame["min_samples"].astype("Int64")
+    # Object dtype keeps None (pandas' string dtype would turn it into NaN).
+    frame["comparator"] = pd.Series([r["comparator"] for r in rows], dtype=object)
+    return frame
+
+
+# --------------------------------------------------------------------------------------
+# Decision log
+# --------------------------------------------------------------------------------------
+def _require_columns(table: ir.Table, name: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ContractError(
+            f"{name}: missing column(s) {missing} needed for the KPIs; "
+            f"the {name} contract in docs/data-contracts.md lists every column"
+        )
+
+
+def _in_window(table: ir.Table, column: ir.Column, window: Any) -> ir.Table:
+    return table.filter((column >= window.start_ts) & (column < window.end_ts))
+
+
+def _total_cost(t: ir.Table, rate: float) -> ir.FloatingValue:
+    return t.model_cost_usd + t.tool_cost_usd + t.review_minutes / 60.0 * rate
+
+
+def _decision_totals(t: ir.Table, rate: float, confidence_threshold: float) -> dict[str, Any]:
+    """One aggregate query over the window; returns plain Python numbers (0 for empty sums)."""
+    cost = _total_cost(t, rate)
+    has_cost = cost.notnull()
+    agg = t.aggregate(
+        decisions=t.count(),
+        completed=t.completed.sum(),
+        completed_n=t.completed.count(),
+        accepted=t.accepted.sum(),
+        accepted_n=t.accepted.count(),
+        both=(t.completed & t.accepted).sum(),
+        completed_only=(t.completed & ~t.accepted).sum(),
+        accepted_only=(~t.completed & t.accepted).sum(),
+        neither=(~t.completed & ~t.accepted).sum(),
+        overridden=t.overridden.sum(),
+        overridden_n=t.overridden.count(),
+        escalated=t.escalated.sum(),
+        escalated_n=t.escalated.count(),
+        below_threshold=(t.confidence < confidence_threshold).sum(),
+        confidence_n=t.confidence.count(),
+        cost_n=cost.count(),
+        cost_mean=cost.mean(),
+        cost_std=cost.std(how="sample"),
+        model_usd=t.model_cost_usd.sum(where=has_cost),
+        tool_usd=t.tool_cost_usd.sum(where=has_cost),
+        review_usd=(t.review_minutes / 60.0 * rate).sum(where=has_cost),
+        cases=t.case_id.nunique(),
+    ).execute()
+    row = agg.iloc[0].to_dict()
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in ("cost_mean", "cost_std", "model_usd", "tool_usd", "review_usd"):
+            out[key] = _float(value)
+        else:
+            out[key] = _int(value)
+    return out
+
+
+def _int(value: Any) -> int:
+    return 0 if value is None or pd.isna(value) else int(value)
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def _completion(
+    totals: dict[str, Any], confidence: float, empty_reason: str
+) -> tuple[dict[str, Any], list[_Figure]]:
+    decisions = totals["decisions"]
+    business = _proportion_figure(
+        "task_completion_rate",
+        totals["accepted"],
+        totals["accepted_n"],
+        confidence,
+        "accepted without correction / decisions in the pilot window; Wilson score interval",
+        _null_reason("accepted", decisions, empty_reason),
+        _left_out_note("accepted", totals["accepted_n"], decisions),
+    )
+    technical = _proportion_figure(
+        "technical_completion_rate",
+        totals["completed"],
+        totals["completed_n"],
+        confidence,
+        "well-formed output / decisions in the pilot window; Wilson score interval",
+        _null_reason("completed", decisions, empty_reason),
+        _left_out_note("completed", totals["completed_n"], decisions),
+    )
+    a, b, c, d = (totals[k] for k in ("both", "completed_only", "accepted_only", "neither"))
+    gap, gap_low, gap_high = paired_difference_interval(a, b, c, d, confidence)
+    if a + b + c + d == 0:
+        gap_note = "no data (no decision with both completion flags known)"
+    else:
+        gap_note = (
+            "technical minus business completion: well-formed outputs that were not "
+            "accepted without correction. The gap is where adoption problems hide."
+        )
+        if gap > COMPLETION_GAP_LIMIT:
+            gap_note += (
+                f" At {gap * 100:.1f} points it is above {COMPLETION_GAP_LIMIT * 100:.0f}: "
+                "an adoption problem."
+            )
+    completion = {
+        "decisions": decisions,
+        "technical": technical.estimate,
+        "technical_low": technical.low,
+        "technical_high": technical.high,
+        "technical_n": technical.n,
+        "business": business.estimate,
+        "business_low": business.low,
+        "business_high": business.high,
+        "business_n": business.n,
+        "gap": gap,
+        "gap_low": gap_low,
+        "gap_high": gap_high,
+        "gap_n": a + b + c + d,
+        "completed_not_accepted": b,
+        "accepted_not_completed": c,
+        "gap_method": "Newcombe square-and-add interval for a paired difference of proportions",
+        "note": gap_note,
+    }
+    return completion, [business, technical]
+
+
+def paired_difference_interval(
+    both: int,
+    first_only: int,
+    second_only: int,
+    neither: int,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Difference of two proportions measured on the same units, with its interval.
+
+    For the technical-vs-business gap: ``first`` = completed, ``second`` = accepted.
+    The difference is ``(first_only - second_only) / n``; the interval is
+    Newcombe's square-and-add (hybrid score) interval for paired data (Newcombe
+    1998, method 10), built from the Wilson intervals of the two marginal
+    proportions and their correlation. Returns ``(difference, low, high)``,
+    clipped to [-1, 1]; all NaN when ``n == 0``.
+    """
+    counts = (both, first_only, second_only, neither)
+    if any(x < 0 for x in counts):
+        raise ValueError(f"counts must be >= 0, got {counts}")
+    n = sum(counts)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    first, second = both + first_only, both + second_only
+    p1, p2 = first / n, second / n
+    l1, u1 = stats.wilson_interval(first, n, confidence)
+    l2, u2 = stats.wilson_interval(second, n, confidence)
+    margins = first * (n - first) * second * (n - second)
+    if margins == 0:
+        phi = 0.0
+    else:
+        # Newcombe's continuity-corrected correlation estimate.
+        cross = both * neither - first_only * second_only
+        if cross > n / 2:
+            phi = (cross - n / 2) / math.sqrt(margins)
+        elif cross >= 0:
+            phi = 0.0
+        else:
+            phi = cross / math.sqrt(margins)
+    diff = p1 - p2
+    dl = math.sqrt(max(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2)))
+    du = math.sqrt(max(0.0, (u1 - p1) ** 2 + (p2 - l2) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2)))
+    return (diff, max(-1.0, diff - dl), min(1.0, diff + du))
+
+
+def _escalation_by_reason(t: ir.Table, totals: dict[str, Any], confidence: float) -> pd.DataFrame:
+    escalated = t.filter(t.escalated)
+    reason = escalated.escalation_reason.cast("string")
+    known = reason.isin(list(ESCALATION_REASONS))
+    labelled = escalated.select(reason=known.ifelse(reason, ibis.literal("unspecified")))
+    grouped = labelled.group_by("reason").aggregate(escalations=labelled.count()).execute()
+    counts = {
+        str(r): int(c) for r, c in zip(grouped["reason"], grouped["escalations"], strict=True)
+    }
+    order = list(ESCALATION_REASONS) + (["unspecified"] if counts.get("unspecified") else [])
+    total = sum(counts.values())
+    decisions = totals["escalated_n"]
+    rows = []
+    for name in order:
+        count = counts.get(name, 0)
+        low, high = _wilson(count, decisions, confidence, f"escalations for {name}")
+        rows.append(
+            {
+                "reason": name,
+                "escalations": count,
+                "share_of_escalations": count / total if total else math.nan,
+                "rate_per_decision": count / decisions if decisions else math.nan,
+                "rate_low": low,
+                "rate_high": high,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=_REASON_COLUMNS)
+    frame["escalations"] = frame["escalations"].astype("int64")
+    return frame
+
+
+def _cost(
+    totals: dict[str, Any], pilot: Pilot, confidence: float, empty_reason: str
+) -> tuple[_Figure, pd.DataFrame, dict[str, Any]]:
+    rate = pilot.costs.review_hourly_rate_usd
+    manual = pilot.costs.manual_cost_per_case_usd
+    n = totals["cost_n"]
+    method = (
+        f"(model + tool cost + review minutes / 60 x ${rate:,.2f}/h) / decisions; Student-t "
+        "interval from the mean, standard deviation and count"
+    )
+    parts = {
+        "model": totals["model_usd"],
+        "tool": totals["tool_usd"],
+        "human_review": totals["review_usd"],
+    }
+    total_usd = sum(0.0 if math.isnan(v) else v for v in parts.values())
+    rows = []
+    for name, value in parts.items():
+        value = 0.0 if math.isnan(value) else value
+        rows.append(
+            {
+                "component": name,
+                "total_usd": value if n else math.nan,
+                "per_decision_usd": value / n if n else math.nan,
+                "share_of_cost": value / total_usd if total_usd > 0 else math.nan,
+            }
+        )
+    breakdown = pd.DataFrame(rows, columns=_COST_COLUMNS)
+    decisions_per_case = totals["decisions"] / totals["cases"] if totals["cases"] else math.nan
+    if n == 0:
+        reason = (
+            empty_reason
+            if totals["decisions"] == 0
+            else "no decision in the pilot window has all three cost columns"
+        )
+        fig = _no_data("cost_per_decision", reason, method)
+        cost = {
+            "cost_per_decision_usd": math.nan,
+            "manual_cost_per_case_usd": manual,
+            "saving_per_decision_usd": math.nan,
+            "cost_ratio_to_manual": math.nan,
+            "decisions_per_case": decisions_per_case,
+            "agent_cost_per_case_usd": math.nan,
+            "review_hourly_rate_usd": rate,
+            "total_cost_usd": math.nan,
+            "note": fig.note,
+        }
+        return fig, breakdown, cost
+    mean = totals["cost_mean"]
+    low, high = stats.mean_interval(mean, totals["cost_std"], n, confidence)
+    per_case = total_usd / totals["cases"] if totals["cases"] else math.nan
+    saving = manual - mean
+    note = (
+        f"manual handling costs ${manual:,.2f} per case: "
+        + (
+            f"the agent saves ${saving:,.2f} per decision (it costs {mean / manual:.0%} of manual)"
+            if saving >= 0
+            else f"the agent costs ${-saving:,.2f} more per decision than manual "
+            f"({mean / manual:.0%} of manual)"
+        )
+        + (
+            f"; {decisions_per_case:.2f} decisions per case, ${per_case:,.2f} per case"
+            if totals["cases"]
+            else ""
+        )
+    )
+    left_out = totals["decisions"] - n
+    if left_out:
+        note += f"; {left_out:,} decisions with a null cost column left out"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        note += "; one decision: no interval"
+    fig = _Figure("cost_per_decision", mean, low, high, n, method, note)
+    cost = {
+        "cost_per_decision_usd": mean,
+        "cost_low": low,
+        "cost_high": high,
+        "manual_cost_per_case_usd": manual,
+        "saving_per_decision_usd": saving,
+        "cost_ratio_to_manual": mean / manual,
+        "decisions_per_case": decisions_per_case,
+        "agent_cost_per_case_usd": per_case,
+        "review_hourly_rate_usd": rate,
+        "total_cost_usd": total_usd,
+        "note": note,
+    }
+    return fig, breakdown, cost
+
+
+def _weekly_decisions(t: ir.Table, rate: float, confidence: float) -> pd.DataFrame:
+    """Per-week aggregates of the decision log (week = Monday of the ISO week)."""
+    m = t.mutate(week=t.timestamp.truncate("W").cast("date"), cost=_total_cost(t, rate))
+    weekly = (
+        m.group_by("week")
+        .aggregate(
+            decisions=m.count(),
+            completed=m.completed.sum(),
+            completed_n=m.completed.count(),
+            accepted=m.accepted.sum(),
+            accepted_n=m.accepted.count(),
+            escalated=m.escalated.sum(),
+            escalated_n=m.escalated.count(),
+            overridden=m.overridden.sum(),
+            overridden_n=m.overridden.count(),
+            cost_n=m.cost.count(),
+            cost_mean=m.cost.mean(),
+            cost_std=m.cost.std(how="sample"),
+        )
+        .order_by("week")
+        .execute()
+    )
+    rows = []
+    for r in weekly.to_dict(orient="records"):
+        row: dict[str, Any] = {"week": _as_date(r["week"]), "decisions": _int(r["decisions"])}
+        for flag, prefix in (
+            ("completed", "technical"),
+            ("accepted", "business"),
+            ("escalated", "escalation"),
+            ("overridden", "override"),
+        ):
+            k, n = _int(r[flag]), _int(r[f"{flag}_n"])
+            row[flag] = k
+            low, high = _wilson(k, n, confidence, f"weekly {flag}")
+            row[f"{prefix}_rate"] = k / n if n else math.nan
+            row[f"{prefix}_low"], row[f"{prefix}_high"] = low, high
+        n_cost = _int(r["cost_n"])
+        mean = _float(r["cost_mean"])
+        row["cost_per_decision"] = mean if n_cost else math.nan
+        row["cost_low"], row["cost_high"] = stats.mean_interval(
+            mean, _float(r["cost_std"]), n_cost, confidence
+        )
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=_WEEKLY_COLUMNS)
+    for col in ("decisions", "completed", "accepted", "escalated", "overridden"):
+        frame[col] = frame[col].astype("int64")
+    return frame
+
+
+def _as_date(value: Any) -> dt.date:
+    return pd.Timestamp(value).date()
+
+
+# --------------------------------------------------------------------------------------
+# Cases: efficiency gain
+# --------------------------------------------------------------------------------------
+def _cycle_hours(t: ir.Table) -> ir.FloatingValue:
+    """Wall-clock hours from opened_at to closed_at, computed in the engine (null while open)."""
+    return t.closed_at.delta(t.opened_at, unit="microsecond").cast("float64") / 3.6e9
+
+
+def _efficiency(
+    cases: ir.Table | None, pilot: Pilot, confidence: float, seed: int
+) -> tuple[dict[str, Any], _Figure, pd.DataFrame]:
+    method = (
+        "1 - median(agent cycle time) / median(comparison cycle time), wall-clock hours from "
+        f"opened to closed; percentile bootstrap ({stats.DEFAULT_RESAMPLES:,} resamples per "
+        "cohort, seeded) of the ratio of medians"
+    )
+    efficiency: dict[str, Any] = {
+        "comparison": None,
+        "comparison_label": None,
+        "cohorts": {},
+        "n_agent": 0,
+        "n_comparison": 0,
+        "open_agent": 0,
+        "open_comparison": 0,
+        "agent_median_hours": math.nan,
+        "agent_median_low": math.nan,
+        "agent_median_high": math.nan,
+        "comparison_median_hours": math.nan,
+        "comparison_median_low": math.nan,
+        "comparison_median_high": math.nan,
+        "ratio": math.nan,
+        "ratio_low": math.nan,
+        "ratio_high": math.nan,
+        "gain": math.nan,
+        "gain_low": math.nan,
+        "gain_high": math.nan,
+        "note": "",
+    }
+    if cases is None:
+        fig = _no_data("efficiency_gain", "the pilot names no cases data set", method)
+        efficiency["note"] = fig.note
+        return efficiency, fig, pd.DataFrame(columns=_WEEKLY_CYCLE_COLUMNS)
+
+    pw, bw = pilot.pilot_window, pilot.baseline_window
+    cohort = cases.cohort.cast("string")
+    in_pilot = cohort.isin(["agent", "control"]) & (cases.opened_at >= pw.start_ts)
+    in_pilot &= cases.opened_at < pw.end_ts
+    in_baseline = (cohort == "baseline") & (cases.opened_at >= bw.start_ts)
+    in_baseline &= cases.opened_at < bw.end_ts
+    scoped = cases.filter(in_pilot | in_baseline).mutate(
+        cohort=cohort, cycle_hours=_cycle_hours(cases)
+    )
+
+    counts = (
+        scoped.group_by("cohort")
+        .aggregate(cases=scoped.count(), closed=scoped.cycle_hours.count())
+        .execute()
+    )
+    cohorts = {
+        name: {"cases": 0, "closed": 0, "open": 0} for name in ("agent", "control", "baseline")
+    }
+    for r in counts.to_dict(orient="records"):
+        n_cases, closed = _int(r["cases"]), _int(r["closed"])
+        cohorts[str(r["cohort"])] = {"cases": n_cases, "closed": closed, "open": n_cases - closed}
+    efficiency["cohorts"] = cohorts
+
+    by_week = scoped.mutate(week=scoped.opened_at.truncate("W").cast("date"))
+    weekly = (
+        by_week.group_by(["week", "cohort"])
+        .aggregate(
+            cases=by_week.count(),
+            closed=by_week.cycle_hours.count(),
+            median_cycle_hours=by_week.cycle_hours.median(),
+        )
+        .order_by(["week", "cohort"])
+        .execute()
+    )
+    weekly_rows = [
+        {
+            "week": _as_date(r["week"]),
+            "cohort": str(r["cohort"]),
+            "cases": _int(r["cases"]),
+            "closed": _int(r["closed"]),
+            "open": _int(r["cases"]) - _int(r["closed"]),
+            "median_cycle_hours": _float(r["median_cycle_hours"]),
+        }
+        for r in weekly.to_dict(orient="records")
+    ]
+    weekly_cycle = pd.DataFrame(weekly_rows, columns=_WEEKLY_CYCLE_COLUMNS)
+
+    if cohorts["control"]["closed"] > 0:
+        comparison, label = "control", CONTROL_COMPARISON
+    elif cohorts["baseline"]["closed"] > 0:
+        comparison, label = "baseline", BASELINE_COMPARISON
+    else:
+        comparison, label = None, None
+    efficiency.update(
+        comparison=comparison,
+        comparison_label=label,
+        n_agent=cohorts["agent"]["closed"],
+        open_agent=cohorts["agent"]["open"],
+    )
+    if comparison is not None:
+        efficiency.update(
+            n_comparison=cohorts[comparison]["closed"],
+            open_comparison=cohorts[comparison]["open"],
+        )
+
+    pilot_text = _window_text(pw.start, pw.end)
+    if cohorts["agent"]["closed"] == 0:
+        reason = f"no closed agent-cohort cases opened in the pilot window ({pilot_text})"
+        if cohorts["agent"]["open"]:
+            reason += f"; {cohorts['agent']['open']:,} still open"
+        fig = _no_data("efficiency_gain", reason, method)
+        efficiency["note"] = fig.note
+        return efficiency, fig, weekly_cycle
+    if comparison is None:
+        reason = (
+            "no closed control cases in the pilot window and no closed baseline cases in the "
+            f"baseline window ({_window_text(bw.start, bw.end)}) to compare with"
+        )
+        fig = _no_data("efficiency_gain", reason, method, n=0)
+        efficiency["note"] = fig.note
+        return efficiency, fig, weekly_cycle
+
+    agent_hours = _cycle_column(scoped, "agent")
+    comparison_hours = _cycle_column(scoped, comparison)
+    ratio, ratio_low, ratio_high = stats.bootstrap_median_ratio_interval(
+        agent_hours, comparison_hours, confidence=confidence, seed=seed
+    )
+    agent_low, agent_high = stats.bootstrap_median_interval(agent_hours, confidence, seed=seed)
+    comp_low, comp_high = stats.bootstrap_median_interval(comparison_hours, confidence, seed=seed)
+    efficiency.update(
+        agent_median_hours=float(np.median(agent_hours)),
+        agent_median_low=agent_low,
+        agent_median_high=agent_high,
+        comparison_median_hours=float(np.median(comparison_hours)),
+        comparison_median_low=comp_low,
+        comparison_median_high=comp_high,
+        ratio=ratio,
+        ratio_low=ratio_low,
+        ratio_high=ratio_high,
+    )
+    n = min(len(agent_hours), len(comparison_hours))
+    if math.isnan(ratio):
+        fig = _no_data(
+            "efficiency_gain",
+            f"the {comparison} cohort's median cycle time is 0 hours; no ratio",
+            method,
+            n=n,
+        )
+        efficiency["note"] = fig.note
+        return efficiency, fig, weekly_cycle
+
+    gain, gain_low, gain_high = 1 - ratio, 1 - ratio_high, 1 - ratio_low
+    efficiency.update(gain=gain, gain_low=gain_low, gain_high=gain_high)
+    if comparison == "control":
+        note = (
+            f"{label}: agent and control cases opened in the pilot window; median "
+            f"{efficiency['agent_median_hours']:,.1f} h vs "
+            f"{efficiency['comparison_median_hours']:,.1f} h"
+        )
+    else:
+        note = (
+            f"{label}: agent cases in the pilot window against baseline cases in the baseline "
+            f"window; seasonal or volume changes are not controlled for; median "
+            f"{efficiency['agent_median_hours']:,.1f} h vs "
+            f"{efficiency['comparison_median_hours']:,.1f} h"
+        )
+    open_total = efficiency["open_agent"] + efficiency["open_comparison"]
+    if open_total:
+        note += (
+            f"; open cases left out: {efficiency['open_agent']:,} agent, "
+            f"{efficiency['open_comparison']:,} {comparison}"
+        )
+    efficiency["note"] = note
+    fig = _Figure("efficiency_gain", gain, gain_low, gain_high, n, method, note)
+    return efficiency, fig, weekly_cycle
+
+
+def _cycle_column(scoped: ir.Table, cohort: str) -> np.ndarray:
+    """The one numeric column the bootstrap needs: closed cases' cycle hours, sorted."""
+    rows = scoped.filter((scoped.cohort == cohort) & scoped.cycle_hours.notnull())
+    values = rows.cycle_hours.execute().to_numpy(dtype=float)
+    return np.sort(values)  # order-independent input: the seeded bootstrap is reproducible
+
+
+# --------------------------------------------------------------------------------------
+# Adoption
+# --------------------------------------------------------------------------------------
+def _adoption(
+    adoption: ir.Table | None, pilot: Pilot, confidence: float
+) -> tuple[dict[str, Any], list[_Figure], pd.DataFrame]:
+    pw = pilot.pilot_window
+    first_end = pw.start + dt.timedelta(days=FIRST_MONTH_DAYS)
+    month_text = _window_text(pw.start, first_end - dt.timedelta(days=1))
+    adoption_method = (
+        "users engaged in a week they were eligible / users eligible in any week of the first "
+        f"month (weeks starting {month_text}); Wilson score interval"
+    )
+    override_method = (
+        "overrides / agent outputs seen, summed over the pilot window's weeks (adoption data); "
+        "Wilson score interval"
+    )
+    summary: dict[str, Any] = {
+        "first_month": {"start": pw.start, "end": first_end - dt.timedelta(days=1)},
+        "eligible_users": 0,
+        "engaged_users": 0,
+        "decisions_seen": 0,
+        "overrides": 0,
+    }
+    if adoption is None:
+        reason = "the pilot names no adoption data set"
+        figs = [
+            _no_data("adoption_rate", reason, adoption_method),
+            _no_data("override_rate", reason, override_method),
+        ]
+        summary["note"] = figs[0].note
+        return summary, figs, pd.DataFrame(columns=_WEEKLY_ADOPTION_COLUMNS)
+
+    t = adoption.mutate(week=adoption.week.cast("date"))
+    window = t.filter((t.week >= pw.start) & (t.week <= pw.end))
+    first = window.filter(window.week < first_end)
+
+    per_user = first.group_by("user_id").aggregate(
+        was_eligible=first.eligible.any(),
+        engaged_while_eligible=(first.eligible & first.engaged).any(),
+    )
+    users = per_user.aggregate(
+        eligible_users=per_user.was_eligible.sum(),
+        engaged_users=(per_user.was_eligible & per_user.engaged_while_eligible).sum(),
+    ).execute()
+    eligible = _int(users["eligible_users"].iloc[0])
+    engaged = _int(users["engaged_users"].iloc[0])
+
+    seen_totals = window.aggregate(
+        decisions_seen=window.decisions_seen.sum(), overrides=window.overrides.sum()
+    ).execute()
+    seen = _int(seen_totals["decisions_seen"].iloc[0])
+    overrides = _int(seen_totals["overrides"].iloc[0])
+
+    adoption_fig = _proportion_figure(
+        "adoption_rate",
+        engaged,
+        eligible,
+        confidence,
+        adoption_method,
+        f"no eligible users in the first month (weeks starting {month_text})",
+        f"{engaged:,} of {eligible:,} eligible users engaged in the first month",
+    )
+    override_fig = _proportion_figure(
+        "override_rate",
+        overrides,
+        seen,
+        confidence,
+        override_method,
+        "no agent outputs seen in the adoption data for the pilot window",
+        "users modifying or replacing outputs is a trust signal, not only usage",
+    )
+    summary.update(
+        eligible_users=eligible,
+        engaged_users=engaged,
+        decisions_seen=seen,
+        overrides=overrides,
+        note=adoption_fig.note,
+    )
+
+    weekly = (
+        window.group_by("week")
+        .aggregate(
+            users=window.count(),
+            eligible_users=window.eligible.sum(),
+            engaged_users=(window.eligible & window.engaged).sum(),
+            decisions_seen=window.decisions_seen.sum(),
+            overrides=window.overrides.sum(),
+        )
+        .order_by("week")
+        .execute()
+    )
+    rows = []
+    for r in weekly.to_dict(orient="records"):
+        el, en = _int(r["eligible_users"]), _int(r["engaged_users"])
+        sn, ov = _int(r["decisions_seen"]), _int(r["overrides"])
+        a_low, a_high = _wilson(en, el, confidence, "weekly adoption")
+        o_low, o_high = _wilson(ov, sn, confidence, "adoption overrides")
+        rows.append(
+            {
+                "week": _as_date(r["week"]),
+                "users": _int(r["users"]),
+                "eligible_users": el,
+                "engaged_users": en,
+                "adoption_rate": en / el if el else math.nan,
+                "adoption_low": a_low,
+                "adoption_high": a_high,
+                "decisions_seen": sn,
+                "overrides": ov,
+                "override_rate": ov / sn if sn else math.nan,
+                "override_low": o_low,
+                "override_high": o_high,
+            }
+        )
+    weekly_adoption = pd.DataFrame(rows, columns=_WEEKLY_ADOPTION_COLUMNS)
+    return summary, [adoption_fig, override_fig], weekly_adoption
+
+
+# --------------------------------------------------------------------------------------
+# Flags
+# --------------------------------------------------------------------------------------
+def _flags(
+    table: KpiTable,
+    totals: dict[str, Any],
+    no_cases: bool,
+    no_adoption: bool,
+    window_text: str,
+) -> list[Finding]:
+    flags: list[Finding] = []
+    if totals["decisions"] == 0:
+        flags.append(
+            Finding(
+                PHASE,
+                "no_decisions_in_window",
+                "warning",
+                f"The decision log has no decisions in the pilot window ({window_text}), so "
+                "completion, cost and escalation have no data. Check the pilot window dates "
+                "and the decision log's timestamps.",
+                {"pilot_window": window_text},
+            )
+        )
+
+    reasons = table.escalation_by_reason.set_index("reason")["escalations"]
+    escalations = int(reasons.sum())
+    tool = int(reasons.get("tool_failure", 0))
+    if escalations and tool:
+        others = reasons.drop("tool_failure")
+        largest = tool >= int(others.max()) if len(others) else True
+        share = tool / escalations
+        if largest or share > TOOL_FAILURE_SHARE_LIMIT:
+            why = "the largest reason" if largest else ""
+            if share > TOOL_FAILURE_SHARE_LIMIT:
+                why = (why + " and " if why else "") + (
+                    f"more than {TOOL_FAILURE_SHARE_LIMIT:.0%} of escalations"
+                )
+            flags.append(
+                Finding(
+                    PHASE,
+                    "tool_failures_dominate_escalations",
+                    "warning",
+                    f"Tool failures cause {share:.0%} of escalations ({tool:,} of "
+                    f"{escalations:,}), {why}: an integration problem, not a model problem. "
+                    "Fix the tool and data connections before tuning the model.",
+                    {
+                        "tool_failure_escalations": tool,
+                        "escalations": escalations,
+                        "share": share,
+                        "by_reason": {str(k): int(v) for k, v in reasons.items()},
+                    },
+                )
+            )
+
+    gap = table.completion["gap"]
+    if not math.isnan(gap) and gap > COMPLETION_GAP_LIMIT:
+        c = table.completion
+        flags.append(
+            Finding(
+                PHASE,
+                "completion_gap",
+                "warning",
+                f"The agent produces a well-formed output on {c['technical']:.1%} of decisions, "
+                f"but only {c['business']:.1%} are accepted without correction: a gap of "
+                f"{gap * 100:.1f} percentage points (more than {COMPLETION_GAP_LIMIT * 100:.0f}). "
+                "That is an adoption "
+                "problem: users do not act on outputs that are technically fine.",
+                {
+                    "technical": c["technical"],
+                    "business": c["business"],
+                    "gap": gap,
+                    "gap_low": c["gap_low"],
+                    "gap_high": c["gap_high"],
+                },
+            )
+        )
+
+    for r in table.kpis.to_dict(orient="records"):
+        if r["comparator"] is None or r["n"] >= r["min_samples"]:
+            continue
+        label, minimum = r["label"], int(r["min_samples"])
+        if r["status"] == "no data":
+            message = (
+                f"{label} has {r['note']}: it cannot be judged against its threshold, which "
+                f"needs at least {minimum:,} samples."
+            )
+        else:
+            message = (
+                f"{label} rests on n={r['n']:,}, below the minimum sample size of {minimum:,} "
+                "that the pilot file sets for it: too few to judge it against its threshold."
+            )
+        flags.append(
+            Finding(
+                PHASE,
+                "below_min_samples",
+                "warning",
+                message,
+                {"kpi": r["kpi"], "n": r["n"], "min_samples": int(r["min_samples"])},
+            )
+        )
+
+    e = table.efficiency
+    if e["comparison"] == "baseline":
+        flags.append(
+            Finding(
+                PHASE,
+                "efficiency_vs_baseline",
+                "warning",
+                "The efficiency gain is measured against the pre-pilot baseline because there is "
+                "no concurrent control cohort. That is weaker evidence: changes in season, volume "
+                "or staffing between the two periods are not controlled for.",
+                {"comparison": e["comparison_label"], "n_baseline": e["n_comparison"]},
+            )
+        )
+    if no_cases:
+        flags.append(
+            Finding(
+                PHASE,
+                "no_cases_data",
+                "info",
+                "The pilot names no cases data set, so the efficiency gain cannot be measured.",
+                {},
+            )
+        )
+    if no_adoption:
+        flags.append(
+            Finding(
+                PHASE,
+                "no_adoption_data",
+                "info",
+                "The pilot names no adoption data set, so the adoption and override rates of "
+                "users cannot be measured; the decision log's override rate is shown instead.",
+                {},
+            )
+        )
+    return flags
+
+
+# --------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------
+def _window_text(start: dt.date, end: dt.date) -> str:
+    return f"{start.isoformat()} to {end.isoformat()}"
+
+
+def _pct_label(confidence: float) -> str:
+    return f"{confidence * 100:g}%"
+
+
+def _format_value(x: float, unit: str) -> str:
+    if unit == "usd":
+        return f"-${-x:,.2f}" if x < 0 else f"${x:,.2f}"
+    return f"{x:.1%}"
+
+
+def _format_estimate(r: dict[str, Any]) -> str:
+    if r["status"] == "no data" or not math.isfinite(r["estimate"]):
+        return "no data"
+    unit = r["unit"]
+    est = _format_value(r["estimate"], unit)
+    low, high = r["low"], r["high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{est} (no interval: n={int(r['n'])})"
+    sep = " to " if low < 0 or high < 0 else "-"
+    return f"{est} ({_format_value(low, unit)}{sep}{_format_value(high, unit)})"
+
+
+def _format_threshold(r: dict[str, Any]) -> str:
+    if r["comparator"] is None:
+        return "none set"
+    return f"{r['comparator']} {_format_value(float(r['threshold']), r['unit'])}"
