@@ -1,0 +1,294 @@
+"""Reference checks for pilot_lib.spc: daily counts, control charts, run rules, prompt versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import ibis
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+from statsmodels.stats.proportion import proportion_confint
+
+from pilot_lib.config import DateWindow
+from pilot_lib.errors import WorkbookError
+from pilot_lib.spc import (
+    control_chart,
+    daily_escalation,
+    detect_contamination_spiral,
+    prompt_version_rates,
+)
+
+START = pd.Timestamp("2026-03-02")
+
+
+def daily_frame(decisions, escalated, start=START) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "day": pd.date_range(start, periods=len(decisions), freq="D"),
+            "decisions": decisions,
+            "escalated": escalated,
+        }
+    )
+
+
+def seeded_series(seed: int, step_day: int | None = None, days: int = 84) -> pd.DataFrame:
+    """About 400 decisions a day, escalation probability 0.12 (0.20 from ``step_day`` on)."""
+    rng = np.random.default_rng(seed)
+    decisions = rng.poisson(400, days)
+    p = np.full(days, 0.12)
+    if step_day is not None:
+        p[step_day:] = 0.20
+    return daily_frame(decisions, rng.binomial(decisions, p))
+
+
+# ---- daily counts ----------------------------------------------------------------
+def test_daily_escalation_matches_pandas_and_fills_empty_days():
+    rng = np.random.default_rng(0)
+    n = 3000
+    stamps = START + pd.to_timedelta(rng.integers(0, 10 * 86_400, n), unit="s")
+    frame = pd.DataFrame({"timestamp": stamps, "escalated": rng.random(n) < 0.2})
+    frame = frame[frame["timestamp"].dt.day != 5]  # no decision on 2026-03-05
+    got = daily_escalation(ibis.memtable(frame))
+    want = frame.groupby(frame["timestamp"].dt.normalize())["escalated"].agg(["size", "sum"])
+    assert got["day"].tolist() == want.index.tolist()
+    assert got["decisions"].tolist() == want["size"].tolist()
+    assert got["escalated"].tolist() == want["sum"].tolist()
+    np.testing.assert_allclose(got["rate"], want["sum"] / want["size"])
+    window = DateWindow(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 8))
+    filled = daily_escalation(ibis.memtable(frame), window=window).set_index("day")
+    assert len(filled) == 8
+    assert filled.loc["2026-03-01", "decisions"] == 0  # before the first decision
+    assert filled.loc["2026-03-05", "decisions"] == 0
+    assert math.isnan(filled.loc["2026-03-05", "rate"])
+    assert filled.loc["2026-03-08", "decisions"] == want.loc["2026-03-08", "size"]
+
+
+# ---- the charts, by hand -----------------------------------------------------------
+DEC = [100, 200, 100, 100, 200, 100, 100, 100, 300, 100]
+ESC = [10, 30, 10, 5, 25, 10, 20, 30, 60, 10]
+
+
+def test_moving_average_and_p_chart_limits_by_hand():
+    chart = control_chart(daily_frame(DEC, ESC), baseline=slice(0, 5), window=3, sigma=2)
+    s = chart.series
+    # Daily rates .10 .15 .10 .05 .125 .10 .20 .30 .20 .10; 3-day means from day 2 on.
+    ma_hand = [(0.10 + 0.15 + 0.10) / 3, (0.15 + 0.10 + 0.05) / 3, (0.10 + 0.05 + 0.125) / 3]
+    np.testing.assert_allclose(s["ma"].iloc[2:5], ma_hand)
+    assert s["ma"].iloc[:2].isna().all()
+    m, sd = float(np.mean(ma_hand)), float(np.std(ma_hand, ddof=1))
+    assert chart.limits["ma_mean"] == pytest.approx(m)
+    assert chart.limits["ucl"] == pytest.approx(m + 2 * sd)
+    assert chart.limits["lcl"] == pytest.approx(m - 2 * sd)
+    # p-chart: centre 80 / 700 over the baseline days; day 4 pools days 2-4: 40 of 400.
+    p_bar = 80 / 700
+    assert chart.limits["p_bar"] == pytest.approx(p_bar)
+    assert s["p_window"].iloc[4] == pytest.approx(40 / 400)
+    assert s["p_ucl"].iloc[4] == pytest.approx(p_bar + 2 * math.sqrt(p_bar * (1 - p_bar) / 400))
+    # Day 8 pools days 6-8: 110 of 500.
+    assert s["p_window"].iloc[8] == pytest.approx(110 / 500)
+    assert s["p_ucl"].iloc[8] == pytest.approx(p_bar + 2 * math.sqrt(p_bar * (1 - p_bar) / 500))
+    assert s["p_lcl"].iloc[8] == pytest.approx(p_bar - 2 * math.sqrt(p_bar * (1 - p_bar) / 500))
+    # Moving averages from day 6 on: .141667, .2, .2333, .2 -- all above m + 2 sd = 0.128.
+    ma_eps = chart.episodes[chart.episodes["chart"] == "moving_average"]
+    assert len(ma_eps) == 1
+    ep = ma_eps.iloc[0]
+    assert (ep["side"], ep["start"], ep["end"], ep["days"]) == (
+        "above",
+        START + pd.Timedelta(days=6),
+        START + pd.Timedelta(days=9),
+        4,
+    )
+    assert ep["peak"] == pytest.approx(0.7 / 3) and ep["ongoing"] and not ep["during_baseline"]
+    assert chart.in_breach_at_end
+    assert chart.first_breach_day == dt.date(2026, 3, 8)
+
+
+def test_baseline_forms_agree():
+    daily = seeded_series(9)
+    window = DateWindow(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 29))
+    by_window = control_chart(daily, window).limits
+    by_pair = control_chart(daily, ("2026-03-02", "2026-03-29")).limits
+    by_slice = control_chart(daily, slice(0, 28)).limits
+    by_mask = control_chart(daily, np.arange(len(daily)) < 28).limits
+    for other in (by_pair, by_slice, by_mask):
+        assert other == by_window
+
+
+def test_days_without_decisions_are_skipped_not_breaching():
+    decisions = [100] * 12
+    escalated = [10] * 12
+    decisions[8] = escalated[8] = 0  # a day without decisions
+    daily = daily_frame(decisions, escalated).drop(index=9)  # and a day missing entirely
+    chart = control_chart(daily, slice(0, 7), window=3)
+    s = chart.series.set_index("day")
+    assert len(s) == 12  # the missing day is put back, with zero decisions
+    assert s.loc[START + pd.Timedelta(days=9), "decisions"] == 0
+    # A 3-day average needs 2 days with decisions (window // 2 + 1).
+    assert s.loc[START + pd.Timedelta(days=9), "ma_status"] == "no data"  # days 7-9: only 7
+    assert s.loc[START + pd.Timedelta(days=10), "ma_status"] == "no data"  # 8-10: only 10
+    assert s.loc[START + pd.Timedelta(days=11), "ma"] == pytest.approx(0.10)  # 9-11: 10, 11
+    assert math.isnan(s.loc[START + pd.Timedelta(days=8), "rate"])
+    assert s.loc[START + pd.Timedelta(days=10), "p_window"] == pytest.approx(0.10)  # 10 of 100
+    assert not chart.series["ma_breach"].any()
+
+
+def test_too_short_a_baseline_is_explained():
+    with pytest.raises(WorkbookError, match="at least 2"):
+        control_chart(seeded_series(1), slice(0, 7))
+
+
+# ---- detection and false alarms on seeded series ------------------------------------
+def test_an_injected_step_is_caught_within_the_window_lag():
+    step = 28  # the first day after the 28-day baseline
+    on_time = 0
+    for seed in range(2000, 2100):
+        chart = control_chart(seeded_series(seed, step_day=step), slice(0, 28))
+        s = chart.series
+        # Both charts are outside their limits within 0-6 days of the step ...
+        assert s["ma_breach"].iloc[step : step + 7].any(), seed
+        assert s["p_breach"].iloc[step : step + 7].any(), seed
+        assert chart.in_breach_at_end and chart.confirmed_breach_at_end
+        # ... and the reported first breach day is the step's, unless a chance
+        # excursion that began in the baseline's last days ran into the step.
+        first = chart.first_breach_day
+        if first is not None and 0 <= (pd.Timestamp(first) - START).days - step <= 6:
+            on_time += 1
+    assert on_time >= 90  # measured: 96 of 100
+
+
+def test_false_alarms_on_stable_series_stay_near_their_derived_rates():
+    """200 stable series of 84 days (28 baseline + 56 monitored), sigma 2.
+
+    p-chart: with a known p a point leaves p +/- 2 sigma with probability 4.55%.
+    p_bar is estimated from 28 days, 4 windows' worth of decisions, so the spread
+    of p_window - p_bar is sqrt(1 + 7/28) times the binomial one and the rate is
+    2 (1 - Phi(2 / sqrt(1.25))) = 7.4%. Measured: 7.8%.
+
+    Moving-average chart: the sample sd of 22 overlapping 7-day averages has
+    expectation sqrt(0.75) sigma (overlap), and its centre carries an error of
+    sqrt(7/28) sigma, so the limits sit at about 2 x 0.866 / 1.118 = 1.55 sigma
+    of the monitored spread: 12% per day, more once the noise of the sd itself
+    (about five independent windows) is added. Measured: 18.6%. This is why
+    phase 3 blocks only when both charts agree at the end; measured 5% of series.
+    """
+    ma = pc = monitored = confirmed_at_end = 0
+    for seed in range(1000, 1200):
+        chart = control_chart(seeded_series(seed), slice(0, 28))
+        after = chart.series.iloc[28:]
+        ma += int(after["ma_breach"].sum())
+        pc += int(after["p_breach"].sum())
+        monitored += len(after)
+        confirmed_at_end += chart.confirmed_breach_at_end
+    p_rate = pc / monitored
+    derived = 2 * (1 - norm.cdf(2 / math.sqrt(1 + 7 / 28)))
+    assert derived == pytest.approx(0.0736, abs=1e-3)
+    assert 0.045 <= p_rate <= 0.10
+    assert 0.10 <= ma / monitored <= 0.26
+    assert confirmed_at_end / 200 <= 0.10
+
+
+# ---- Western Electric run rules ------------------------------------------------------
+def test_run_rules_flag_the_days_that_complete_each_pattern():
+    n = 1_000_000
+    base_rates = [0.10, 0.14] * 10  # mean 0.12
+    sd = float(np.std(base_rates, ddof=1))
+    zs = [3.5, 0.0, -2.5, -0.5, -2.5] + [0.5] * 8 + [1.5, 1.5, 0.5, 1.5, 1.5]
+    rates = base_rates + [0.12 + z * sd for z in zs]
+    decisions = [n] * len(rates)
+    escalated = [round(r * n) for r in rates]
+    # A day without decisions inside the run of 0.5s: the rules skip it.
+    decisions.insert(27, 0)
+    escalated.insert(27, 0)
+    chart = control_chart(daily_frame(decisions, escalated), slice(0, 20), window=3, rules=True)
+    v = chart.rule_violations
+    day = [START + pd.Timedelta(days=i) for i in range(len(decisions))]
+    # z positions: 20 (3.5), 22, 24 (-2.5), 25-32 (0.5; day 27 empty, so 25-33), then 34-38.
+    assert v[v["rule"] == 1]["day"].tolist() == [day[20]]
+    assert v[v["rule"] == 1]["side"].tolist() == ["above"]
+    assert v[v["rule"] == 2]["day"].tolist() == [day[24]]
+    assert v[v["rule"] == 2]["side"].tolist() == ["below"]
+    assert v[v["rule"] == 3]["day"].tolist() == [day[38]]
+    assert v[v["rule"] == 4]["day"].tolist() == day[33:39]
+    assert set(v[v["rule"] == 4]["side"]) == {"above"}
+    assert chart.series["rule_1"].sum() == 1
+    assert chart.limits["daily_sd"] == pytest.approx(sd)
+
+
+# ---- prompt versions ------------------------------------------------------------------
+def _version_log(spec: list[tuple[str, int, int, int]]) -> pd.DataFrame:
+    """(version, decisions, escalated, overridden); versions start a week apart."""
+    rows = []
+    for i, (version, n, esc, ovr) in enumerate(spec):
+        for j in range(n):
+            rows.append(
+                {
+                    "timestamp": START + pd.Timedelta(days=7 * i, minutes=j),
+                    "prompt_version": version,
+                    "escalated": j < esc,
+                    "overridden": j >= n - ovr,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_prompt_version_rates_match_pandas_and_statsmodels():
+    rng = np.random.default_rng(4)
+    n = 4000
+    frame = pd.DataFrame(
+        {
+            "timestamp": START + pd.to_timedelta(rng.integers(0, 40 * 86_400, n), unit="s"),
+            "escalated": rng.random(n) < 0.15,
+            "overridden": rng.random(n) < 0.07,
+        }
+    )
+    # Version labels whose alphabetical order is not their time order.
+    frame["prompt_version"] = np.where(
+        frame["timestamp"] < START + pd.Timedelta(days=10),
+        "v9",
+        np.where(frame["timestamp"] < START + pd.Timedelta(days=25), "v10", "v2-hotfix"),
+    )
+    got = prompt_version_rates(ibis.memtable(frame))
+    g = frame.groupby("prompt_version").agg(
+        first_seen=("timestamp", "min"),
+        decisions=("escalated", "size"),
+        escalated=("escalated", "sum"),
+        overridden=("overridden", "sum"),
+    )
+    g = g.sort_values("first_seen")
+    assert got["prompt_version"].tolist() == ["v9", "v10", "v2-hotfix"] == g.index.tolist()
+    assert got["decisions"].tolist() == g["decisions"].tolist()
+    np.testing.assert_allclose(got["escalation_rate"], g["escalated"] / g["decisions"])
+    np.testing.assert_allclose(got["override_rate"], g["overridden"] / g["decisions"])
+    low, high = proportion_confint(g["escalated"], g["decisions"], alpha=0.05, method="wilson")
+    np.testing.assert_allclose(got["escalation_low"], low, rtol=1e-9)
+    np.testing.assert_allclose(got["escalation_high"], high, rtol=1e-9)
+    low, high = proportion_confint(g["overridden"], g["decisions"], alpha=0.05, method="wilson")
+    np.testing.assert_allclose(got["override_low"], low, rtol=1e-9)
+    np.testing.assert_allclose(got["override_high"], high, rtol=1e-9)
+
+
+def test_contamination_spiral_needs_a_real_rise_over_three_versions():
+    rising = _version_log(
+        [("v1", 1000, 80, 50), ("v2", 1000, 120, 60), ("v3", 1000, 170, 90), ("v4", 1000, 100, 40)]
+    )
+    spirals = detect_contamination_spiral(prompt_version_rates(ibis.memtable(rising)))
+    assert len(spirals) == 1
+    assert spirals[0]["versions"] == ["v1", "v2", "v3"]
+    assert spirals[0]["escalation_rates"] == pytest.approx([0.08, 0.12, 0.17])
+    assert spirals[0]["override_rising"] is True
+    # The same rise on 50 decisions a version: the intervals overlap, so no spiral.
+    small = _version_log([("v1", 50, 4, 0), ("v2", 50, 6, 0), ("v3", 50, 8, 0)])
+    assert detect_contamination_spiral(prompt_version_rates(ibis.memtable(small))) == []
+    # Up, down, up: never three rising versions in a row.
+    zigzag = _version_log(
+        [("v1", 1000, 80, 0), ("v2", 1000, 170, 0), ("v3", 1000, 120, 0), ("v4", 1000, 200, 0)]
+    )
+    assert detect_contamination_spiral(prompt_version_rates(ibis.memtable(zigzag))) == []
+    # Two rising versions are not enough by default, but are with min_versions=2.
+    two = _version_log([("v1", 1000, 80, 0), ("v2", 1000, 170, 0)])
+    rates = prompt_version_rates(ibis.memtable(two))
+    assert detect_contamination_spiral(rates) == []
+    assert len(detect_contamination_spiral(rates, min_versions=2)) == 1
