@@ -73,7 +73,13 @@ def band_chart(
         ax.plot(part[x], part[est], marker="o", ms=3, color=colour, label=label)
         ax.fill_between(part[x], part[low], part[high], color=colour, alpha=0.18, linewidth=0)
     if threshold is not None:
-        ax.axhline(threshold, color="#444", linestyle="--", linewidth=1, label=threshold_label or "threshold")
+        ax.axhline(
+            threshold,
+            color="#444",
+            linestyle="--",
+            linewidth=1,
+            label=threshold_label or "threshold",
+        )
     ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
     ax.set_ylabel(ylabel)
     if percent:
@@ -152,5 +158,323 @@ def kpi_verdict_chart(verdicts: Sequence[Any]) -> Figure:
             fontsize=9,
         )
         ax.spines[["left", "right", "top"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Phase 1
+# ---------------------------------------------------------------------------
+
+
+def criteria_heatmap(scored: pd.DataFrame, minimum: int = 3) -> Figure:
+    """Candidates x the four criteria (1-5), each cell annotated; cells below ``minimum`` outlined."""
+    if scored is None or scored.empty:
+        return no_data_figure("Use-case criteria", "no candidates")
+    crit = ["impact", "data", "repetitiveness", "readiness"]
+    values = scored[crit].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(scored) + 1.4))
+    im = ax.imshow(values, cmap="RdYlGn", vmin=1, vmax=5, aspect="auto")
+    ax.set_xticks(range(len(crit)), ["business impact", "data", "repetitiveness", "readiness"])
+    names = [f"{int(r)}. {n}" for r, n in zip(scored["rank"], scored["name"], strict=True)]
+    ax.set_yticks(range(len(scored)), names)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            below = values[i, j] < minimum
+            ax.text(
+                j,
+                i,
+                f"{values[i, j]:.0f}",
+                ha="center",
+                va="center",
+                fontweight="bold" if below else "normal",
+                color="#000",
+            )
+            if below:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#000", lw=2))
+    ax.set_title(
+        f"Criterion scores (1-5); outlined: below the minimum of {minimum}",
+        loc="left",
+        fontsize=11,
+        fontweight="bold",
+    )
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_chart(
+    options: Sequence[Any], weights: dict[str, float], points: int = 41
+) -> Figure:
+    """Each option's 0-100 score as one dimension's weight moves from 0 to 3x (others fixed).
+
+    Scores come from :func:`pilot_lib.scoring.build_vs_buy` at each weight; the
+    dotted line is the current weight. Where lines cross, the ranking flips.
+    """
+    import numpy as np
+
+    from pilot_lib.scoring import build_vs_buy
+
+    dims = list(weights)
+    fig, axes = plt.subplots(1, len(dims), figsize=(3.0 * len(dims), 2.8), sharey=True)
+    for ax, dim in zip(np.atleast_1d(axes), dims, strict=True):
+        top = max(weights[dim] * 3, max(weights.values()))
+        grid = np.linspace(0, top, points)
+        series: dict[str, list[float]] = {}
+        for w in grid:
+            trial = dict(weights)
+            trial[dim] = float(w)
+            if sum(trial.values()) <= 0:
+                continue
+            res = build_vs_buy(options, trial).scores
+            for name, score in zip(res["option"], res["score"], strict=True):
+                series.setdefault(name, []).append(float(score))
+        xs = [w for w in grid if sum(dict(weights, **{dim: float(w)}).values()) > 0]
+        for i, (name, ys) in enumerate(sorted(series.items())):
+            ax.plot(xs, ys, color=OKABE_ITO[i % len(OKABE_ITO)], label=name)
+        ax.axvline(weights[dim], color="#444", linestyle=":", linewidth=1)
+        ax.set_title(dim.replace("_", " "), fontsize=9)
+        ax.set_xlabel("weight")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("score (0-100)")
+    np.atleast_1d(axes)[0].legend(fontsize=7, frameon=False, loc="lower left")
+    fig.suptitle(
+        "Build vs buy: weight sensitivity (dotted: the agreed weight)",
+        x=0.01,
+        ha="left",
+        fontsize=11,
+        fontweight="bold",
+    )
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Phase 2
+# ---------------------------------------------------------------------------
+
+
+def cohort_lines(
+    frame: pd.DataFrame, title: str, ylabel: str = "median cycle time (hours)"
+) -> Figure:
+    """Weekly median cycle time per cohort (``week``, ``cohort``, ``median_cycle_hours``)."""
+    if frame is None or frame.empty or frame["median_cycle_hours"].notna().sum() == 0:
+        return no_data_figure(title, "no closed cases")
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for i, (cohort, part) in enumerate(
+        frame.dropna(subset=["median_cycle_hours"]).groupby("cohort", sort=True)
+    ):
+        ax.plot(
+            part["week"],
+            part["median_cycle_hours"],
+            marker="o",
+            ms=3,
+            color=OKABE_ITO[i % len(OKABE_ITO)],
+            label=str(cohort),
+        )
+    ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Phase 3
+# ---------------------------------------------------------------------------
+
+
+def control_chart_figure(
+    chart: Any, title: str = "Daily escalation rate: 7-day moving average against control limits"
+) -> Figure:
+    """Daily rates, the 7-day average, its limits and the p-chart limits, breaches shaded.
+
+    ``chart`` is a :class:`pilot_lib.spc.ControlChart`.
+    """
+    if chart is None or chart.series is None or chart.series.empty:
+        return no_data_figure(title, "no decisions in the window")
+    s = chart.series
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.scatter(s["day"], s["rate"], s=8, color="#999", label="daily rate")
+    ax.plot(s["day"], s["ma"], color=OKABE_ITO[0], linewidth=2, label="7-day average")
+    ax.plot(
+        s["day"], s["ucl"], color=OKABE_ITO[3], linestyle="--", linewidth=1, label="control limits"
+    )
+    ax.plot(s["day"], s["lcl"], color=OKABE_ITO[3], linestyle="--", linewidth=1)
+    ax.plot(
+        s["day"], s["p_ucl"], color=OKABE_ITO[4], linestyle=":", linewidth=1, label="p-chart limits"
+    )
+    ax.plot(s["day"], s["p_lcl"], color=OKABE_ITO[4], linestyle=":", linewidth=1)
+    base = s[s["in_baseline"]]
+    if not base.empty:
+        ax.axvspan(
+            base["day"].min(), base["day"].max(), color="#56B4E9", alpha=0.08, label="baseline"
+        )
+    eps = chart.episodes
+    if eps is not None and not eps.empty:
+        for _, e in eps[eps["confirmed"] & (eps["chart"] == "moving_average")].iterrows():
+            ax.axvspan(e["start"], e["end"], color=OKABE_ITO[3], alpha=0.12)
+            ax.annotate(
+                f"breach from {pd.Timestamp(e['start']):%d %b}",
+                (e["start"], e["peak"]),
+                xytext=(5, 5),
+                textcoords="offset points",
+                fontsize=8,
+                color=OKABE_ITO[3],
+            )
+    ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
+    _pct_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def distribution_overlay(
+    dist: pd.DataFrame, feature: str, psi_value: float | None = None
+) -> Figure:
+    """Reference vs current share per bin of one feature (from ``DriftReport.distributions``)."""
+    import numpy as np
+
+    if dist is None or dist.empty:
+        return no_data_figure(f"{feature}: reference vs current", "no values")
+    x = np.arange(len(dist))
+    fig, ax = plt.subplots(figsize=(9, 2.8))
+    ax.bar(
+        x - 0.2, dist["reference_share"], width=0.4, color=OKABE_ITO[0], label="reference window"
+    )
+    ax.bar(x + 0.2, dist["current_share"], width=0.4, color=OKABE_ITO[1], label="current window")
+    ax.set_xticks(x, [str(b) for b in dist["bin"]], rotation=30, ha="right", fontsize=8)
+    _pct_axis(ax)
+    extra = f" (PSI {psi_value:.2f})" if psi_value is not None and math.isfinite(psi_value) else ""
+    ax.set_title(
+        f"{feature}: share of decisions per bin{extra}", loc="left", fontsize=11, fontweight="bold"
+    )
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(results: dict[str, Any]) -> Figure:
+    """One reliability diagram per window: accuracy against mean confidence per bin.
+
+    ``results`` maps a window label to a :class:`pilot_lib.calibration.CalibrationResult`.
+    """
+    items = [(k, v) for k, v in results.items() if v is not None]
+    if not items:
+        return no_data_figure("Reliability diagram", "no decisions with a known outcome")
+    fig, axes = plt.subplots(1, len(items), figsize=(4.2 * len(items), 3.8), squeeze=False)
+    for ax, (label, res) in zip(axes[0], items, strict=True):
+        t = res.table[res.table["count"] > 0]
+        ax.plot(
+            [0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="perfect calibration"
+        )
+        if not t.empty:
+            ax.bar(
+                t["mean_confidence"],
+                t["accuracy"],
+                width=1 / max(len(res.table), 1) * 0.9,
+                color=OKABE_ITO[0],
+                alpha=0.7,
+                label="accuracy per bin",
+            )
+        ece = "no data" if res.ece is None or not math.isfinite(res.ece) else f"{res.ece:.3f}"
+        ax.set_title(f"{label} window: ECE {ece} (n={res.n_used:,})", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("share correct")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Phase 4
+# ---------------------------------------------------------------------------
+
+
+def drill_timeline(timeline: pd.DataFrame, targets: Any, title: str) -> Figure:
+    """Events of one drill on a seconds-since-anomaly axis, with the target deadlines.
+
+    ``timeline`` is ``DrillReview.timeline(drill_id)``; ``targets`` a
+    :class:`pilot_lib.config.DrillTargets`.
+    """
+    if timeline is None or timeline.empty:
+        return no_data_figure(title, "no events logged")
+    t = timeline.dropna(subset=["seconds_since_anomaly"])
+    if t.empty:
+        return no_data_figure(title, "no anomaly event to measure from")
+    lanes = {"anomaly_injected": 3, "detected": 3, "paged": 3, "paused": 3, "resumed": 3}
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    actions = [a for a in t["action_id"].dropna().unique()]
+    lane_of = {a: i for i, a in enumerate(sorted(actions, key=str))}
+    for _, e in t.iterrows():
+        x = e["seconds_since_anomaly"]
+        if e["event"] in lanes:
+            ax.axvline(x, color="#444", linewidth=1)
+            ax.text(x, len(lane_of) + 0.2, f" {e['event']}", rotation=90, va="bottom", fontsize=8)
+        elif pd.notna(e["action_id"]):
+            y = lane_of[e["action_id"]]
+            marker = {
+                "action_started": ">",
+                "action_completed": "o",
+                "action_rolled_back": "x",
+            }.get(e["event"], "s")
+            ax.plot([x], [y], marker=marker, color=OKABE_ITO[y % len(OKABE_ITO)], ms=8)
+    for aid, y in lane_of.items():
+        pts = t[t["action_id"] == aid]["seconds_since_anomaly"]
+        ax.plot(
+            [pts.min(), pts.max()],
+            [y, y],
+            color=OKABE_ITO[y % len(OKABE_ITO)],
+            linewidth=2,
+            alpha=0.6,
+        )
+    detected = t.loc[t["event"] == "detected", "seconds_since_anomaly"]
+    ax.axvspan(
+        0, targets.max_seconds_to_detect, color=OKABE_ITO[2], alpha=0.06, label="detect target"
+    )
+    if not detected.empty:
+        d0 = float(detected.iloc[0])
+        ax.axvline(
+            d0 + targets.max_seconds_to_pause,
+            color=OKABE_ITO[3],
+            linestyle="--",
+            linewidth=1,
+            label="pause deadline",
+        )
+    ax.set_yticks(list(lane_of.values()), list(lane_of.keys()), fontsize=8)
+    ax.set_ylim(-0.8, len(lane_of) + 2.5)
+    ax.set_xlabel("seconds since the anomaly was injected")
+    ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def latency_chart(latency: pd.DataFrame, sla_minutes: float) -> Figure:
+    """Approval latency percentiles (p50, p90, p95, max) per authority level, against the SLA."""
+    t = latency.dropna(subset=["p50_minutes"]) if latency is not None else None
+    if t is None or t.empty:
+        return no_data_figure("Approval latency per level", "no approval was decided by a human")
+    import numpy as np
+
+    x = np.arange(len(t))
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for i, col in enumerate(["p50_minutes", "p90_minutes", "p95_minutes", "max_minutes"]):
+        ax.bar(x + (i - 1.5) * 0.2, t[col], width=0.2, color=OKABE_ITO[i], label=col.split("_")[0])
+    ax.axhline(
+        sla_minutes, color="#000", linestyle="--", linewidth=1, label=f"SLA {sla_minutes:g} min"
+    )
+    ax.set_xticks(x, t["level"])
+    ax.set_ylabel("minutes to decision")
+    ax.set_title("Approval latency per authority level", loc="left", fontsize=11, fontweight="bold")
+    ax.legend(fontsize=8, frameon=False, ncol=5)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

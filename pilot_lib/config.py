@@ -13,10 +13,11 @@ current working directory (papermill kernels may start anywhere).
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -58,6 +59,22 @@ KPI_NAMES: dict[str, str] = {
 ESCALATION_REASONS = ("low_confidence", "missing_data", "out_of_scope", "tool_failure")
 
 
+class FieldProblem(ValueError):
+    """A validation error that points below the model that raised it.
+
+    Model validators raise it so the error names the exact field
+    (``pilot_window.end``) and its bad value instead of the whole parent mapping.
+    ``field`` is relative to the model (``end``, ``drift.reference_window``,
+    ``options[1].scores``); empty means the model itself.
+    """
+
+    def __init__(self, field: str, value: Any, message: str):
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.message = message
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -71,9 +88,11 @@ class DateWindow(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> DateWindow:
         if self.end < self.start:
-            raise ValueError(
+            raise FieldProblem(
+                "end",
+                self.end.isoformat(),
                 f"end ({self.end}) is before start ({self.start}); "
-                "give the first and last day of the window, in that order"
+                "give the first and last day of the window, in that order",
             )
         return self
 
@@ -159,9 +178,11 @@ class KpiThreshold(_Strict):
     def _unit_matches(self) -> KpiThreshold:
         expected = KPI_NAMES[self.kpi]
         if self.unit != expected:
-            raise ValueError(f"unit for {self.kpi} must be '{expected}', got '{self.unit}'")
+            raise FieldProblem("unit", self.unit, f"unit for {self.kpi} must be '{expected}'")
         if self.unit == "proportion" and not (-1.0 <= self.value <= 1.0):
-            raise ValueError(f"value {self.value} is not a proportion; write 80% as 0.80")
+            raise FieldProblem(
+                "value", self.value, "not a proportion; write 80% as 0.80 (between -1 and 1)"
+            )
         return self
 
     def met_by(self, x: float) -> bool:
@@ -202,7 +223,9 @@ class DriftSettings(_Strict):
     def _keys_are_features(self) -> DriftSettings:
         unknown = [f for f in self.key_features if f not in self.features]
         if unknown:
-            raise ValueError(f"key_features {unknown} are not listed in features {self.features}")
+            raise FieldProblem(
+                "key_features", unknown, f"not listed in features; allowed: {self.features}"
+            )
         return self
 
 
@@ -237,13 +260,15 @@ class ApprovalPolicy(_Strict):
     def _ladder(self) -> ApprovalPolicy:
         names = [lvl.name for lvl in self.levels]
         if len(set(names)) != len(names):
-            raise ValueError(f"level names must be unique, got {names}")
+            raise FieldProblem("levels", names, "level names must be unique")
         limits = [lvl.max_amount for lvl in self.levels]
         if any(x is None for x in limits[:-1]):
-            raise ValueError("only the last (highest) level may have no max_amount")
+            raise FieldProblem(
+                "levels", limits, "only the last (highest) level may have no max_amount"
+            )
         finite = [x for x in limits if x is not None]
         if finite != sorted(finite) or len(set(finite)) != len(finite):
-            raise ValueError(f"max_amount must increase from level to level, got {limits}")
+            raise FieldProblem("levels", limits, "max_amount must increase from level to level")
         return self
 
     def level_rank(self, name: str) -> int:
@@ -298,17 +323,20 @@ class BuildVsBuy(_Strict):
     def _dimensions(self) -> BuildVsBuy:
         dims = set(BUILD_DIMENSIONS)
         if set(self.weights) != dims:
-            raise ValueError(
-                f"weights must name exactly the five dimensions {list(BUILD_DIMENSIONS)}, "
-                f"got {sorted(self.weights)}"
+            raise FieldProblem(
+                "weights",
+                sorted(self.weights),
+                f"weights must name exactly the five dimensions {list(BUILD_DIMENSIONS)}",
             )
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ValueError("weights must be >= 0 and not all zero")
-        for opt in self.options:
+            raise FieldProblem("weights", self.weights, "weights must be >= 0 and not all zero")
+        for i, opt in enumerate(self.options):
             if set(opt.scores) != dims:
-                raise ValueError(
+                raise FieldProblem(
+                    f"options[{i}].scores",
+                    sorted(opt.scores),
                     f"option {opt.name!r} must score exactly the five dimensions "
-                    f"{list(BUILD_DIMENSIONS)}, got {sorted(opt.scores)}"
+                    f"{list(BUILD_DIMENSIONS)}",
                 )
         return self
 
@@ -348,24 +376,35 @@ class Pilot(_Strict):
     def _known_datasets(cls, v: dict[str, DatasetSource]) -> dict[str, DatasetSource]:
         unknown = sorted(set(v) - set(DATASET_NAMES))
         if unknown:
-            raise ValueError(f"unknown data set(s) {unknown}; allowed: {list(DATASET_NAMES)}")
+            raise FieldProblem("", unknown, f"unknown data set(s); allowed: {list(DATASET_NAMES)}")
         missing = [d for d in ("decisions", "cases") if d not in v]
         if missing:
-            raise ValueError(f"data set(s) {missing} are required")
+            raise FieldProblem(
+                "", sorted(v), f"data set(s) {missing} are required; add datasets.{missing[0]}"
+            )
         return v
 
     @model_validator(mode="after")
     def _windows(self) -> Pilot:
         if self.baseline_window.start > self.pilot_window.start:
-            raise ValueError("baseline_window must start before pilot_window")
+            raise FieldProblem(
+                "baseline_window.start",
+                self.baseline_window.start.isoformat(),
+                f"baseline_window must start before pilot_window ({self.pilot_window.start})",
+            )
+        pw = self.pilot_window
         for label in ("reference_window", "current_window"):
             w = getattr(self.drift, label)
-            if w.start < self.pilot_window.start or w.end > self.pilot_window.end:
-                raise ValueError(f"drift.{label} must lie inside pilot_window")
+            if w.start < pw.start or w.end > pw.end:
+                raise FieldProblem(
+                    f"drift.{label}",
+                    {"start": w.start.isoformat(), "end": w.end.isoformat()},
+                    f"must lie inside pilot_window ({pw.start} to {pw.end})",
+                )
         names = [k.kpi for k in self.kpis]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"each KPI may have one threshold; repeated: {dupes}")
+            raise FieldProblem("kpis", dupes, "each KPI may have one threshold; repeated")
         return self
 
     # ---- derived, read-only helpers -------------------------------------------------
@@ -446,15 +485,55 @@ _PYDANTIC_HINTS = {
 }
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the model at ``loc`` (the parent of an unknown key) accepts."""
+    model: Any = Pilot
+    for part in loc:
+        if isinstance(part, int):
+            continue  # list index: same item model
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        info = model.model_fields.get(part)
+        if info is None:
+            return None  # a dict key (datasets.<name>): the value model follows
+        model = _item_model(info.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return None
+
+
+def _item_model(annotation: Any) -> Any:
+    """The pydantic model inside ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _item_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _problems_from(err: ValidationError, file: str) -> list[Problem]:
     problems = []
     for e in err.errors(include_url=False):
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         msg = _PYDANTIC_HINTS.get(e["type"], e["msg"])
+        value = e.get("input")
         if e["type"] == "literal_error":
             msg = f"not allowed; {e['msg'].lower()}"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            if allowed:
+                msg = f"unknown key; allowed here: {', '.join(allowed)}"
+        cause = (e.get("ctx") or {}).get("error")
+        field = _field_path(loc)
+        if isinstance(cause, FieldProblem):
+            msg, value = cause.message, cause.value
+            if cause.field:
+                joiner = "" if not field or cause.field.startswith("[") else "."
+                field = f"{field}{joiner}{cause.field}"
         msg = msg.removeprefix("Value error, ")
-        problems.append(Problem(file, _field_path(loc), e.get("input"), msg))
+        problems.append(Problem(file, field, value, msg))
     return problems
 
 
@@ -519,7 +598,7 @@ def _missing_files(pilot: Pilot, shown: str) -> list[Problem]:
                 continue
             target = pilot.resolve(rel)
             if any(ch in rel for ch in "*?["):
-                found = list(target.parent.glob(target.name)) if target.parent.is_dir() else []
+                found = glob.glob(str(target), recursive=True)
             else:
                 found = [target] if target.exists() else []
             if not found:

@@ -28,6 +28,8 @@ __all__ = [
     "open_phase",
     "repo_root",
     "styled",
+    "status_table",
+    "table",
 ]
 
 
@@ -114,6 +116,27 @@ def styled(
             },
         ]
     )
+
+
+def table(
+    frame: pd.DataFrame,
+    caption: str | None = None,
+    formats: Mapping[str, str] | None = None,
+    highlight: Mapping[str, Mapping[str, str]] | None = None,
+) -> Any:
+    """:func:`styled` rendered to an HTML display object.
+
+    A Styler's plain-text repr carries a memory address that changes every run;
+    the HTML object's does not, so stored outputs stay comparable (nbval).
+    """
+    from IPython.display import HTML
+
+    return HTML(styled(frame, caption, formats, highlight).to_html())
+
+
+def status_table(frame: pd.DataFrame, caption: str | None = None, column: str = "status") -> Any:
+    """:func:`table` with a status-like column coloured (PASS/FAIL, bands, severities)."""
+    return table(frame, caption, highlight={column: STATUS_COLOURS})
 
 
 STATUS_COLOURS = {

@@ -1,0 +1,908 @@
+"""Data contracts: one pandera schema per data set, enforced inside the engine.
+
+The contracts are plain pandera declarations for Ibis (``pandera.ibis``): the
+column types, which columns may be null, unique keys, and the checks each value
+must pass. ``docs/data-contracts.md`` describes the same contracts in prose; the
+two must agree.
+
+Enforcement never pulls rows into Python. :func:`validate_dataset` builds one
+Ibis expression over the raw table that
+
+1. types every contract column with ``try_cast`` (a value that does not parse
+   becomes null, and the row is quarantined as ``unparseable <column>``);
+2. adds a ``_quarantine_rule`` string column holding the *first* rule the row
+   breaks, in this order: ``null <column>`` / ``unparseable <column>`` (column by
+   column, in contract order), the column checks, the row-level checks (e.g.
+   ``escalated without escalation_reason``), the pilot-dependent checks
+   (``timestamp outside pilot_window``), and last the duplicate keys
+   (``duplicate decision_id``: among the rows that broke no other rule, the first
+   by the data set's time column is kept, the later ones are quarantined);
+3. splits the rows into valid rows (contract types, extra columns kept) and
+   quarantined rows (the values as they came in, plus ``_quarantine_rule``).
+
+The element-wise predicates come from the pandera ``Check`` objects themselves
+(:func:`check_predicate`), so the declaration is the single source of each rule.
+The ``error`` text of a check is the rule name written to the quarantine file.
+
+:func:`load_pilot_data` opens every data set of a pilot, runs the split, counts
+rows per rule with one aggregate query per data set, writes
+``<quarantine_dir>/<data set>.parquet`` with the engine when a data set has
+quarantined rows, and returns a :class:`PilotData` whose tables hold only valid
+rows. On DuckDB the valid and the quarantined rows are materialized once as
+temporary tables, so later queries never recompute the window functions.
+Invariant: ``valid + quarantined == rows`` for every data set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import ibis
+import ibis.expr.datatypes as idt
+import ibis.expr.types as ir
+import pandas as pd
+import pandera.ibis as pa
+from ibis import util as ibis_util
+from ibis.backends import BaseBackend
+from ibis.common.exceptions import IbisError
+from pandera.api.ibis.types import IbisData
+
+from pilot_lib.config import DATASET_NAMES, ESCALATION_REASONS, Pilot, load_pilot
+from pilot_lib.errors import ContractError, DataSourceError
+from pilot_lib.sources import connect, describe_source, open_dataset, open_source
+
+__all__ = [
+    "CONTRACTS",
+    "QUARANTINE_RULE_COLUMN",
+    "ContractSplit",
+    "DatasetCheck",
+    "PilotData",
+    "ValidationReport",
+    "check_predicate",
+    "contract",
+    "contract_columns",
+    "load_pilot_data",
+    "validate_dataset",
+    "validate_pilot",
+]
+
+
+@functools.cache
+def _register_pandera_ibis() -> None:
+    """Register pandera's Ibis check implementations.
+
+    Must run before the schemas below are declared: pandera copies the check
+    objects into each schema, and a copy made earlier would not see the Ibis
+    implementations of the built-in checks (``ge``, ``isin``, ``in_range``).
+    """
+    from pandera.backends.ibis.register import register_ibis_backends
+
+    register_ibis_backends()
+
+
+_register_pandera_ibis()
+
+#: Column that names the first rule a quarantined row broke.
+QUARANTINE_RULE_COLUMN = "_quarantine_rule"
+
+_STRING = idt.String()
+_TIMESTAMP = idt.Timestamp(scale=6)  # DuckDB TIMESTAMP: microseconds, no time zone (UTC)
+_BOOL = idt.Boolean()
+_FLOAT = idt.Float64()
+_INT = idt.Int64()
+_DATE = idt.Date()
+
+
+def _non_negative(column: str) -> pa.Check:
+    return pa.Check.ge(0, error=f"negative {column}")
+
+
+def _score(column: str) -> pa.Check:
+    return pa.Check.in_range(1, 5, error=f"{column} outside 1-5")
+
+
+def _row_rule(predicate: Callable[[ir.Table], ir.BooleanColumn], error: str) -> pa.Check:
+    """A row-level check over several columns: ``predicate(table)`` is True when the row is fine.
+
+    A null result counts as passing (the null itself is caught by the null rules).
+    """
+    return pa.Check(lambda data: predicate(data.table), error=error)
+
+
+def _is_monday(data: IbisData) -> ir.Table:
+    return data.table.select(data.table[data.key].day_of_week.index() == 0)
+
+
+# ---- the contracts (docs/data-contracts.md) ------------------------------------------------
+
+CANDIDATES = pa.DataFrameSchema(
+    {
+        "name": pa.Column(_STRING, unique=True),
+        "impact_metric": pa.Column(_STRING),
+        "baseline_value": pa.Column(_FLOAT, nullable=True),
+        "impact_score": pa.Column(_INT, _score("impact_score")),
+        "data_score": pa.Column(_INT, _score("data_score")),
+        "readiness_score": pa.Column(_INT, _score("readiness_score")),
+        "weekly_volume": pa.Column(_FLOAT, _non_negative("weekly_volume")),
+        "sme_committed": pa.Column(_BOOL),
+        "owner_has_authority": pa.Column(_BOOL),
+        "demo_appeal": pa.Column(_INT, _score("demo_appeal")),
+        "notes": pa.Column(_STRING, nullable=True, required=False),
+    },
+    name="candidates",
+)
+
+DECISIONS = pa.DataFrameSchema(
+    {
+        "decision_id": pa.Column(_STRING, unique=True),
+        "timestamp": pa.Column(_TIMESTAMP),
+        "trace_id": pa.Column(_STRING),
+        "agent_id": pa.Column(_STRING),
+        "workflow": pa.Column(_STRING),
+        "case_id": pa.Column(_STRING),
+        "prompt_version": pa.Column(_STRING),
+        "user_id": pa.Column(_STRING, nullable=True),
+        "completed": pa.Column(_BOOL),
+        "accepted": pa.Column(_BOOL),
+        "overridden": pa.Column(_BOOL),
+        "escalated": pa.Column(_BOOL),
+        "escalation_reason": pa.Column(
+            _STRING,
+            pa.Check.isin(ESCALATION_REASONS, error="unknown escalation_reason"),
+            nullable=True,
+        ),
+        "confidence": pa.Column(
+            _FLOAT, pa.Check.in_range(0, 1, error="confidence outside [0, 1]"), nullable=True
+        ),
+        "correct": pa.Column(_BOOL, nullable=True),
+        "input_tokens": pa.Column(_INT, _non_negative("input_tokens")),
+        "output_tokens": pa.Column(_INT, _non_negative("output_tokens")),
+        "model_cost_usd": pa.Column(_FLOAT, _non_negative("model_cost_usd")),
+        "tool_cost_usd": pa.Column(_FLOAT, _non_negative("tool_cost_usd")),
+        "review_minutes": pa.Column(_FLOAT, _non_negative("review_minutes")),
+    },
+    checks=[
+        _row_rule(
+            lambda t: ~t.escalated | t.escalation_reason.notnull(),
+            "escalated without escalation_reason",
+        ),
+    ],
+    name="decisions",
+)
+
+CASES = pa.DataFrameSchema(
+    {
+        "case_id": pa.Column(_STRING, unique=True),
+        "cohort": pa.Column(
+            _STRING, pa.Check.isin(["agent", "control", "baseline"], error="unknown cohort")
+        ),
+        "opened_at": pa.Column(_TIMESTAMP),
+        "closed_at": pa.Column(_TIMESTAMP, nullable=True),
+    },
+    checks=[
+        _row_rule(
+            lambda t: t.closed_at.isnull() | (t.closed_at >= t.opened_at),
+            "closed_at before opened_at",
+        ),
+    ],
+    name="cases",
+)
+
+ADOPTION = pa.DataFrameSchema(
+    {
+        "user_id": pa.Column(_STRING),
+        "week": pa.Column(_DATE, pa.Check(_is_monday, error="week not a Monday")),
+        "eligible": pa.Column(_BOOL),
+        "engaged": pa.Column(_BOOL),
+        "decisions_seen": pa.Column(_INT, _non_negative("decisions_seen")),
+        "overrides": pa.Column(_INT, _non_negative("overrides")),
+    },
+    checks=[
+        _row_rule(
+            lambda t: t.overrides <= t.decisions_seen, "overrides greater than decisions_seen"
+        ),
+    ],
+    unique=["user_id", "week"],
+    name="adoption",
+)
+
+DRILL_EVENTS = pa.DataFrameSchema(
+    {
+        "drill_id": pa.Column(_STRING),
+        # An unknown event name is kept: phase 4 reports it as a finding.
+        "event": pa.Column(_STRING),
+        "timestamp": pa.Column(_TIMESTAMP),
+        "action_id": pa.Column(_STRING, nullable=True),
+        "detail": pa.Column(_STRING, nullable=True, required=False),
+    },
+    name="drill_events",
+)
+
+APPROVAL_DECISIONS = ("approved", "rejected", "escalated", "timed_out", "auto")
+
+APPROVALS = pa.DataFrameSchema(
+    {
+        "action_id": pa.Column(_STRING, unique=True),
+        "trace_id": pa.Column(_STRING, nullable=True),
+        "proposed_at": pa.Column(_TIMESTAMP),
+        "amount": pa.Column(_FLOAT, _non_negative("amount")),
+        "required_level": pa.Column(_STRING),
+        "decided_at": pa.Column(_TIMESTAMP, nullable=True),
+        "decision": pa.Column(_STRING, pa.Check.isin(APPROVAL_DECISIONS, error="unknown decision")),
+        "approver_level": pa.Column(_STRING, nullable=True),
+        "executed_at": pa.Column(_TIMESTAMP, nullable=True),
+    },
+    checks=[
+        _row_rule(
+            lambda t: t.decided_at.isnull() | (t.decided_at >= t.proposed_at),
+            "decided_at before proposed_at",
+        ),
+    ],
+    name="approvals",
+)
+
+#: The static contract of each data set (pilot-dependent checks: :func:`contract`).
+CONTRACTS: dict[str, pa.DataFrameSchema] = {
+    "candidates": CANDIDATES,
+    "decisions": DECISIONS,
+    "cases": CASES,
+    "adoption": ADOPTION,
+    "drill_events": DRILL_EVENTS,
+    "approvals": APPROVALS,
+}
+
+#: Column that decides which of several rows with the same key is kept (the earliest).
+FIRST_BY: dict[str, str | None] = {
+    "candidates": None,
+    "decisions": "timestamp",
+    "cases": "opened_at",
+    "adoption": "week",
+    "drill_events": "timestamp",
+    "approvals": "proposed_at",
+}
+
+
+def _window_checks(pilot: Pilot) -> dict[str, tuple[dict[str, list[pa.Check]], list[pa.Check]]]:
+    """Checks that depend on the pilot file: (column checks, row checks) per data set."""
+    pw, bw = pilot.pilot_window, pilot.baseline_window
+    levels = [lvl.name for lvl in pilot.approvals.levels]
+
+    def inside(col: ir.TimestampColumn, window: Any) -> ir.BooleanColumn:
+        return (col >= window.start_ts) & (col < window.end_ts)
+
+    return {
+        "decisions": (
+            {
+                "timestamp": [
+                    pa.Check.in_range(
+                        pw.start_ts,
+                        pw.end_ts,
+                        include_max=False,
+                        error="timestamp outside pilot_window",
+                    )
+                ]
+            },
+            [],
+        ),
+        "cases": (
+            {},
+            [
+                _row_rule(
+                    lambda t: (t.cohort != "baseline") | inside(t.opened_at, bw),
+                    "opened_at outside baseline_window",
+                ),
+                _row_rule(
+                    lambda t: (t.cohort == "baseline") | inside(t.opened_at, pw),
+                    "opened_at outside pilot_window",
+                ),
+            ],
+        ),
+        "adoption": (
+            {
+                # A week counts when it overlaps the window (its Monday may precede the start).
+                "week": [
+                    pa.Check.in_range(
+                        pw.start - dt.timedelta(days=6),
+                        pw.end,
+                        error="week outside pilot_window",
+                    )
+                ]
+            },
+            [],
+        ),
+        "approvals": (
+            {
+                "required_level": [pa.Check.isin(levels, error="unknown required_level")],
+                "approver_level": [pa.Check.isin(levels, error="unknown approver_level")],
+            },
+            [],
+        ),
+    }
+
+
+def contract(name: str, pilot: Pilot | None = None) -> pa.DataFrameSchema:
+    """The contract of data set ``name``; with ``pilot``, plus the checks that depend on it.
+
+    Pilot-dependent checks: decision timestamps inside ``pilot_window``; case
+    ``opened_at`` inside the window of its cohort; adoption weeks overlapping
+    ``pilot_window``; approval levels among ``approvals.levels``.
+    """
+    if name not in CONTRACTS:
+        raise ContractError(f"no contract for data set {name!r}; known: {list(CONTRACTS)}")
+    schema = CONTRACTS[name]
+    if pilot is None:
+        return schema
+    column_checks, row_checks = _window_checks(pilot).get(name, ({}, []))
+    if not column_checks and not row_checks:
+        return schema
+    columns = {}
+    for col_name, col in schema.columns.items():
+        columns[col_name] = pa.Column(
+            col.dtype.type,
+            checks=[*col.checks, *column_checks.get(col_name, [])],
+            nullable=col.nullable,
+            unique=col.unique,
+            required=col.required,
+        )
+    return pa.DataFrameSchema(
+        columns,
+        checks=[*schema.checks, *row_checks],
+        unique=schema.unique,
+        name=schema.name,
+    )
+
+
+def contract_columns(name: str) -> tuple[str, ...]:
+    """The columns of data set ``name``'s contract, in contract order."""
+    return tuple(contract(name).columns)
+
+
+# ---- from pandera checks to engine expressions ----------------------------------------------
+
+
+def check_predicate(check: pa.Check, table: ir.Table, column: str | None) -> ir.BooleanColumn:
+    """The boolean column expression of a pandera ``check`` over ``table`` (True = passes).
+
+    Calls the check's own function the way pandera's Ibis backend does and unwraps
+    the projection it returns into a column expression usable in
+    ``table.mutate(...)``, so a rule is declared once (in the schema) and runs in
+    the engine. ``column`` is the checked column, or None for a row-level check.
+    Null results are left null; callers treat them as passing.
+
+    Raises
+    ------
+    ContractError
+        The check cannot run in the engine (an element-wise Python check, or one
+        that returns something other than boolean columns over ``table``).
+    """
+    _register_pandera_ibis()
+    label = check.error or check.name
+    if check.element_wise:
+        raise ContractError(
+            f"check {label!r} is element-wise (runs in Python row by row); write it as a "
+            "vectorized Ibis check so it runs in the engine"
+        )
+    try:
+        out = check._check_fn(IbisData(table, column), **check._check_kwargs)
+        if isinstance(out, ir.BooleanColumn):
+            return out
+        if isinstance(out, ir.Table):
+            values = getattr(out.op(), "values", None)
+            if values:
+                preds = [v.to_expr() for v in values.values()]
+                if all(isinstance(p, ir.BooleanColumn) for p in preds):
+                    return functools.reduce(lambda a, b: a & b, preds)
+    except (IbisError, AttributeError, TypeError) as exc:
+        raise ContractError(f"check {label!r} cannot run in the engine: {exc}") from exc
+    raise ContractError(
+        f"check {label!r} did not return boolean columns over the table; "
+        "return a boolean column expression or a projection of boolean columns"
+    )
+
+
+def _rule_label(check: pa.Check, column: str | None) -> str:
+    if check.error:
+        return str(check.error)
+    return f"{column} fails {check.name}" if column else f"fails {check.name}"
+
+
+def _missing(raw: ir.Column) -> ir.BooleanValue:
+    """Null, or NaN for a floating-point column (NaN counts as missing)."""
+    if raw.type().is_floating():
+        return raw.isnull() | raw.isnan()
+    return raw.isnull()
+
+
+def _same_type(source: idt.DataType, target: idt.DataType) -> bool:
+    """Equal up to nullability."""
+    return source.copy(nullable=True) == target.copy(nullable=True)
+
+
+def _typed(raw: ir.Column, target: idt.DataType) -> ir.Column:
+    """``raw`` cast to the contract type; null where the value does not parse.
+
+    Text timestamps go through TIMESTAMPTZ so an offset (``+02:00``, ``Z``) is
+    honoured; naive text is read as UTC (the DuckDB session time zone). Integers
+    must be whole: ``1.5`` does not parse as an int (DuckDB would round it).
+    Floating-point NaN becomes null.
+    """
+    source = raw.type()
+    if _same_type(source, target):
+        out = raw
+    elif target.is_timestamp():
+        if source.is_string():
+            out = raw.try_cast(idt.Timestamp(timezone="UTC")).cast(target)
+        else:
+            out = raw.try_cast(target)
+    elif target.is_integer() and not source.is_integer() and not source.is_boolean():
+        as_float = raw.try_cast(_FLOAT)
+        whole = as_float.notnull() & (as_float == as_float.floor())
+        out = whole.ifelse(raw.try_cast(target), ibis.null(target))
+    else:
+        out = raw.try_cast(target)
+    if target.is_floating():
+        out = out.isnan().ifelse(ibis.null(target), out)
+    return out
+
+
+def _first_rule(rules: Iterable[tuple[ir.BooleanValue, str]]) -> ir.StringValue:
+    """The label of the first rule whose condition is True, else null."""
+    branches = [(cond.fill_null(False), label) for cond, label in rules]
+    if not branches:
+        return ibis.null(_STRING)
+    return ibis.cases(*branches, else_=ibis.null(_STRING))
+
+
+def _raw_name(column: str) -> str:
+    return f"__raw__{column}"
+
+
+@dataclass(frozen=True)
+class ContractSplit:
+    """The engine-side split of one data set (all lazy Ibis expressions).
+
+    ``checked``: every row, contract-typed, with ``_quarantine_rule`` (null when the
+    row is valid) and a ``__raw__<col>`` copy of each column that had to be cast.
+    ``valid``: rows that broke no rule, contract types, extra columns kept.
+    ``quarantined``: rows that broke a rule, values as they came in, with
+    ``_quarantine_rule`` as the first column.
+    """
+
+    name: str
+    checked: ir.Table
+    valid_columns: tuple[str, ...]
+    quarantine_columns: dict[str, str]  # output name -> column of ``checked``
+
+    def valid_from(self, checked: ir.Table) -> ir.Table:
+        """The valid rows of ``checked`` (this split's table, or a materialized copy)."""
+        return checked.filter(checked[QUARANTINE_RULE_COLUMN].isnull()).select(*self.valid_columns)
+
+    def quarantined_from(self, checked: ir.Table) -> ir.Table:
+        """The quarantined rows of ``checked``, values as they came in."""
+        return checked.filter(checked[QUARANTINE_RULE_COLUMN].notnull()).select(
+            **{out: checked[col] for out, col in self.quarantine_columns.items()}
+        )
+
+    @property
+    def valid(self) -> ir.Table:
+        return self.valid_from(self.checked)
+
+    @property
+    def quarantined(self) -> ir.Table:
+        return self.quarantined_from(self.checked)
+
+
+def _require_columns(name: str, table: ir.Table, schema: pa.DataFrameSchema, source: str) -> None:
+    required = [c for c, col in schema.columns.items() if col.required]
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise ContractError(
+            f"data set {name!r} ({source}): missing required column(s) {missing}; "
+            f"found {list(table.columns)}. Rename or add the column(s); "
+            "see docs/data-contracts.md"
+        )
+
+
+def validate_dataset(
+    name: str, table: ir.Table, pilot: Pilot | None = None, *, source: str | None = None
+) -> ContractSplit:
+    """Check data set ``name`` against its contract, inside the engine.
+
+    Parameters
+    ----------
+    name:
+        The data set (``decisions``, ``cases``, ...).
+    table:
+        Its raw Ibis table (any column types; contract columns are try-cast).
+    pilot:
+        The pilot file; adds the pilot-dependent checks (windows, approval levels).
+        Without it only the static contract is checked.
+    source:
+        How the source is shown in error messages (default: "the table").
+
+    Returns
+    -------
+    ContractSplit
+        Lazy expressions for all rows with their rule, the valid rows and the
+        quarantined rows. Nothing runs until one of them is queried.
+
+    Raises
+    ------
+    ContractError
+        A required column is missing (the message names the data set, the source,
+        the missing columns and the columns found).
+    """
+    schema = contract(name, pilot)
+    shown = source or "the table"
+    _require_columns(name, table, schema, shown)
+    for col_name, col in schema.columns.items():
+        if col_name not in table.columns:  # optional column: add it empty
+            table = table.mutate(**{col_name: ibis.null(col.dtype.type)})
+
+    # 1. type the contract columns; null / unparseable rules from raw vs typed values
+    typed: dict[str, ir.Column] = {}
+    raw_copies: dict[str, ir.Column] = {}
+    pre_rules: list[tuple[ir.BooleanValue, str]] = []
+    for col_name, col in schema.columns.items():
+        raw = table[col_name]
+        target = col.dtype.type
+        value = _typed(raw, target)
+        typed[col_name] = value
+        if not _same_type(raw.type(), target):
+            raw_copies[_raw_name(col_name)] = raw
+        if not col.nullable:
+            pre_rules.append((_missing(raw), f"null {col_name}"))
+        pre_rules.append((~_missing(raw) & value.isnull(), f"unparseable {col_name}"))
+    stage = table.mutate(**raw_copies, **typed, **{QUARANTINE_RULE_COLUMN: _first_rule(pre_rules)})
+
+    # 2. checks declared in the schema (column checks, then row checks)
+    rules: list[tuple[ir.BooleanValue, str]] = []
+    for col_name, col in schema.columns.items():
+        for check in col.checks:
+            ok = check_predicate(check, stage, col_name)
+            rules.append((~ok.fill_null(True), _rule_label(check, col_name)))
+    for check in schema.checks:
+        ok = check_predicate(check, stage, None)
+        rules.append((~ok.fill_null(True), _rule_label(check, None)))
+    rule = stage[QUARANTINE_RULE_COLUMN]
+    stage = stage.mutate(**{QUARANTINE_RULE_COLUMN: rule.coalesce(_first_rule(rules))})
+
+    # 3. duplicate keys: among rows still valid, keep the first, quarantine the later ones
+    keys: list[list[str]] = [[c] for c, col in schema.columns.items() if col.unique]
+    if schema.unique:
+        keys.append(list(schema.unique))
+    order_first = FIRST_BY.get(name)
+    tie_break = [c for c in schema.columns if c != order_first]
+    order_by = [ibis.asc(c, nulls_first=False) for c in ([order_first] if order_first else [])]
+    order_by += [ibis.asc(c, nulls_first=False) for c in tie_break]
+    for key in keys:
+        rule = stage[QUARANTINE_RULE_COLUMN]
+        position = ibis.row_number().over(group_by=[*key, rule.isnull()], order_by=order_by)
+        label = f"duplicate {key[0]}" if len(key) == 1 else f"duplicate ({', '.join(key)})"
+        stage = stage.mutate(
+            **{
+                QUARANTINE_RULE_COLUMN: rule.coalesce(
+                    (position > 0).ifelse(ibis.literal(label), ibis.null(_STRING))
+                )
+            }
+        )
+
+    helper = {QUARANTINE_RULE_COLUMN, *raw_copies}
+    valid_columns = tuple(c for c in stage.columns if c not in helper)
+    quarantine_columns = {QUARANTINE_RULE_COLUMN: QUARANTINE_RULE_COLUMN}
+    for c in table.columns:
+        quarantine_columns[c] = _raw_name(c) if _raw_name(c) in raw_copies else c
+    return ContractSplit(name, stage, valid_columns, quarantine_columns)
+
+
+# ---- loading a whole pilot -------------------------------------------------------------------
+
+
+@dataclass
+class DatasetCheck:
+    """What checking one data set found. Counts are rows."""
+
+    name: str
+    source: str
+    rows: int
+    valid: int
+    quarantined: int
+    by_rule: pd.DataFrame  # columns: rule, rows (most rows first)
+    quarantine_path: Path | None = None
+
+
+_REPORT_COLUMNS = ["data set", "source", "rows", "valid", "quarantined"]
+_SUMMARY_COLUMNS = ["data set", "rule", "rows"]
+
+
+@dataclass
+class PilotData:
+    """The data of one pilot after its contracts ran: valid rows per data set.
+
+    ``table(name)`` is the valid rows in contract types (extra columns kept);
+    ``quarantined(name)`` the rows set aside with ``_quarantine_rule``. On DuckDB
+    both are temporary tables on ``con``. Tables from a non-DuckDB ``uri`` source
+    stay on their own backend (lazy expressions).
+    """
+
+    pilot: Pilot
+    con: BaseBackend
+    checks: dict[str, DatasetCheck] = field(default_factory=dict)
+    _valid: dict[str, ir.Table] = field(default_factory=dict, repr=False)
+    _quarantined: dict[str, ir.Table] = field(default_factory=dict, repr=False)
+
+    def table(self, name: str) -> ir.Table | None:
+        """Valid rows of data set ``name``; None if the pilot file names no such data set."""
+        if name not in DATASET_NAMES:
+            raise KeyError(f"unknown data set {name!r}; known: {list(DATASET_NAMES)}")
+        return self._valid.get(name)
+
+    def quarantined(self, name: str) -> ir.Table | None:
+        """Quarantined rows of data set ``name`` (raw values + rule); None if not named."""
+        return self._quarantined.get(name)
+
+    @property
+    def decisions(self) -> ir.Table | None:
+        return self.table("decisions")
+
+    @property
+    def cases(self) -> ir.Table | None:
+        return self.table("cases")
+
+    @property
+    def adoption(self) -> ir.Table | None:
+        return self.table("adoption")
+
+    @property
+    def drill_events(self) -> ir.Table | None:
+        return self.table("drill_events")
+
+    @property
+    def approvals(self) -> ir.Table | None:
+        return self.table("approvals")
+
+    @property
+    def candidates(self) -> ir.Table | None:
+        return self.table("candidates")
+
+    def report(self) -> pd.DataFrame:
+        """One row per data set the pilot names: data set, source, rows, valid, quarantined."""
+        rows = [
+            [c.name, c.source, c.rows, c.valid, c.quarantined]
+            for n in DATASET_NAMES
+            if (c := self.checks.get(n)) is not None
+        ]
+        return pd.DataFrame(rows, columns=_REPORT_COLUMNS)
+
+    def quarantine_summary(self) -> pd.DataFrame:
+        """Quarantined rows per data set and rule (data sets in standard order, most rows first)."""
+        parts = [
+            [c.name, r.rule, int(r.rows)]
+            for n in DATASET_NAMES
+            if (c := self.checks.get(n)) is not None
+            for r in c.by_rule.itertuples(index=False)
+        ]
+        return pd.DataFrame(parts, columns=_SUMMARY_COLUMNS)
+
+
+def _engine_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the data could not be read (not a mistake in this code)."""
+    return (
+        duckdb.ConversionException,
+        duckdb.InvalidInputException,
+        duckdb.IOException,
+        OSError,
+    )
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def _check_one(
+    name: str,
+    raw: ir.Table,
+    pilot: Pilot,
+    source: str,
+    quarantine_dir: Path | None,
+) -> tuple[DatasetCheck, ir.Table, ir.Table]:
+    split = validate_dataset(name, raw, pilot, source=source)
+    checked = split.checked
+    backend = _backend_of(checked)
+    try:
+        if backend is not None and backend.name == "duckdb":
+            # One pass computes the rules and windows; the split reads the temp table.
+            checked = backend.create_table(
+                ibis_util.gen_name(f"checked_{_safe_name(name)}"), checked, temp=True
+            )
+        counts = (
+            checked.group_by(rule=checked[QUARANTINE_RULE_COLUMN])
+            .aggregate(rows=checked.count())
+            .execute()
+        )
+        valid = split.valid_from(checked)
+        quarantined = split.quarantined_from(checked)
+        if backend is not None and backend.name == "duckdb":
+            valid = backend.create_table(
+                ibis_util.gen_name(f"valid_{_safe_name(name)}"), valid, temp=True
+            )
+            quarantined = backend.create_table(
+                ibis_util.gen_name(f"quarantine_{_safe_name(name)}"), quarantined, temp=True
+            )
+            backend.raw_sql(f'DROP TABLE IF EXISTS "{checked.get_name()}"')
+        n_bad = int(counts.loc[counts["rule"].notna(), "rows"].sum())
+        path = None
+        if n_bad and quarantine_dir is not None:
+            quarantine_dir.mkdir(parents=True, exist_ok=True)
+            path = quarantine_dir / f"{name}.parquet"
+            quarantined.to_parquet(path)
+    except _engine_errors() as exc:
+        raise DataSourceError(
+            f"data set {name!r} ({source}): reading or checking it failed: "
+            f"{' '.join(str(exc).split())[:400]}. Check the file for malformed rows."
+        ) from exc
+    by_rule = (
+        counts.loc[counts["rule"].notna(), ["rule", "rows"]]
+        .astype({"rows": "int64"})
+        .sort_values(["rows", "rule"], ascending=[False, True], kind="stable")
+        .reset_index(drop=True)
+    )
+    n_rows = int(counts["rows"].sum())
+    check = DatasetCheck(
+        name=name,
+        source=source,
+        rows=n_rows,
+        valid=n_rows - n_bad,
+        quarantined=n_bad,
+        by_rule=by_rule,
+        quarantine_path=path,
+    )
+    return check, valid, quarantined
+
+
+def _backend_of(table: ir.Table) -> BaseBackend | None:
+    try:
+        return table.get_backend()
+    except (IbisError, AttributeError):
+        return None
+
+
+def load_pilot_data(
+    pilot: Pilot | str | Path,
+    con: BaseBackend | None = None,
+    quarantine_dir: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> PilotData:
+    """Open every data set the pilot names, enforce its contract, keep the valid rows.
+
+    Parameters
+    ----------
+    pilot:
+        A loaded :class:`Pilot`, or a pilot folder / ``pilot.yaml`` path.
+    con:
+        DuckDB connection to use (default: a new in-memory one from
+        :func:`~pilot_lib.sources.connect`).
+    quarantine_dir:
+        Folder for ``<data set>.parquet`` quarantine files (created if needed; a file
+        is written, or overwritten, only for a data set with quarantined rows; nothing
+        is ever deleted). None: no files; the rows stay available through
+        :meth:`PilotData.quarantined`.
+    overrides:
+        Data set name -> source to use instead of the pilot file's entry (a pandas
+        DataFrame, an Ibis table or a path); for notebooks and tests.
+
+    Returns
+    -------
+    PilotData
+        Valid rows per data set; counts per data set and rule in ``checks``.
+
+    Notes
+    -----
+    Each data set costs one pass over its source: on DuckDB the checked rows are
+    written once to a temporary table, the rule counts come from one GROUP BY on
+    it, and the valid and quarantined rows become temporary tables of their own,
+    so later queries never recompute the window functions of the duplicate-key
+    rules. Nothing is pulled into Python but the counts.
+
+    Raises
+    ------
+    PilotFileError, DataSourceError, ContractError
+        A bad pilot file, an unreadable source, a missing required column.
+    """
+    if not isinstance(pilot, Pilot):
+        pilot = load_pilot(pilot)
+    con = con if con is not None else connect()
+    out_dir = Path(quarantine_dir) if quarantine_dir is not None else None
+    overrides = overrides or {}
+    data = PilotData(pilot=pilot, con=con)
+    for name in DATASET_NAMES:
+        if name in overrides:
+            src = overrides[name]
+            raw = open_source(src, con, base_dir=pilot.folder, label=name)
+            shown = describe_source(src)
+        elif name in pilot.datasets:
+            raw = open_dataset(pilot, name, con)
+            shown = describe_source(pilot.datasets[name])
+        else:
+            continue
+        check, valid, quarantined = _check_one(name, raw, pilot, shown, out_dir)
+        data.checks[name] = check
+        data._valid[name] = valid
+        data._quarantined[name] = quarantined
+    return data
+
+
+# ---- the validate command ------------------------------------------------------------------
+
+
+@dataclass
+class ValidationReport:
+    """What ``pilot-workbook validate`` prints: counts per data set and per rule."""
+
+    pilot_name: str
+    pilot_path: Path
+    data: PilotData
+    quarantine_dir: Path
+
+    def to_text(self) -> str:
+        """A short plain-text report (fixed-width table, rule counts, quarantine files)."""
+        lines = [f"pilot {self.pilot_name} ({self.pilot_path})", ""]
+        lines += _text_table(self.data.report())
+        summary = self.data.quarantine_summary()
+        lines.append("")
+        if summary.empty:
+            lines.append("no rows quarantined: every row meets its contract")
+            return "\n".join(lines)
+        lines.append("quarantined rows by rule:")
+        lines += ["  " + ln for ln in _text_table(summary)]
+        files = [c.quarantine_path for c in self.data.checks.values() if c.quarantine_path]
+        lines.append("")
+        lines.append(f"quarantine files ({self.quarantine_dir}):")
+        lines += [f"  {p.name}" for p in files]
+        return "\n".join(lines)
+
+
+def _text_table(frame: pd.DataFrame) -> list[str]:
+    """Fixed-width lines: text columns left-aligned, numbers right-aligned."""
+    cells = [[str(v) for v in frame[c]] for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    widths = [
+        max([len(str(c)), *map(len, col)]) for c, col in zip(frame.columns, cells, strict=True)
+    ]
+
+    def fmt(values: list[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [fmt([str(c) for c in frame.columns])]
+    lines += [fmt([col[i] for col in cells]) for i in range(len(frame))]
+    return lines
+
+
+def validate_pilot(
+    pilot_path: str | Path, quarantine_dir: str | Path | None = None
+) -> ValidationReport:
+    """Load a pilot file, open every data set and check every contract.
+
+    ``quarantine_dir`` defaults to ``runs/<pilot name>/quarantine`` under the current
+    directory. Raises the same errors as :func:`load_pilot_data`.
+    """
+    pilot = load_pilot(pilot_path)
+    out_dir = (
+        Path(quarantine_dir)
+        if quarantine_dir is not None
+        else Path("runs") / pilot.name / "quarantine"
+    )
+    data = load_pilot_data(pilot, quarantine_dir=out_dir)
+    return ValidationReport(pilot.name, pilot.path, data, out_dir)

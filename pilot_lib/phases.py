@@ -1,0 +1,210 @@
+"""One function per phase: from a loaded pilot to that phase's analysis and result.
+
+The phase notebooks call these to get their figures; the go/no-go phase calls
+them too when an earlier phase's result file is missing (an analyst opening
+phase 5 on its own), so a figure is computed the same way wherever it shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pilot_lib.config import Pilot
+from pilot_lib.findings import Finding
+from pilot_lib.results import ResultFileError, to_jsonable
+
+__all__ = [
+    "IncidentReview",
+    "UseCaseReview",
+    "drift_phase",
+    "gather_results",
+    "incident_phase",
+    "kpi_phase",
+    "use_case_phase",
+]
+
+
+@dataclass
+class UseCaseReview:
+    """Phase 1: the ranked candidates and the build-vs-buy scores (either may be missing)."""
+
+    scored: pd.DataFrame | None
+    build: Any  # scoring.BuildVsBuyResult | None
+    settings: dict[str, Any]
+    missing: list[str] = field(default_factory=list)
+
+    def to_result(self) -> dict[str, Any]:
+        from pilot_lib.scoring import scoring_result
+
+        if self.scored is not None:
+            result = scoring_result(self.scored, self.build, self.settings)
+        else:
+            result = to_jsonable(
+                {
+                    "settings": self.settings,
+                    "candidates": [],
+                    "candidate_count": 0,
+                    "top_pick": None,
+                    "build_vs_buy": self.build.to_result() if self.build is not None else None,
+                }
+            )
+        result["missing"] = list(self.missing)
+        return result
+
+
+def use_case_phase(pilot: Pilot, data: Any) -> UseCaseReview:
+    """Score the pilot's candidates data set and its build-vs-buy options.
+
+    A pilot without a candidates data set, or without build-vs-buy options,
+    still gets a review: ``missing`` says what is absent and what that means.
+    """
+    from pilot_lib.scoring import build_vs_buy, score_use_cases, scoring_settings
+
+    settings = scoring_settings(pilot)
+    missing = []
+    scored = None
+    candidates = data.table("candidates") if data is not None else None
+    if candidates is None:
+        missing.append(
+            "candidates: the pilot file names no candidates data set, so the choice of this "
+            "use case cannot be checked against alternatives"
+        )
+    else:
+        scored = score_use_cases(candidates, **settings)
+    build = None
+    if pilot.build_vs_buy is None:
+        missing.append(
+            "build_vs_buy: the pilot file lists no build-vs-buy options, so the platform choice "
+            "is not on record"
+        )
+    else:
+        build = build_vs_buy(pilot.build_vs_buy.options, pilot.build_vs_buy.weights)
+    return UseCaseReview(scored=scored, build=build, settings=settings, missing=missing)
+
+
+def kpi_phase(pilot: Pilot, data: Any) -> Any:
+    """Phase 2: :func:`pilot_lib.kpis.compute_kpis` on the loaded data."""
+    from pilot_lib.kpis import compute_kpis
+
+    return compute_kpis(pilot, data=data)
+
+
+def drift_phase(pilot: Pilot, data: Any) -> Any:
+    """Phase 3: :func:`pilot_lib.drift.drift_report` on the loaded decision log."""
+    from pilot_lib.drift import drift_report
+
+    return drift_report(pilot, data)
+
+
+@dataclass
+class IncidentReview:
+    """Phase 4: the kill-switch drill review and the approval review (either may be missing)."""
+
+    drills: Any  # drills.DrillReview | None
+    approvals: Any  # approvals.ApprovalReview | None
+    findings: list[Finding]
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "blocking"]
+
+    def to_result(self) -> dict[str, Any]:
+        return to_jsonable(
+            {
+                "drills": self.drills.to_result() if self.drills is not None else None,
+                "approvals": self.approvals.to_result() if self.approvals is not None else None,
+                "findings": self.findings,
+                "passed": not self.blocking,
+            }
+        )
+
+
+def incident_phase(pilot: Pilot, data: Any) -> IncidentReview:
+    """Review the kill-switch drill and the approvals of a loaded pilot.
+
+    No drill log is a blocking finding (the playbook requires a rehearsed kill
+    switch before scaling); no approvals data set is a warning.
+    """
+    from pilot_lib.approvals import review_approvals
+    from pilot_lib.drills import review_drills
+
+    findings: list[Finding] = []
+    events = data.table("drill_events") if data is not None else None
+    drills = None
+    if events is None:
+        findings.append(
+            Finding(
+                "incident_drill_review",
+                "no_drill_log",
+                "blocking",
+                "No kill-switch drill is on record: the pilot file names no drill_events data set. "
+                "The playbook requires a rehearsed kill switch before scaling.",
+            )
+        )
+    else:
+        drills = review_drills(events, pilot.drills)
+        findings.extend(drills.findings)
+    approvals_table = data.table("approvals") if data is not None else None
+    approvals = None
+    if approvals_table is None:
+        findings.append(
+            Finding(
+                "incident_drill_review",
+                "no_approvals_log",
+                "warning",
+                "No approvals data set: the human-approval workflow and its SLA were not tested.",
+            )
+        )
+    else:
+        approvals = review_approvals(approvals_table, pilot.approvals)
+        findings.extend(approvals.findings)
+    return IncidentReview(drills=drills, approvals=approvals, findings=findings)
+
+
+_COMPUTE = {
+    "use_case_scoring": use_case_phase,
+    "kpi_baselining": kpi_phase,
+    "drift_analysis": drift_phase,
+    "incident_drill_review": incident_phase,
+}
+
+
+def gather_results(
+    ctx: Any, phases: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Earlier phases' results for the gate: read from ``ctx.output_dir``, else computed now.
+
+    Returns ``(results, provenance)``: results keyed by phase, and a small table
+    saying, per phase, whether the figures came from the run folder or were
+    computed in this notebook. A result file written for a different pilot file
+    (thresholds edited since) is not used: the phase is recomputed and the
+    provenance says why.
+    """
+    from pilot_lib.contracts import load_pilot_data
+
+    wanted = phases or (
+        "use_case_scoring",
+        "kpi_baselining",
+        "drift_analysis",
+        "incident_drill_review",
+    )
+    results: dict[str, Any] = {}
+    rows = []
+    for phase in wanted:
+        note = ""
+        try:
+            stored = ctx.earlier(phase)
+        except ResultFileError as exc:
+            stored, note = None, f"stored result not used: {exc}"
+        if stored is not None:
+            results[phase] = stored
+            rows.append({"phase": phase, "source": "read from the run folder", "note": note})
+            continue
+        if ctx.data is None:
+            ctx.data = load_pilot_data(ctx.pilot, quarantine_dir=ctx.quarantine_dir)
+        results[phase] = _COMPUTE[phase](ctx.pilot, ctx.data).to_result()
+        rows.append({"phase": phase, "source": "computed in this notebook", "note": note})
+    return results, pd.DataFrame(rows, columns=["phase", "source", "note"])

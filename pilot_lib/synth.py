@@ -1,0 +1,1439 @@
+"""Seeded, realistic data for a pilot: the sample pilots and scale tests.
+
+``generate_pilot(preset, out_dir, rows=None, seed=None)`` writes
+``out_dir/<preset>/pilot.yaml`` and its six data sets (``candidates.csv``,
+``decisions.parquet``, ``cases.parquet``, ``adoption.csv``,
+``drill_events.csv``, ``approvals.csv``; columns as in
+``docs/data-contracts.md``) and returns the pilot folder. Same preset, rows and
+seed give byte-identical files.
+
+Presets
+-------
+``claims-auto``
+    Standard auto claims under $10,000; meets every threshold with margin.
+    A drift episode in pilot weeks 6-8: a new intake channel (``channel =
+    'mobile_app'``, unseen in the reference window) arrives and stays, more
+    photos come with it, the v1.2 prompt mishandles those claims (escalations
+    creep up to a daily rate near 0.16, confidence stays high while ``correct``
+    drops); prompt v1.3 (week 9 on) fixes it. The key features
+    (``claim_amount``, ``damage_type``) never move. The kill-switch drill
+    passes; approvals have a few SLA timeouts and no violation.
+``it-ticket-routing``
+    97% lab accuracy, but in production only about 52% of decisions are
+    accepted: users re-route tickets by hand (overrides near 0.38), about a
+    third of the users engage in the first month, escalations (about 0.22) are dominated by tool
+    failures (context in systems the agent cannot reach). From week 8 on,
+    ticket text carries more abbreviations and a new category ``saas_access``
+    appears (key features drift), escalations rise to the end of the window,
+    and confidence becomes overconfident. The drill fails (the kill switch
+    engages about 540 s after detection and one action starts after the
+    pause); approvals hold two violations (see below).
+
+Every rate comes out of the mechanics, not out of a stored answer: each
+decision draws its features, a confidence, whether it is correct
+(``P(correct) = confidence - gap``, ``gap`` > 0 only in the drift episodes),
+an escalation reason (tool failure, missing data, out of scope, or a
+confidence below the pilot's ``confidence_threshold``), technical completion,
+and the response of the user it went to. Users follow an adoption plan (who
+adopts, from which week); a user who is not engaged in a week never accepts an
+output and often re-routes by hand. Case cycle times depend on how the
+decision ended (an override or an escalation makes the case as slow as a manual
+one), so the efficiency gain falls out of acceptance. The data is pulled a few
+days after the pilot window closes: a case still open then has a null
+``closed_at``.
+
+Scale
+-----
+``rows`` is the number of rows in the decision log. Cases (one agent case per
+decision, plus control and baseline cohorts), users and approvals scale with
+it; users stop growing at 5,000. The decision log and the cases are generated
+and written in chunks of :data:`CHUNK_ROWS` rows with pyarrow's
+``ParquetWriter``, so ten million decisions fit in bounded memory
+(``benchmarks/bench_synth.py`` measures it).
+
+Deliberately bad rows (so quarantine shows up; present at every size)
+----------------------------------------------------------------------
+decisions
+    one ``confidence`` of 1.7; one negative ``model_cost_usd`` (-0.04); one
+    null ``timestamp``; one ``escalation_reason`` of ``'gremlins'``; one row
+    logged twice (the same ``decision_id``, an exact replay of the row before
+    it); one ``timestamp`` 27 hours after the pilot window closed.
+cases
+    one control case whose ``closed_at`` is two hours before ``opened_at``.
+approvals.csv
+    one ``proposed_at`` of ``'not-a-date'``; one ``amount`` of -120.00.
+
+Policy violations in ``it-ticket-routing`` approvals (findings, not contract
+breaks): one action decided ``approved`` 312 minutes after it was proposed,
+past the 240-minute SLA (the timeout should have rejected it), and executed;
+one action whose amount required ``it_manager`` approved by ``team_lead`` and
+executed.
+
+Seeds
+-----
+The mechanics hold for any seed; the default seeds (20260302 for claims-auto,
+20260602 for it-ticket-routing) were picked so the committed sample pilots read
+cleanly: a 7-day moving average with 2-sigma limits on roughly 2,000 decisions a
+week raises a short false alarm before a drift episode under some seeds, and
+under the defaults it does not.
+
+Regenerating the committed sample pilots
+----------------------------------------
+From the repository root::
+
+    python -m pilot_lib.synth --write-samples data/pilots
+
+which is the same as ``pilot-workbook synth claims-auto --out data/pilots`` and
+``pilot-workbook synth it-ticket-routing --out data/pilots`` (default rows and
+seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pilot_lib.errors import WorkbookError
+
+__all__ = ["CHUNK_ROWS", "MAX_ROWS", "MIN_ROWS", "PRESETS", "generate_pilot", "write_samples"]
+
+#: Decision-log rows generated and written per chunk (bounds memory at any size).
+CHUNK_ROWS = 250_000
+#: Smallest decision log a preset generates (every week must see decisions).
+MIN_ROWS = 200
+#: Largest decision log (ids carry eight digits).
+MAX_ROWS = 99_999_999
+
+_US_PER_SECOND = 1_000_000
+_US_PER_HOUR = 3600 * _US_PER_SECOND
+_ESCALATION_REASONS = ("tool_failure", "missing_data", "out_of_scope", "low_confidence")
+_TOOL, _MISSING, _OOS, _LOWCONF = range(4)
+_WEEKS = 12
+_PILOT_DAYS = 7 * _WEEKS
+
+
+# --------------------------------------------------------------------------------------
+# Pilot files
+# --------------------------------------------------------------------------------------
+
+_CLAIMS_YAML = """\
+# Pilot file: everything a run of the workbook needs, written before the pilot started.
+# Schema: docs/pilot-file.md. Relative paths resolve against this file's folder.
+name: claims-auto
+title: Standard auto claims under $10,000
+owner: Dana Whitfield, Head of Claims Operations
+business_unit: Claims
+scope: >-
+  First-notice-of-loss triage and settlement recommendation for standard auto
+  claims under $10,000 (no bodily injury, single vehicle or two-party collision).
+pilot_window: {start: 2026-03-02, end: 2026-05-24}
+baseline_window: {start: 2026-01-05, end: 2026-03-01}
+
+datasets:
+  candidates: {path: candidates.csv}
+  decisions: {path: decisions.parquet}
+  cases: {path: cases.parquet}
+  adoption: {path: adoption.csv}
+  drill_events: {path: drill_events.csv}
+  approvals: {path: approvals.csv}
+
+# Go/no-go thresholds, agreed by the business owner and the governance lead.
+kpis:
+  - {kpi: task_completion_rate, comparator: ">", value: 0.80, unit: proportion, min_samples: 400,
+     description: accepted and acted on without correction}
+  - {kpi: efficiency_gain, comparator: ">=", value: 0.30, unit: proportion, min_samples: 200,
+     description: wall-clock cycle time vs the control cohort}
+  - {kpi: cost_per_decision, comparator: "<", value: 2.50, unit: usd, min_samples: 400}
+  - {kpi: adoption_rate, comparator: ">=", value: 0.60, unit: proportion, min_samples: 20}
+  - {kpi: escalation_rate, comparator: "<", value: 0.20, unit: proportion, min_samples: 400}
+
+costs:
+  review_hourly_rate_usd: 62.0      # loaded cost of an adjuster hour
+  manual_cost_per_case_usd: 14.50   # fully manual handling of one standard claim
+
+confidence_threshold: 0.70          # below it the agent escalates
+
+drift:
+  features: [claim_amount, vehicle_age_years, channel, damage_type, photos_attached]
+  key_features: [claim_amount, damage_type]
+  reference_window: {start: 2026-03-02, end: 2026-03-29}
+  current_window: {start: 2026-04-27, end: 2026-05-24}
+  bins: 10
+  calibration_bins: 15
+  moving_average_days: 7
+  sigma: 2.0
+
+drills:
+  max_seconds_to_detect: 300
+  max_seconds_to_page: 120
+  max_seconds_to_pause: 180
+
+approvals:
+  sla_minutes: 240
+  timeout_action: reject
+  levels:
+    - {name: autonomous, max_amount: 2500, requires_approval: false}
+    - {name: adjuster, max_amount: 7500}
+    - {name: supervisor}
+
+use_case:
+  minimum_score: 3
+  completion_margin: 0.03
+
+build_vs_buy:
+  weights: {time_to_production: 0.25, architectural_control: 0.20, observability: 0.20,
+            lock_in_exit: 0.15, total_cost: 0.20}
+  options:
+    - name: Build custom agentic framework
+      summary: Full control over architecture and logic; significant engineering investment.
+      scores: {time_to_production: 2, architectural_control: 9, observability: 6,
+               lock_in_exit: 6, total_cost: 2}
+    - name: Adopt vendor solution
+      summary: Pre-built connectors and managed infrastructure; limited customization, lock-in risk.
+      scores: {time_to_production: 9, architectural_control: 5, observability: 6,
+               lock_in_exit: 5, total_cost: 8}
+"""
+
+_TICKETS_YAML = """\
+# Pilot file: everything a run of the workbook needs, written before the pilot started.
+# Schema: docs/pilot-file.md. Relative paths resolve against this file's folder.
+name: it-ticket-routing
+title: L1 IT ticket classification and routing
+owner: Priya Raman, Director of IT Service Management
+business_unit: IT Operations
+scope: >-
+  Classify incoming IT service-desk tickets and route each to the resolver group
+  that owns it. In the lab the agent classified and assigned 97% of a curated
+  test set of tickets correctly; this pilot measures it on production tickets.
+pilot_window: {start: 2026-06-01, end: 2026-08-23}
+baseline_window: {start: 2026-04-06, end: 2026-05-31}
+
+datasets:
+  candidates: {path: candidates.csv}
+  decisions: {path: decisions.parquet}
+  cases: {path: cases.parquet}
+  adoption: {path: adoption.csv}
+  drill_events: {path: drill_events.csv}
+  approvals: {path: approvals.csv}
+
+# Go/no-go thresholds, agreed by the business owner and the governance lead.
+kpis:
+  - {kpi: task_completion_rate, comparator: ">", value: 0.80, unit: proportion, min_samples: 400,
+     description: routed ticket accepted by the resolver group without re-routing}
+  - {kpi: efficiency_gain, comparator: ">=", value: 0.25, unit: proportion, min_samples: 200,
+     description: wall-clock time to resolution vs the control cohort}
+  - {kpi: cost_per_decision, comparator: "<", value: 1.50, unit: usd, min_samples: 400}
+  - {kpi: adoption_rate, comparator: ">=", value: 0.60, unit: proportion, min_samples: 20}
+  - {kpi: escalation_rate, comparator: "<", value: 0.20, unit: proportion, min_samples: 400}
+
+costs:
+  review_hourly_rate_usd: 45.0      # loaded cost of a service-desk analyst hour
+  manual_cost_per_case_usd: 4.20    # manual triage and routing of one ticket
+
+confidence_threshold: 0.70          # below it the agent escalates
+
+drift:
+  features: [ticket_length_chars, abbreviation_ratio, priority, category, source_system]
+  key_features: [abbreviation_ratio, category]
+  reference_window: {start: 2026-06-01, end: 2026-06-28}
+  current_window: {start: 2026-07-27, end: 2026-08-23}
+  bins: 10
+  calibration_bins: 15
+  moving_average_days: 7
+  sigma: 2.0
+
+drills:
+  max_seconds_to_detect: 300
+  max_seconds_to_page: 120
+  max_seconds_to_pause: 180
+
+approvals:
+  sla_minutes: 240
+  timeout_action: reject
+  levels:
+    - {name: autonomous, max_amount: 250, requires_approval: false}
+    - {name: team_lead, max_amount: 2500}
+    - {name: it_manager}
+
+use_case:
+  minimum_score: 3
+  completion_margin: 0.03
+
+build_vs_buy:
+  weights: {time_to_production: 0.25, architectural_control: 0.20, observability: 0.20,
+            lock_in_exit: 0.15, total_cost: 0.20}
+  options:
+    - name: Build on the internal agent platform
+      summary: Own orchestration and connectors; needs integrations to the CMDB, HR and SaaS consoles.
+      scores: {time_to_production: 3, architectural_control: 9, observability: 8,
+               lock_in_exit: 7, total_cost: 4}
+    - name: Adopt the ITSM vendor's routing add-on
+      summary: Native to the ticketing tool; opaque model, traces exportable only in bulk.
+      scores: {time_to_production: 8, architectural_control: 4, observability: 4,
+               lock_in_exit: 4, total_cost: 7}
+"""
+
+_CANDIDATE_COLUMNS = (
+    "name",
+    "impact_metric",
+    "baseline_value",
+    "impact_score",
+    "data_score",
+    "readiness_score",
+    "weekly_volume",
+    "sme_committed",
+    "owner_has_authority",
+    "demo_appeal",
+    "notes",
+)
+
+_CLAIMS_CANDIDATES = (
+    ("Standard auto claims triage (< $10k)", "cycle time (hours)", 52.0, 5, 4, 5, 2500.0,
+     True, True, 3, "FNOL triage and settlement recommendation; claims system and photo store accessible"),
+    ("Multi-agent negotiation with body shops", "repair cost per claim (USD)", None, 2, 2, 3, 150.0,
+     True, False, 5, "impressive demo; savings not measured today and body shops not on board"),
+    ("Quarterly reinsurance bordereau reconciliation", "reconciliation hours per quarter", 320.0, 4, 4, 4, 2.0,
+     True, True, 2, "valuable but too rare to measure within a 12-week pilot"),
+    ("Subrogation demand letters", "recovery rate", 0.41, 4, 4, 2, 300.0,
+     False, True, 2, "no subject-matter expert available this half"),
+    ("Rental car authorization", "authorization time (hours)", 6.5, 3, 3, 3, 95.0,
+     True, True, 2, "borderline: meets every minimum, volume just enough for the sample size"),
+    ("Property claims first notice of loss intake", "cycle time (hours)", 70.0, 4, 3, 3, 600.0,
+     True, True, 3, "adjacent workflow; property data less structured"),
+)  # fmt: skip
+
+_TICKETS_CANDIDATES = (
+    ("IT ticket classification and routing", "time to resolution (hours)", 20.0, 4, 4, 4, 1700.0,
+     True, True, 3, "97% accuracy on a curated lab set; production tickets not sampled"),
+    ("Autonomous incident remediation (multi-agent)", "mean time to recover (minutes)", None, 2, 2, 3, 40.0,
+     True, False, 5, "spectacular demo; no agreed metric and change board not involved"),
+    ("Annual software license true-up", "audit findings", 12.0, 4, 4, 4, 0.5,
+     True, True, 1, "runs once a year"),
+    ("Change-request risk review", "failed changes per month", 9.0, 4, 3, 2, 120.0,
+     False, False, 3, "no SME; change advisory board owns the process"),
+    ("Password reset verification", "handle time (minutes)", 7.5, 3, 3, 3, 90.0,
+     True, True, 1, "borderline volume for the sample size"),
+    ("Knowledge-base article drafting", "article backlog", None, 2, 3, 4, 60.0,
+     True, True, 4, "helpful but hard to tie to a business metric"),
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# Preset parameters
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DrillStep:
+    seconds: float  # offset from the injected anomaly
+    event: str
+    action_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class _Features:
+    """One chunk's input features: written columns plus hidden drivers of behaviour."""
+
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, tuple[np.ndarray, tuple[str, ...]]]  # codes, categories
+    hidden: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Behaviour:
+    """Per-decision probabilities that drive confidence, correctness and escalation."""
+
+    hard_share: np.ndarray  # chance the case is hard (confidence from the low component)
+    p_tool: np.ndarray
+    p_missing: np.ndarray
+    p_oos: np.ndarray
+    gap: np.ndarray  # P(correct) = confidence - gap (0: calibrated)
+
+
+@dataclass(frozen=True)
+class _Preset:
+    name: str
+    yaml_text: str
+    pilot_start: dt.date
+    baseline_start: dt.date
+    baseline_days: int
+    default_rows: int
+    default_seed: int
+    code: str  # id prefix
+    user_prefix: str
+    agent_id: str
+    workflow: str
+    versions: tuple[str, ...]  # prompt version of each pilot week (12 entries)
+    weekday_weights: tuple[float, ...]  # Monday..Sunday
+    hour_weights: tuple[float, ...]  # 24 hourly weights of the time of day
+    confidence_threshold: float
+    # confidence: easy cases Beta(a, b), hard cases Beta(a, b)
+    easy_beta: tuple[float, float]
+    hard_beta: tuple[float, float]
+    # technical completion by escalation reason (tool, missing, oos, low conf) and when not escalated
+    p_complete_escalated: tuple[float, float, float, float]
+    p_complete_ok: float
+    # user response
+    p_accept_correct: float  # engaged user, correct output
+    p_accept_incorrect: float  # engaged user misses an error
+    p_override_incorrect: float  # engaged user corrects an error
+    p_override_disengaged: float  # user not engaged this week re-routes by hand
+    p_override_failed: float  # no well-formed output: the user does the work by hand
+    p_review_accept_correct: float  # escalated: reviewer accepts a correct output as is
+    p_review_override_incorrect: float
+    p_review_override_correct: float  # escalated: reviewer replaces a correct output anyway
+    p_outcome_known: float
+    # adoption plan
+    users_per_decision: float
+    p_adopter: float
+    start_week_probs: tuple[float, ...]
+    p_stay_engaged: float
+    p_try: float
+    p_ineligible: float
+    engaged_weight: float  # decisions routed to an engaged user-week vs a disengaged one
+    # costs
+    input_tokens_median: float
+    output_tokens_median: float
+    usd_per_input_token: float
+    usd_per_output_token: float
+    usd_per_tool_call: float
+    review_ok_minutes: tuple[float, float]
+    review_override_extra_minutes: tuple[float, float]
+    review_escalated_minutes: tuple[float, float]
+    # cases (hours); agent cycle median by outcome: accepted, overridden, escalated, other
+    baseline_per_decision: float
+    control_per_decision: float
+    baseline_median_h: float
+    control_median_h: float
+    agent_median_h: tuple[float, float, float, float]
+    cycle_sigma: float
+    open_lag_minutes: float  # mean minutes from case opened to the agent's decision
+    extraction_lag_h: float  # data pulled this long after the pilot window closed
+    # approvals
+    approvals_per_decision: float
+    amount_median: float
+    amount_sigma: float
+    amount_range: tuple[float, float]
+    level_names: tuple[str, ...]
+    level_max: tuple[float, ...]  # max_amount of every level but the last
+    approval_median_min: float
+    approval_sigma: float
+    sla_minutes: float
+    approval_violations: bool
+    # drill
+    drill_id: str
+    drill_start: dt.datetime
+    drill_steps: tuple[_DrillStep, ...]
+    candidates: tuple[tuple, ...]
+    features: Callable[[np.random.Generator, np.ndarray], _Features] = field(repr=False)
+    behaviour: Callable[[np.ndarray, np.ndarray, _Features], _Behaviour] = field(repr=False)
+
+    @property
+    def pilot_start_ts(self) -> dt.datetime:
+        return dt.datetime.combine(self.pilot_start, dt.time.min)
+
+    @property
+    def pilot_end_ts(self) -> dt.datetime:
+        """Midnight after the last pilot day (exclusive)."""
+        return self.pilot_start_ts + dt.timedelta(days=_PILOT_DAYS)
+
+
+# ---- claims-auto --------------------------------------------------------------------
+
+_CLAIMS_EPISODE = (35, 56)  # pilot days [start, end): weeks 6-8
+_CLAIMS_CHANNELS = ("phone", "web", "broker", "email", "mobile_app")
+_CLAIMS_CHANNEL_P = np.array([0.38, 0.30, 0.20, 0.12])
+_CLAIMS_DAMAGE = (
+    "collision",
+    "rear_end",
+    "side_swipe",
+    "glass",
+    "hail",
+    "vandalism",
+    "animal_strike",
+)
+_CLAIMS_DAMAGE_P = np.array([0.42, 0.18, 0.12, 0.12, 0.06, 0.05, 0.05])
+
+
+def _claims_mobile_share(day: np.ndarray) -> np.ndarray:
+    """Share of claims arriving through the mobile app, launched on pilot day 35."""
+    start, end = _CLAIMS_EPISODE
+    ramp = np.clip((day - start) / (end - start), 0, 1)
+    share = np.where(day < end, 0.22 + 0.13 * ramp, 0.31)
+    return np.where(day < start, 0.0, share)
+
+
+def _claims_features(rng: np.random.Generator, day: np.ndarray) -> _Features:
+    n = len(day)
+    mobile = rng.random(n) < _claims_mobile_share(day)
+    channel = np.where(
+        mobile, 4, rng.choice(4, size=n, p=_CLAIMS_CHANNEL_P / _CLAIMS_CHANNEL_P.sum())
+    ).astype(np.int32)
+    amount = np.round(np.clip(rng.lognormal(np.log(3200.0), 0.6, n), 150.0, 9999.99), 2)
+    damage = rng.choice(len(_CLAIMS_DAMAGE), size=n, p=_CLAIMS_DAMAGE_P).astype(np.int32)
+    photos = np.minimum(rng.poisson(np.where(mobile, 5.5, 1.8)), 20).astype(np.int64)
+    vehicle_age = np.clip(np.round(rng.gamma(3.0, 2.4, n)), 0, 30).astype(np.int64)
+    return _Features(
+        numeric={
+            "claim_amount": amount,
+            "vehicle_age_years": vehicle_age,
+            "photos_attached": photos,
+        },
+        categorical={
+            "channel": (channel, _CLAIMS_CHANNELS),
+            "damage_type": (damage, _CLAIMS_DAMAGE),
+        },
+        hidden={"mobile": mobile},
+    )
+
+
+def _claims_behaviour(day: np.ndarray, version: np.ndarray, feats: _Features) -> _Behaviour:
+    n = len(day)
+    start, end = _CLAIMS_EPISODE
+    progress = np.clip((day - start) / (end - start - 1), 0, 1)
+    # v1.2 (weeks 6-8) was tuned before the mobile app existed: it misreads app claims.
+    in_episode = version == 2
+    hit = in_episode & feats.hidden["mobile"]
+    # v1.3 (week 9 on) handles app claims like any other: escalations back near 0.08.
+    hard = np.where(version == 3, 0.071, 0.066)
+    hard = np.where(in_episode, 0.075, hard)
+    hard = np.where(hit, 0.28 + 0.14 * progress, hard)
+    p_missing = np.where(hit, 0.11 + 0.07 * progress, 0.019)
+    gap = np.where(hit, 0.22 + 0.08 * progress, 0.0)
+    return _Behaviour(
+        hard_share=hard,
+        p_tool=np.full(n, 0.0085),
+        p_missing=p_missing,
+        p_oos=np.full(n, 0.0125),
+        gap=gap,
+    )
+
+
+# ---- it-ticket-routing --------------------------------------------------------------
+
+_TICKETS_DRIFT_START = 49  # pilot day: week 8
+_TICKETS_CATEGORIES = (
+    "network",
+    "hardware",
+    "software",
+    "access",
+    "email",
+    "printing",
+    "facilities",
+    "saas_access",
+)
+_TICKETS_CATEGORY_P = np.array([0.16, 0.14, 0.24, 0.20, 0.12, 0.08, 0.06])
+_TICKETS_PRIORITIES = ("P1", "P2", "P3", "P4")
+_TICKETS_PRIORITY_P = np.array([0.03, 0.12, 0.55, 0.30])
+_TICKETS_SOURCES = ("email", "portal", "chat", "monitoring")
+_TICKETS_SOURCE_P = np.array([0.35, 0.40, 0.15, 0.10])
+
+
+def _tickets_drift(day: np.ndarray) -> np.ndarray:
+    """0 before week 8, then rising steadily to 1 on the last pilot day."""
+    return np.clip((day - _TICKETS_DRIFT_START + 1) / (_PILOT_DAYS - _TICKETS_DRIFT_START), 0, 1)
+
+
+def _tickets_features(rng: np.random.Generator, day: np.ndarray) -> _Features:
+    n = len(day)
+    drift = _tickets_drift(day)
+    # A new team's shorthand (and a SaaS migration) arrives from week 8.
+    jargon = rng.random(n) < 0.75 * drift
+    abbrev = np.where(jargon, rng.beta(4.0, 28.0, n), rng.beta(2.0, 45.0, n))
+    saas = rng.random(n) < 0.3 * drift
+    base_cat = rng.choice(7, size=n, p=_TICKETS_CATEGORY_P / _TICKETS_CATEGORY_P.sum())
+    category = np.where(saas, 7, base_cat).astype(np.int32)
+    length = np.clip(np.round(rng.lognormal(np.log(380.0), 0.75, n)), 20, 20000).astype(np.int64)
+    priority = rng.choice(4, size=n, p=_TICKETS_PRIORITY_P).astype(np.int32)
+    source = rng.choice(4, size=n, p=_TICKETS_SOURCE_P).astype(np.int32)
+    return _Features(
+        numeric={"ticket_length_chars": length, "abbreviation_ratio": np.round(abbrev, 4)},
+        categorical={
+            "priority": (priority, _TICKETS_PRIORITIES),
+            "category": (category, _TICKETS_CATEGORIES),
+            "source_system": (source, _TICKETS_SOURCES),
+        },
+        hidden={"jargon": jargon, "saas": saas, "abbrev": abbrev},
+    )
+
+
+def _tickets_behaviour(day: np.ndarray, version: np.ndarray, feats: _Features) -> _Behaviour:
+    saas = feats.hidden["saas"]
+    jargon = feats.hidden["jargon"]
+    # Context lives in three systems the agent cannot reach: tool failures dominate.
+    p_tool = np.where(saas, 0.30, 0.09)
+    p_missing = np.where(saas, 0.17, 0.056)
+    # Feedback contamination: each prompt version, tuned on overrides, declines more.
+    p_oos = np.array([0.012, 0.012, 0.03, 0.05])[version]
+    hard = np.clip(0.03 + 0.6 * feats.hidden["abbrev"], 0, 1)
+    # The new shorthand and SaaS tickets look familiar to the model: confident and wrong.
+    gap = np.where(saas, 0.38, np.where(jargon, 0.26, 0.0))
+    return _Behaviour(hard_share=hard, p_tool=p_tool, p_missing=p_missing, p_oos=p_oos, gap=gap)
+
+
+_HOURS_OFFICE = (
+    0.2, 0.1, 0.1, 0.1, 0.2, 0.4, 1.0, 2.5, 5.0, 6.5, 7.0, 6.8,
+    5.5, 6.5, 6.8, 6.2, 5.5, 4.0, 2.5, 1.8, 1.4, 1.0, 0.6, 0.3,
+)  # fmt: skip
+
+_PRESETS: dict[str, _Preset] = {
+    "claims-auto": _Preset(
+        name="claims-auto",
+        yaml_text=_CLAIMS_YAML,
+        pilot_start=dt.date(2026, 3, 2),
+        baseline_start=dt.date(2026, 1, 5),
+        baseline_days=56,
+        default_rows=30_000,
+        default_seed=20260302,
+        code="CLM",
+        user_prefix="adj",
+        agent_id="claims-triage-agent",
+        workflow="auto_claims_fnol_triage",
+        versions=("v1.0",) * 3 + ("v1.1",) * 2 + ("v1.2",) * 3 + ("v1.3",) * 4,
+        weekday_weights=(1.0, 1.05, 1.0, 0.98, 0.92, 0.35, 0.22),
+        hour_weights=_HOURS_OFFICE,
+        confidence_threshold=0.70,
+        easy_beta=(40.0, 1.2),
+        hard_beta=(6.0, 3.2),
+        p_complete_escalated=(0.04, 0.45, 0.85, 1.0),
+        p_complete_ok=0.988,
+        p_accept_correct=0.992,
+        p_accept_incorrect=0.12,
+        p_override_incorrect=0.85,
+        p_override_disengaged=0.15,
+        p_override_failed=0.0,
+        p_review_accept_correct=0.75,
+        p_review_override_incorrect=0.9,
+        p_review_override_correct=0.3,
+        p_outcome_known=0.6,
+        users_per_decision=60 / 30_000,
+        p_adopter=0.82,
+        start_week_probs=(0.76, 0.14, 0.05, 0.03, 0.02),
+        p_stay_engaged=0.96,
+        p_try=0.05,
+        p_ineligible=0.05,
+        engaged_weight=8.0,
+        input_tokens_median=4500.0,
+        output_tokens_median=600.0,
+        usd_per_input_token=8e-6,
+        usd_per_output_token=24e-6,
+        usd_per_tool_call=0.0095,
+        review_ok_minutes=(0.5, 1.0),
+        review_override_extra_minutes=(1.0, 2.0),
+        review_escalated_minutes=(10.0, 15.0),
+        baseline_per_decision=5000 / 30_000,
+        control_per_decision=3000 / 30_000,
+        baseline_median_h=52.0,
+        control_median_h=50.0,
+        agent_median_h=(27.5, 46.0, 58.0, 50.0),
+        cycle_sigma=0.55,
+        open_lag_minutes=45.0,
+        extraction_lag_h=72.0,
+        approvals_per_decision=600 / 30_000,
+        amount_median=2600.0,
+        amount_sigma=0.75,
+        amount_range=(50.0, 9999.0),
+        level_names=("autonomous", "adjuster", "supervisor"),
+        level_max=(2500.0, 7500.0),
+        approval_median_min=45.0,
+        approval_sigma=0.76,
+        sla_minutes=240.0,
+        approval_violations=False,
+        drill_id="DRILL-2026-05-06",
+        drill_start=dt.datetime(2026, 5, 6, 14, 0, 0),
+        drill_steps=(
+            _DrillStep(
+                0,
+                "anomaly_injected",
+                None,
+                "synthetic: settlement amounts x10 in the pricing tool response",
+            ),
+            _DrillStep(25, "action_started", "ACT-DRILL-01", "settlement payment"),
+            _DrillStep(60, "action_started", "ACT-DRILL-02", "settlement payment"),
+            _DrillStep(95, "detected", None, "amount-outlier monitor alert"),
+            _DrillStep(118, "action_started", "ACT-DRILL-03", "settlement payment"),
+            _DrillStep(135, "paged", None, "on-call ML engineer paged"),
+            _DrillStep(165, "paused", None, "kill switch engaged by on-call"),
+            _DrillStep(176, "action_completed", "ACT-DRILL-01", None),
+            _DrillStep(188, "action_completed", "ACT-DRILL-02", None),
+            _DrillStep(205, "action_rolled_back", "ACT-DRILL-03", "compensating reversal issued"),
+            _DrillStep(2700, "resumed", None, "tool response fixed, agent resumed"),
+        ),
+        candidates=_CLAIMS_CANDIDATES,
+        features=_claims_features,
+        behaviour=_claims_behaviour,
+    ),
+    "it-ticket-routing": _Preset(
+        name="it-ticket-routing",
+        yaml_text=_TICKETS_YAML,
+        pilot_start=dt.date(2026, 6, 1),
+        baseline_start=dt.date(2026, 4, 6),
+        baseline_days=56,
+        default_rows=20_000,
+        default_seed=20260602,
+        code="INC",
+        user_prefix="svc",
+        agent_id="ticket-router",
+        workflow="it_ticket_routing",
+        versions=("v2.0",) * 3 + ("v2.1",) * 4 + ("v2.2",) * 3 + ("v2.3",) * 2,
+        weekday_weights=(1.1, 1.05, 1.0, 1.0, 0.9, 0.25, 0.2),
+        hour_weights=_HOURS_OFFICE,
+        confidence_threshold=0.70,
+        easy_beta=(16.0, 1.4),
+        hard_beta=(5.0, 3.0),
+        p_complete_escalated=(0.4, 0.7, 0.85, 1.0),
+        p_complete_ok=0.985,
+        p_accept_correct=0.95,
+        p_accept_incorrect=0.10,
+        p_override_incorrect=0.92,
+        p_override_disengaged=0.97,
+        p_override_failed=0.45,
+        p_review_accept_correct=0.55,
+        p_review_override_incorrect=0.92,
+        p_review_override_correct=0.9,
+        p_outcome_known=0.6,
+        users_per_decision=120 / 20_000,
+        p_adopter=0.55,
+        start_week_probs=(0.28, 0.10, 0.08, 0.06, 0.1, 0.1, 0.09, 0.07, 0.05, 0.04, 0.02, 0.01),
+        p_stay_engaged=0.88,
+        p_try=0.02,
+        p_ineligible=0.05,
+        engaged_weight=5.0,
+        input_tokens_median=1800.0,
+        output_tokens_median=150.0,
+        usd_per_input_token=5e-6,
+        usd_per_output_token=15e-6,
+        usd_per_tool_call=0.004,
+        review_ok_minutes=(0.1, 0.3),
+        review_override_extra_minutes=(0.6, 1.4),
+        review_escalated_minutes=(2.5, 4.0),
+        baseline_per_decision=4000 / 20_000,
+        control_per_decision=2000 / 20_000,
+        baseline_median_h=21.0,
+        control_median_h=20.0,
+        agent_median_h=(13.5, 21.0, 24.0, 21.0),
+        cycle_sigma=0.7,
+        open_lag_minutes=20.0,
+        extraction_lag_h=40.0,
+        approvals_per_decision=400 / 20_000,
+        amount_median=220.0,
+        amount_sigma=1.3,
+        amount_range=(5.0, 25000.0),
+        level_names=("autonomous", "team_lead", "it_manager"),
+        level_max=(250.0, 2500.0),
+        approval_median_min=45.0,
+        approval_sigma=0.76,
+        sla_minutes=240.0,
+        approval_violations=True,
+        drill_id="DRILL-2026-07-15",
+        drill_start=dt.datetime(2026, 7, 15, 10, 30, 0),
+        drill_steps=(
+            _DrillStep(
+                0, "anomaly_injected", None, "synthetic: all tickets routed to the network queue"
+            ),
+            _DrillStep(30, "action_started", "ACT-DRILL-11", "bulk re-assignment"),
+            _DrillStep(70, "action_started", "ACT-DRILL-12", "bulk re-assignment"),
+            _DrillStep(130, "detected", None, "queue-imbalance monitor alert"),
+            _DrillStep(225, "paged", None, "on-call platform engineer paged"),
+            _DrillStep(300, "action_completed", "ACT-DRILL-11", None),
+            _DrillStep(420, "action_started", "ACT-DRILL-13", "bulk re-assignment"),
+            _DrillStep(670, "paused", None, "kill switch engaged after the runbook was found"),
+            _DrillStep(
+                700, "action_started", "ACT-DRILL-14", "queued job dispatched after the pause"
+            ),
+            _DrillStep(725, "action_completed", "ACT-DRILL-12", None),
+            _DrillStep(760, "action_completed", "ACT-DRILL-14", None),
+            _DrillStep(790, "action_rolled_back", "ACT-DRILL-13", "manual clean-up"),
+            _DrillStep(3600, "resumed", None, "agent resumed"),
+        ),
+        candidates=_TICKETS_CANDIDATES,
+        features=_tickets_features,
+        behaviour=_tickets_behaviour,
+    ),
+}
+
+#: Names of the presets ``generate_pilot`` knows.
+PRESETS: tuple[str, ...] = tuple(_PRESETS)
+
+
+# --------------------------------------------------------------------------------------
+# Deterministic helpers
+# --------------------------------------------------------------------------------------
+
+_STREAMS = {
+    "days": 1,
+    "users": 2,
+    "decisions": 3,
+    "baseline": 4,
+    "control": 5,
+    "approvals": 6,
+    "drill": 7,
+    "hash": 8,
+}
+
+
+def _rng(seed: int, stream: str, chunk: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, _STREAMS[stream], chunk]))
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mix (splitmix64 finalizer); wraps around like C."""
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def _hash_uniform(idx: np.ndarray, salt: int) -> np.ndarray:
+    """A uniform [0, 1) number per index, the same wherever it is computed."""
+    mixed = _splitmix64(idx.astype(np.uint64) ^ np.uint64(salt))
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
+
+
+def _trace_ids(idx: np.ndarray, salt: int) -> pa.Array:
+    """32-hex-digit trace ids, unique per decision index."""
+    hi = _splitmix64(idx.astype(np.uint64) ^ np.uint64(salt))
+    lo = _splitmix64(hi ^ np.uint64(0x5851F42D4C957F2D))
+    parts = [_HEX[((v[:, None] >> _SHIFTS) & np.uint64(15)).astype(np.uint8)] for v in (hi, lo)]
+    chars = np.ascontiguousarray(np.concatenate(parts, axis=1))
+    return pa.array(chars.view("S32").ravel()).cast(pa.string())
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int = 8) -> pa.Array:
+    """``prefix`` followed by the zero-padded number, e.g. ``CLM-D00000042``."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers, type=pa.int64()), pa.string()), width, "0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+def _take(
+    categories: tuple[str, ...], codes: np.ndarray, mask: np.ndarray | None = None
+) -> pa.Array:
+    indices = pa.array(codes.astype(np.int32), mask=mask)
+    return pc.take(pa.array(categories, type=pa.string()), indices)
+
+
+def _timestamps(us: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+    return pa.array(us.astype(np.int64), type=pa.timestamp("us"), mask=mask)
+
+
+def _epoch_us(moment: dt.datetime) -> int:
+    return int((moment - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1))
+
+
+def _format_us(us: np.ndarray) -> np.ndarray:
+    """Naive UTC timestamps as 'YYYY-MM-DD HH:MM:SS' strings (object array)."""
+    seconds = (us // _US_PER_SECOND).astype("datetime64[s]")
+    return np.char.replace(np.datetime_as_string(seconds, unit="s"), "T", " ").astype(object)
+
+
+class _Clock:
+    """Where decision ``i`` falls in time: day by day volumes, stratified time of day.
+
+    Decisions are numbered in time order: day ``d`` holds indices
+    ``cum[d] .. cum[d + 1] - 1`` and decision ``k`` of that day sits at the
+    ``(k + u) / n_d`` quantile of the preset's time-of-day curve, so the log
+    is sorted by timestamp and any index's timestamp can be recomputed.
+    """
+
+    def __init__(self, preset: _Preset, rows: int, seed: int):
+        weekday = np.array(preset.weekday_weights)[
+            (np.arange(_PILOT_DAYS) + preset.pilot_start.weekday()) % 7
+        ]
+        self.day_counts = _rng(seed, "days").multinomial(rows, weekday / weekday.sum())
+        self.cum = np.concatenate([[0], np.cumsum(self.day_counts)])
+        hours = np.array(preset.hour_weights, dtype=np.float64)
+        self.cdf = np.concatenate([[0.0], np.cumsum(hours) / hours.sum()])
+        self.hour_edges_us = np.arange(25, dtype=np.float64) * _US_PER_HOUR
+        self.start_us = _epoch_us(preset.pilot_start_ts)
+        self.salt = seed * 7919 + 17
+
+    def day_of(self, idx: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.cum, idx, side="right") - 1
+
+    def timestamp_us(self, idx: np.ndarray) -> np.ndarray:
+        day = self.day_of(idx)
+        pos = idx - self.cum[day]
+        q = (pos + _hash_uniform(idx, self.salt)) / self.day_counts[day]
+        offset = np.interp(q, self.cdf, self.hour_edges_us)
+        us = self.start_us + day.astype(np.int64) * 24 * _US_PER_HOUR + offset.astype(np.int64)
+        return us // _US_PER_SECOND * _US_PER_SECOND
+
+
+def _time_of_day_us(rng: np.random.Generator, preset: _Preset, n: int) -> np.ndarray:
+    hours = np.array(preset.hour_weights, dtype=np.float64)
+    cdf = np.concatenate([[0.0], np.cumsum(hours) / hours.sum()])
+    return np.interp(rng.random(n), cdf, np.arange(25.0) * _US_PER_HOUR).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Adoption plan
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Adoption:
+    users: int
+    eligible: np.ndarray  # users x weeks
+    planned: np.ndarray  # users x weeks: the user would engage if outputs arrive
+    cum_weights: list[np.ndarray]  # per week, cumulative routing weight over users
+    seen: np.ndarray  # users x weeks, counted while the log is generated
+    overrides: np.ndarray
+    accepted: np.ndarray
+
+    @classmethod
+    def plan(cls, preset: _Preset, rows: int, seed: int) -> _Adoption:
+        rng = _rng(seed, "users")
+        users = int(np.clip(round(rows * preset.users_per_decision), 20, 5000))
+        start_p = np.array(preset.start_week_probs)
+        adopter = rng.random(users) < preset.p_adopter
+        start = rng.choice(len(start_p), size=users, p=start_p / start_p.sum())
+        week = np.arange(_WEEKS)[None, :]
+        eligible = rng.random((users, _WEEKS)) >= preset.p_ineligible
+        eligible[0] = True  # every week has at least one eligible user
+        after = adopter[:, None] & (week >= start[:, None])
+        p_engage = np.where(after, preset.p_stay_engaged, preset.p_try)
+        planned = eligible & (rng.random((users, _WEEKS)) < p_engage)
+        weights = eligible * np.where(planned, preset.engaged_weight, 1.0)
+        cum = [np.cumsum(weights[:, w]) for w in range(_WEEKS)]
+        zeros = np.zeros((users, _WEEKS), dtype=np.int64)
+        return cls(users, eligible, planned, cum, zeros.copy(), zeros.copy(), zeros.copy())
+
+    def count(
+        self, user: np.ndarray, week: np.ndarray, overridden: np.ndarray, accepted: np.ndarray
+    ) -> None:
+        """Add one chunk's decisions to the per user-week counts."""
+        cell = user * _WEEKS + week
+        size = self.users * _WEEKS
+        for total, weights in (
+            (self.seen, None),
+            (self.overrides, overridden),
+            (self.accepted, accepted),
+        ):
+            counts = np.bincount(cell, weights=weights, minlength=size)
+            total += np.round(counts).astype(np.int64).reshape(self.users, _WEEKS)
+
+    def assign(self, rng: np.random.Generator, week: np.ndarray) -> np.ndarray:
+        """A user for each decision, among the users eligible that week."""
+        user = np.empty(len(week), dtype=np.int64)
+        for w in np.unique(week):
+            rows = week == w
+            cum = self.cum_weights[w]
+            user[rows] = np.searchsorted(cum, rng.random(rows.sum()) * cum[-1], side="right")
+        return user
+
+
+# --------------------------------------------------------------------------------------
+# Decision log and agent cases
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _BadRows:
+    """Indices of the deliberately bad decision rows (see the module docstring)."""
+
+    confidence: int
+    negative_cost: int
+    null_timestamp: int
+    unknown_reason: int
+    duplicate: int  # this row replays the one before it
+    outside_window: int
+
+    @classmethod
+    def place(cls, rows: int) -> _BadRows:
+        spots = [int(rows * f) for f in (0.13, 0.29, 0.41, 0.57, 0.73, 0.89)]
+        # The replayed row must sit in the same chunk as the row it copies.
+        if spots[4] % CHUNK_ROWS == 0:
+            spots[4] += 1
+        return cls(*spots)
+
+
+def _decision_chunk(
+    preset: _Preset,
+    seed: int,
+    chunk: int,
+    lo: int,
+    hi: int,
+    clock: _Clock,
+    adoption: _Adoption,
+    bad: _BadRows,
+) -> tuple[pa.Table, pa.Table]:
+    """Decisions ``lo .. hi - 1`` and their agent-cohort cases."""
+    rng = _rng(seed, "decisions", chunk)
+    idx = np.arange(lo, hi, dtype=np.int64)
+    n = len(idx)
+    ts = clock.timestamp_us(idx)
+    day = clock.day_of(idx)
+    week = day // 7
+    version_names = tuple(dict.fromkeys(preset.versions))
+    week_version = np.array([version_names.index(v) for v in preset.versions])
+    version = week_version[week]
+
+    feats = preset.features(rng, day)
+    beh = preset.behaviour(day, version, feats)
+
+    # Confidence: a mixture of easy and hard cases; correct ~ Bernoulli(confidence - gap).
+    hard = rng.random(n) < beh.hard_share
+    conf = np.where(hard, rng.beta(*preset.hard_beta, n), rng.beta(*preset.easy_beta, n))
+    conf = np.round(np.clip(conf, 0.001, 0.999), 4)
+    correct = rng.random(n) < np.clip(conf - beh.gap, 0, 1)
+
+    # Escalation, in the order the agent meets it: tools, data, scope, then confidence.
+    reason = np.full(n, -1, dtype=np.int32)
+    u = rng.random((3, n))
+    reason = np.where(u[0] < beh.p_tool, _TOOL, reason)
+    reason = np.where((reason < 0) & (u[1] < beh.p_missing), _MISSING, reason)
+    reason = np.where((reason < 0) & (u[2] < beh.p_oos), _OOS, reason)
+    reason = np.where((reason < 0) & (conf < preset.confidence_threshold), _LOWCONF, reason)
+    escalated = reason >= 0
+
+    p_complete = np.where(
+        escalated,
+        np.array(preset.p_complete_escalated)[np.maximum(reason, 0)],
+        preset.p_complete_ok,
+    )
+    completed = rng.random(n) < p_complete
+
+    # The user who received the output and how they responded.
+    user = adoption.assign(rng, week)
+    engaged = adoption.planned[user, week]
+    r1, r2 = rng.random((2, n))
+    accept_engaged = np.where(correct, r1 < preset.p_accept_correct, r1 < preset.p_accept_incorrect)
+    override_engaged = ~correct & ~accept_engaged & (r2 < preset.p_override_incorrect)
+    accept_review = correct & (r1 < preset.p_review_accept_correct)
+    override_review = ~accept_review & np.where(
+        correct,
+        r2 < preset.p_review_override_correct,
+        r2 < preset.p_review_override_incorrect,
+    )
+    accepted = completed & np.where(escalated, accept_review, engaged & accept_engaged)
+    overridden = np.where(
+        completed,
+        np.where(
+            escalated,
+            override_review,
+            np.where(engaged, override_engaged, r2 < preset.p_override_disengaged),
+        ),
+        r2 < preset.p_override_failed,
+    )
+    known = rng.random(n) < preset.p_outcome_known
+
+    # Costs: tokens drive the model cost; review minutes by how the decision ended.
+    in_tok = np.round(rng.lognormal(np.log(preset.input_tokens_median), 0.35, n)).astype(np.int64)
+    out_tok = np.round(rng.lognormal(np.log(preset.output_tokens_median), 0.3, n)).astype(np.int64)
+    model_cost = np.round(
+        in_tok * preset.usd_per_input_token + out_tok * preset.usd_per_output_token, 5
+    )
+    tool_calls = 1 + rng.binomial(3, 0.4, n)
+    tool_cost = np.round(tool_calls * preset.usd_per_tool_call * rng.uniform(0.95, 1.05, n), 5)
+    review = np.where(
+        escalated,
+        rng.uniform(*preset.review_escalated_minutes, n),
+        rng.uniform(*preset.review_ok_minutes, n)
+        + overridden * rng.uniform(*preset.review_override_extra_minutes, n),
+    )
+    review = np.round(review, 2)
+
+    # Agent-cohort case: opened shortly before the decision, cycle time by outcome.
+    outcome = np.where(escalated, 2, np.where(accepted, 0, np.where(overridden, 1, 3)))
+    median_h = np.array(preset.agent_median_h)[outcome]
+    cycle_us = (rng.lognormal(np.log(median_h), preset.cycle_sigma) * _US_PER_HOUR).astype(np.int64)
+    lag_us = (rng.exponential(preset.open_lag_minutes, n) * 60 * _US_PER_SECOND).astype(np.int64)
+    opened = np.maximum(ts - lag_us, clock.start_us) // _US_PER_SECOND * _US_PER_SECOND
+    closed = (opened + cycle_us) // _US_PER_SECOND * _US_PER_SECOND
+    extraction = _epoch_us(preset.pilot_end_ts) + int(preset.extraction_lag_h * _US_PER_HOUR)
+    still_open = closed > extraction
+
+    # Deliberately bad rows.
+    ts_mask = np.zeros(n, dtype=bool)
+    reason_names = _ESCALATION_REASONS + ("gremlins",)
+    keep_case = np.ones(n, dtype=bool)
+    rel = {k: v - lo for k, v in vars(bad).items() if lo <= v < hi}
+    if "confidence" in rel:
+        conf[rel["confidence"]] = 1.7
+    if "negative_cost" in rel:
+        model_cost[rel["negative_cost"]] = -0.04
+    if "null_timestamp" in rel:
+        ts_mask[rel["null_timestamp"]] = True
+    if "unknown_reason" in rel:
+        i = rel["unknown_reason"]
+        reason[i], escalated[i], accepted[i] = len(_ESCALATION_REASONS), True, False
+    if "outside_window" in rel:
+        ts[rel["outside_window"]] = _epoch_us(preset.pilot_end_ts) + 27 * _US_PER_HOUR
+    dup_source = None
+    if "duplicate" in rel:
+        i = rel["duplicate"]
+        dup_source = i - 1
+        keep_case[i] = False
+        arrays = (ts, ts_mask, day, version, user, conf, correct, known, reason, escalated)
+        arrays += (completed, accepted, overridden, in_tok, out_tok, model_cost, tool_cost, review)
+        for arr in arrays:
+            arr[i] = arr[i - 1]
+        for values in feats.numeric.values():
+            values[i] = values[i - 1]
+        for codes, _ in feats.categorical.values():
+            codes[i] = codes[i - 1]
+
+    ids = idx.copy()
+    if dup_source is not None:
+        ids[dup_source + 1] = ids[dup_source]
+
+    # Adoption counts come from the log itself.
+    adoption.count(user, week, overridden, accepted)
+
+    c = preset.code
+    user_names = _ids(f"{preset.user_prefix}-", user + 1, width=4)
+    zeros = np.zeros(n, dtype=np.int32)
+    columns: dict[str, pa.Array] = {
+        "decision_id": _ids(f"{c}-D", ids),
+        "timestamp": _timestamps(ts, mask=ts_mask),
+        "trace_id": _trace_ids(ids, clock.salt),
+        "agent_id": _take((preset.agent_id,), zeros),
+        "workflow": _take((preset.workflow,), zeros),
+        "case_id": _ids(f"{c}-A", ids),
+        "prompt_version": _take(version_names, version),
+        "user_id": user_names,
+        "completed": pa.array(completed),
+        "accepted": pa.array(accepted),
+        "overridden": pa.array(overridden),
+        "escalated": pa.array(escalated),
+        "escalation_reason": _take(reason_names, np.maximum(reason, 0), mask=reason < 0),
+        "confidence": pa.array(conf),
+        "correct": pa.array(correct, mask=~known),
+        "input_tokens": pa.array(in_tok),
+        "output_tokens": pa.array(out_tok),
+        "model_cost_usd": pa.array(model_cost),
+        "tool_cost_usd": pa.array(tool_cost),
+        "review_minutes": pa.array(review),
+    }
+    for name, values in feats.numeric.items():
+        columns[name] = pa.array(values)
+    for name, (codes, cats) in feats.categorical.items():
+        columns[name] = _take(cats, codes)
+    decisions = pa.table(columns)
+
+    keep = np.flatnonzero(keep_case)
+    cases = pa.table(
+        {
+            "case_id": columns["case_id"].take(pa.array(keep)),
+            "cohort": _take(("agent",), np.zeros(len(keep), dtype=np.int32)),
+            "opened_at": _timestamps(opened[keep]),
+            "closed_at": _timestamps(closed[keep], mask=still_open[keep]),
+        }
+    )
+    return decisions, cases
+
+
+def _other_cases(
+    preset: _Preset, seed: int, cohort: str, chunk: int, lo: int, hi: int, first: bool
+) -> pa.Table:
+    """Baseline or control cases ``lo .. hi - 1``: opened by weekday volume, lognormal cycles."""
+    rng = _rng(seed, cohort, chunk)
+    n = hi - lo
+    if cohort == "baseline":
+        start, days, median_h = (
+            preset.baseline_start,
+            preset.baseline_days,
+            preset.baseline_median_h,
+        )
+        letter = "B"
+    else:
+        start, days, median_h = preset.pilot_start, _PILOT_DAYS, preset.control_median_h
+        letter = "C"
+    weekday = np.array(preset.weekday_weights)[(np.arange(days) + start.weekday()) % 7]
+    day = np.sort(rng.choice(days, size=n, p=weekday / weekday.sum()))
+    start_us = _epoch_us(dt.datetime.combine(start, dt.time.min))
+    opened = start_us + day.astype(np.int64) * 24 * _US_PER_HOUR + _time_of_day_us(rng, preset, n)
+    opened = opened // _US_PER_SECOND * _US_PER_SECOND
+    cycle = (rng.lognormal(np.log(median_h), preset.cycle_sigma + 0.05, n) * _US_PER_HOUR).astype(
+        np.int64
+    )
+    closed = (opened + cycle) // _US_PER_SECOND * _US_PER_SECOND
+    extraction = _epoch_us(preset.pilot_end_ts) + int(preset.extraction_lag_h * _US_PER_HOUR)
+    still_open = closed > extraction
+    if cohort == "control" and first and n > 7:
+        closed[7] = opened[7] - 2 * _US_PER_HOUR  # bad row: closed before opened
+        still_open[7] = False
+    return pa.table(
+        {
+            "case_id": _ids(f"{preset.code}-{letter}", np.arange(lo, hi, dtype=np.int64) + 1),
+            "cohort": _take((cohort,), np.zeros(n, dtype=np.int32)),
+            "opened_at": _timestamps(opened),
+            "closed_at": _timestamps(closed, mask=still_open),
+        }
+    )
+
+
+_WRITER_OPTIONS = {"compression": "zstd", "compression_level": 6}
+
+
+def _write_decisions_and_cases(
+    preset: _Preset, rows: int, seed: int, folder: Path, adoption: _Adoption, clock: _Clock
+) -> None:
+    bad = _BadRows.place(rows)
+    decisions_writer = None
+    cases_writer = None
+    try:
+        for cohort, per_decision in (
+            ("baseline", preset.baseline_per_decision),
+            ("control", preset.control_per_decision),
+        ):
+            total = max(50, round(rows * per_decision))
+            for chunk, lo in enumerate(range(0, total, CHUNK_ROWS)):
+                hi = min(total, lo + CHUNK_ROWS)
+                table = _other_cases(preset, seed, cohort, chunk, lo, hi, chunk == 0)
+                if cases_writer is None:
+                    cases_writer = pq.ParquetWriter(
+                        folder / "cases.parquet", table.schema, **_WRITER_OPTIONS
+                    )
+                cases_writer.write_table(table)
+        for chunk, lo in enumerate(range(0, rows, CHUNK_ROWS)):
+            hi = min(rows, lo + CHUNK_ROWS)
+            decisions, cases = _decision_chunk(preset, seed, chunk, lo, hi, clock, adoption, bad)
+            if decisions_writer is None:
+                decisions_writer = pq.ParquetWriter(
+                    folder / "decisions.parquet", decisions.schema, **_WRITER_OPTIONS
+                )
+            decisions_writer.write_table(decisions)
+            assert cases_writer is not None
+            cases_writer.write_table(cases)
+    finally:
+        for writer in (decisions_writer, cases_writer):
+            if writer is not None:
+                writer.close()
+
+
+# --------------------------------------------------------------------------------------
+# Small data sets (CSV)
+# --------------------------------------------------------------------------------------
+
+
+def _bool_text(values: np.ndarray) -> np.ndarray:
+    return np.where(values, "true", "false")
+
+
+def _adoption_frame(preset: _Preset, adoption: _Adoption) -> pd.DataFrame:
+    users, weeks = np.meshgrid(np.arange(adoption.users), np.arange(_WEEKS), indexing="ij")
+    seen = adoption.seen
+    # Engaged: the user acted on (accepted) at least one output that week.
+    engaged = adoption.planned & (adoption.accepted > 0)
+    mondays = [preset.pilot_start + dt.timedelta(days=7 * w) for w in range(_WEEKS)]
+    return pd.DataFrame(
+        {
+            "user_id": [f"{preset.user_prefix}-{u + 1:04d}" for u in users.ravel()],
+            "week": [mondays[w].isoformat() for w in weeks.ravel()],
+            "eligible": _bool_text(adoption.eligible.ravel()),
+            "engaged": _bool_text(engaged.ravel()),
+            "decisions_seen": seen.ravel(),
+            "overrides": adoption.overrides.ravel(),
+        }
+    )
+
+
+def _approvals_frame(preset: _Preset, rows: int, seed: int, clock: _Clock) -> pd.DataFrame:
+    rng = _rng(seed, "approvals")
+    n = max(40, round(rows * preset.approvals_per_decision))
+    source = np.sort(rng.choice(rows, size=n, replace=rows < n))
+    # An action is proposed a few minutes after the decision it comes from.
+    proposed = clock.timestamp_us(source) + (rng.uniform(1, 20, n) * 60 * _US_PER_SECOND).astype(
+        np.int64
+    )
+    proposed = proposed // _US_PER_SECOND * _US_PER_SECOND
+    low, high = preset.amount_range
+    amount = np.round(
+        np.clip(rng.lognormal(np.log(preset.amount_median), preset.amount_sigma, n), low, high), 2
+    )
+    level = np.searchsorted(np.array(preset.level_max), amount, side="left")
+    auto = level == 0
+    latency_min = rng.lognormal(np.log(preset.approval_median_min), preset.approval_sigma, n)
+    timed_out = ~auto & (latency_min > preset.sla_minutes)
+    verdict = rng.choice(3, size=n, p=[0.86, 0.09, 0.05])  # approved, rejected, escalated
+    decision = np.array(["approved", "rejected", "escalated"], dtype=object)[verdict]
+    decision = np.where(auto, "auto", np.where(timed_out, "timed_out", decision))
+    decided = np.where(
+        auto, proposed, proposed + (latency_min * 60 * _US_PER_SECOND).astype(np.int64)
+    )
+    decided = decided // _US_PER_SECOND * _US_PER_SECOND
+    executes = auto | (decision == "approved")
+    exec_delay = np.where(auto, rng.uniform(5, 60, n), rng.uniform(120, 1800, n))
+    executed = decided + (exec_delay * _US_PER_SECOND).astype(np.int64)
+    approver = np.array(preset.level_names, dtype=object)[level]
+
+    frame = pd.DataFrame(
+        {
+            "action_id": [f"{preset.code}-ACT{i + 1:06d}" for i in range(n)],
+            "trace_id": _trace_ids(source, clock.salt).to_numpy(zero_copy_only=False),
+            "proposed_at": _format_us(proposed),
+            "amount": amount,
+            "required_level": np.array(preset.level_names, dtype=object)[level],
+            "decided_at": np.where(timed_out, None, _format_us(decided)),
+            "decision": decision,
+            "approver_level": np.where(timed_out, None, approver),
+            "executed_at": np.where(executes, _format_us(executed), None),
+        }
+    )
+    unparseable_row, negative_row = n // 4, (3 * n) // 4
+    needs = np.setdiff1d(np.flatnonzero(~auto & ~timed_out), [unparseable_row, negative_row])
+    if preset.approval_violations and len(needs) >= 2:
+        # A timeout that ends approved: decided 312 minutes after proposal, then executed.
+        i = needs[len(needs) // 3]
+        late = proposed[i] + 312 * 60 * _US_PER_SECOND
+        frame.loc[i, ["decision", "approver_level"]] = ["approved", frame.loc[i, "required_level"]]
+        frame.loc[i, "decided_at"] = _format_us(np.array([late]))[0]
+        frame.loc[i, "executed_at"] = _format_us(np.array([late + 600 * _US_PER_SECOND]))[0]
+        # Approved one level too low: the amount needs the top level.
+        j = needs[(2 * len(needs)) // 3]
+        top = preset.level_names[-1]
+        frame.loc[j, ["amount", "required_level", "decision"]] = [
+            round(preset.level_max[-1] * 1.36, 2),
+            top,
+            "approved",
+        ]
+        frame.loc[j, "approver_level"] = preset.level_names[-2]
+        decided_j = proposed[j] + 38 * 60 * _US_PER_SECOND
+        frame.loc[j, "decided_at"] = _format_us(np.array([decided_j]))[0]
+        frame.loc[j, "executed_at"] = _format_us(np.array([decided_j + 300 * _US_PER_SECOND]))[0]
+    # Bad rows for the contract: an unparseable timestamp and a negative amount.
+    frame.loc[unparseable_row, "proposed_at"] = "not-a-date"
+    frame.loc[negative_row, "amount"] = -120.0
+    return frame
+
+
+def _drill_frame(preset: _Preset, seed: int) -> pd.DataFrame:
+    rng = _rng(seed, "drill")
+    steps = preset.drill_steps
+    jitter = rng.integers(-3, 4, len(steps))
+    jitter[0] = 0
+    start = _epoch_us(preset.drill_start)
+    stamps = np.array(
+        [start + int((s.seconds + j) * _US_PER_SECOND) for s, j in zip(steps, jitter, strict=True)]
+    )
+    return pd.DataFrame(
+        {
+            "drill_id": preset.drill_id,
+            "event": [s.event for s in steps],
+            "timestamp": _format_us(stamps),
+            "action_id": [s.action_id for s in steps],
+            "detail": [s.detail for s in steps],
+        }
+    )
+
+
+def _candidates_frame(preset: _Preset) -> pd.DataFrame:
+    frame = pd.DataFrame(list(preset.candidates), columns=list(_CANDIDATE_COLUMNS))
+    for col in ("sme_committed", "owner_has_authority"):
+        frame[col] = _bool_text(frame[col].to_numpy(dtype=bool))
+    return frame
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+
+def generate_pilot(
+    preset: str,
+    out_dir: str | Path,
+    rows: int | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Write a seeded pilot: ``out_dir/<preset>/pilot.yaml`` and its data sets.
+
+    Parameters
+    ----------
+    preset:
+        ``"claims-auto"`` or ``"it-ticket-routing"`` (see the module docstring
+        for the story each tells).
+    out_dir:
+        Parent folder; created if missing. In an existing ``out_dir/<preset>``
+        folder the pilot's files are overwritten and other files are left alone.
+    rows:
+        Rows in the decision log (default: 30,000 for claims-auto, 20,000 for
+        it-ticket-routing), between :data:`MIN_ROWS` and :data:`MAX_ROWS`.
+        Cases, users (at most 5,000) and approvals scale with it.
+    seed:
+        Random seed (default: the preset's own). The same preset, rows and seed
+        give byte-identical files.
+
+    Returns
+    -------
+    Path
+        The pilot folder (``out_dir/<preset>``), loadable with
+        :func:`pilot_lib.config.load_pilot`.
+
+    Raises
+    ------
+    WorkbookError
+        Unknown preset (the message lists the presets), ``rows`` out of range,
+        or a negative seed.
+    """
+    if preset not in _PRESETS:
+        raise WorkbookError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    spec = _PRESETS[preset]
+    rows = spec.default_rows if rows is None else int(rows)
+    if not MIN_ROWS <= rows <= MAX_ROWS:
+        raise WorkbookError(
+            f"--rows must be between {MIN_ROWS:,} and {MAX_ROWS:,} decisions, got {rows:,}"
+        )
+    seed = spec.default_seed if seed is None else int(seed)
+    if seed < 0:
+        raise WorkbookError(f"--seed must be zero or a positive integer, got {seed}")
+
+    folder = Path(out_dir).expanduser() / preset
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pilot.yaml").write_text(spec.yaml_text, encoding="utf-8")
+
+    clock = _Clock(spec, rows, seed)
+    adoption = _Adoption.plan(spec, rows, seed)
+    _write_decisions_and_cases(spec, rows, seed, folder, adoption, clock)
+    _write_csv(_adoption_frame(spec, adoption), folder / "adoption.csv")
+    _write_csv(_approvals_frame(spec, rows, seed, clock), folder / "approvals.csv")
+    _write_csv(_drill_frame(spec, seed), folder / "drill_events.csv")
+    _write_csv(_candidates_frame(spec), folder / "candidates.csv")
+    return folder
+
+
+def write_samples(out_dir: str | Path) -> list[Path]:
+    """Regenerate every preset with its default rows and seed under ``out_dir``."""
+    return [generate_pilot(name, out_dir) for name in PRESETS]
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pilot_lib.synth", description="Regenerate the committed sample pilots."
+    )
+    parser.add_argument(
+        "--write-samples",
+        metavar="DIR",
+        required=True,
+        help="folder that receives one sub-folder per preset (data/pilots in the repository)",
+    )
+    args = parser.parse_args(argv)
+    for folder in write_samples(args.write_samples):
+        print(f"wrote {folder}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_main())
