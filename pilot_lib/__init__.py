@@ -12,5 +12,7 @@ warnings.filterwarnings("ignore", message="PySpark does not yet fully support pa
 # ibis 12 touches pandas' deprecated 'future.infer_string' option on every pandas
 # conversion; harmless, and it would clutter every notebook output.
 warnings.filterwarnings("ignore", message="The 'future.infer_string' option is deprecated")
+# ibis 12 calls duckdb 2's deprecated fetch_arrow_table(); the replacement is duckdb's to fix.
+warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
 
 __version__ = "0.1.0"

@@ -1113,7 +1113,22 @@ def _chart_findings(ch: ControlChart | None, problem: str | None = None) -> list
         }
         side = "above the upper" if ep.side == "above" else "below the lower"
         if ep.chart == "moving_average":
-            if ep.ongoing and ch.confirmed_breach_at_end:
+            if ep.ongoing and ch.confirmed_breach_at_end and ep.side == "below":
+                # Fewer escalations than the baseline is no reason to stop a pilot, but an
+                # agent that stops escalating while calibration slips is worth a look.
+                found.append(
+                    Finding(
+                        PHASE,
+                        "escalation_below_limit_at_end",
+                        "warning",
+                        f"The {w}-day escalation rate has been {side} control limit since "
+                        f"{_day(ep.start)} and is still there at the end of the data "
+                        f"({_pct(ep.peak)} at its extreme). Fewer escalations is good news if "
+                        "the agent is right more often; check calibration before trusting it.",
+                        ev,
+                    )
+                )
+            elif ep.ongoing and ch.confirmed_breach_at_end:
                 found.append(
                     Finding(
                         PHASE,

@@ -486,3 +486,16 @@ def test_drift_report_names_missing_columns():
         drift_report(_pilot(), ibis.memtable(frame))
     with pytest.raises(ContractError, match="correct"):
         drift_report(_pilot(), ibis.memtable(frame.drop(columns=["correct"])))
+
+
+def test_escalations_falling_below_the_limit_at_the_end_warn_but_do_not_block():
+    log = _decision_log(3, drifting=False)
+    # After day 30 the agent escalates far less often than in the baseline.
+    late = log["timestamp"] >= pd.Timestamp(PILOT_START) + pd.Timedelta(days=30)
+    rng = np.random.default_rng(0)
+    log.loc[late, "escalated"] = rng.random(int(late.sum())) < 0.02
+    report = drift_report(_pilot(), ibis.memtable(log))
+    assert report.chart is not None and report.chart.confirmed_breach_at_end
+    codes = {(f.severity, f.code) for f in report.findings}
+    assert ("warning", "escalation_below_limit_at_end") in codes
+    assert not any(f.code == "escalation_control_breach" for f in report.findings)
