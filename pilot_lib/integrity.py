@@ -95,15 +95,15 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def _check_git(pilot: Pilot) -> list[str]:
+def _check_git(pilot: Pilot) -> tuple[list[str], list[str]]:
     folder, name = pilot.folder, pilot.path.name
     log = _git(["log", "--format=%H %cs", "--", name], folder)
-    if not log:
-        return []
+    if not log or not log.strip():
+        return [], []
     start = pilot.pilot_window.start
+    commits = [line.split() for line in log.strip().splitlines()]
     warnings = []
-    for line in log.strip().splitlines():
-        sha, day = line.split()
+    for sha, day in commits:
         if dt.date.fromisoformat(day) <= start:
             continue
         now = _git(["show", f"{sha}:./{name}"], folder)
@@ -115,14 +115,26 @@ def _check_git(pilot: Pilot) -> list[str]:
             kpis_before = (yaml.safe_load(before) or {}).get("kpis") if before else None
         except yaml.YAMLError:
             continue
-        if kpis_before is not None and _fingerprint_kpis(kpis_now) != _fingerprint_kpis(
-            kpis_before
-        ):
+        if kpis_before is not None and _fingerprint_kpis(kpis_now) != _fingerprint_kpis(kpis_before):
             warnings.append(
                 f"git history: commit {sha[:10]} on {day} changed the KPI thresholds after the "
                 f"pilot started on {start:%d %B %Y}."
             )
-    return warnings
+    notes = []
+    first_day = dt.date.fromisoformat(commits[-1][1])
+    if not warnings:
+        if first_day <= start:
+            notes.append(
+                f"git history: the thresholds are unchanged since the pilot started "
+                f"({len(commits)} commit(s) to the pilot file, the first on {first_day:%d %B %Y})."
+            )
+        else:
+            notes.append(
+                f"git history of the pilot file begins on {first_day:%d %B %Y}, after the pilot "
+                "started; it shows no change to the thresholds since, but cannot show when they "
+                "were agreed."
+            )
+    return warnings, notes
 
 
 def check_thresholds(pilot: Pilot) -> tuple[list[str], list[str]]:
@@ -132,5 +144,5 @@ def check_thresholds(pilot: Pilot) -> tuple[list[str], list[str]]:
     evidence that the thresholds held. Without a lock or git history both are empty.
     """
     warnings, notes = _check_lock(pilot)
-    warnings += _check_git(pilot)
-    return warnings, notes
+    git_warnings, git_notes = _check_git(pilot)
+    return warnings + git_warnings, notes + git_notes

@@ -289,6 +289,26 @@ class KpiTable:
             )
         return pd.DataFrame(rows, columns=["KPI", ci, "Sample", "Threshold", "Min. sample", "Note"])
 
+    def cost_per_decision_at(self, review_hourly_rate_usd: float) -> float:
+        """What-if: the cost per decision (US dollars) at another loaded hourly review rate.
+
+        Model and tool costs stay; the human-review part scales with the rate
+        (review minutes do not change). NaN when there were no decisions.
+        """
+        if review_hourly_rate_usd < 0:
+            raise ValueError(
+                f"the hourly rate must be >= 0 US dollars, got {review_hourly_rate_usd}"
+            )
+        decisions = self.completion.get("decisions") or 0
+        old_rate = self.cost.get("review_hourly_rate_usd")
+        if not decisions or not old_rate:
+            return math.nan
+        parts = dict(
+            zip(self.cost_breakdown["component"], self.cost_breakdown["total_usd"], strict=True)
+        )
+        review = parts.get("human_review", 0.0) * review_hourly_rate_usd / old_rate
+        return (parts.get("model", 0.0) + parts.get("tool", 0.0) + review) / decisions
+
     def _format_sample(self, r: dict[str, Any]) -> str:
         n = int(r["n"])
         if r["kpi"] == "efficiency_gain" and self.efficiency.get("comparison"):

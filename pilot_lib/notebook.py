@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,18 @@ def find_pilot(pilot: str | os.PathLike[str]) -> Path:
 
 
 def escape(value: Any) -> str:
-    """HTML-escape a value that came from data before it goes into Markdown or HTML."""
+    """HTML-escape a value that came from data before it goes into HTML."""
     return html.escape(str(value), quote=True)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}#|$~])")
+
+
+def escape_md(value: Any) -> str:
+    """Escape a value from data for Markdown: HTML-escaped, and Markdown/math characters
+    backslash-escaped, so ``$10,000 ... $2.50`` is not typeset as math and ``low_confidence``
+    is not half in italics."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", escape(value))
 
 
 def md(template: str, **values: Any) -> Any:
@@ -79,7 +90,8 @@ def md(template: str, **values: Any) -> Any:
     """
     from IPython.display import Markdown
 
-    return Markdown(template.format(**{k: escape(v) for k, v in values.items()}))
+    safe = {k: v if isinstance(v, (int, float)) else escape_md(v) for k, v in values.items()}
+    return Markdown(template.format(**safe))
 
 
 def styled(
@@ -131,7 +143,12 @@ def table(
     """
     from IPython.display import HTML
 
-    return HTML(styled(frame, caption, formats, highlight).to_html())
+    return HTML(_no_math(styled(frame, caption, formats, highlight).to_html()))
+
+
+def _no_math(html_text: str) -> str:
+    """Wrap HTML so MathJax (JupyterLab, the HTML export) leaves dollar amounts alone."""
+    return f'<div class="tex2jax_ignore mathjax_ignore">{html_text}</div>'
 
 
 def status_table(frame: pd.DataFrame, caption: str | None = None, column: str = "status") -> Any:
@@ -207,11 +224,6 @@ class PhaseContext:
         """An earlier phase's result from ``output_dir``, or None when it was not run there."""
         return read_phase_result(phase, self.output_dir, self.pilot)
 
-    def saved_note(self, path: Path | None) -> Any:
-        if path is None:
-            return md("_Result not saved: `output_dir` is not set (the batch runner sets it)._")
-        return md("Result saved as `{name}` in the run folder.", name=path.name)
-
 
 def open_phase(
     phase: str,
@@ -235,3 +247,611 @@ def open_phase(
 
         ctx.data = load_pilot_data(loaded, quarantine_dir=ctx.quarantine_dir)
     return ctx
+
+
+# ---------------------------------------------------------------------------
+# Presentation helpers used by the phase notebooks. They format results that
+# the analysis modules computed; none computes a statistic of its own.
+# ---------------------------------------------------------------------------
+
+
+def saved_note(path: Path | None) -> Any:
+    """A one-line note saying where the phase result went (or that it was not saved)."""
+    if path is None:
+        return md("_Result not saved: `output_dir` is not set (the batch runner sets it)._")
+    return md("Result saved as `{name}` in the run folder.", name=path.name)
+
+
+def _pct(x: Any, digits: int = 1) -> str:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return "no data"
+    return "no data" if f != f else f"{f * 100:.{digits}f}%"
+
+
+def _num(x: Any, fmt: str = "{:,.2f}") -> str:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return "no data"
+    if f != f:
+        return "no data"
+    if f in (float("inf"), float("-inf")):
+        return "never"
+    return fmt.format(f)
+
+
+def _interval(est: Any, low: Any, high: Any) -> str:
+    text = _pct(est)
+    if text == "no data":
+        return text
+    return f"{text} ({_pct(low)} to {_pct(high)})"
+
+
+def paragraphs(text: str) -> Any:
+    """Plain text (from data) as escaped Markdown paragraphs."""
+    from IPython.display import Markdown
+
+    return Markdown("\n\n".join(escape_md(p) for p in text.split("\n\n")))
+
+
+def threshold_value(pilot: Pilot, kpi: str) -> float | None:
+    """The agreed threshold value for ``kpi``, or None when the pilot file sets none."""
+    th = pilot.threshold(kpi)
+    return None if th is None else th.value
+
+
+def findings_view(findings: list[Any], empty: str = "No findings.") -> Any:
+    """Findings as a coloured table, blocking first; a sentence when there are none."""
+    from pilot_lib.findings import findings_frame
+
+    if not findings:
+        return md("_{text}_", text=empty)
+    return status_table(findings_frame(list(findings)), "Findings", column="severity")
+
+
+# ---- phase 1 ----------------------------------------------------------------
+
+
+def ranking_view(scored: pd.DataFrame | None) -> pd.DataFrame:
+    """The candidate ranking as display strings."""
+    cols = [
+        "rank",
+        "candidate",
+        "impact",
+        "data",
+        "repetitiveness",
+        "readiness",
+        "weighted total",
+        "qualifies",
+        "fails on",
+        "novelty trap",
+        "expected",
+        "needed",
+    ]
+    if scored is None or scored.empty:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame(
+        {
+            "rank": scored["rank"].astype(int),
+            "candidate": scored["name"],
+            "impact": scored["impact"].astype(int),
+            "data": scored["data"].astype(int),
+            "repetitiveness": scored["repetitiveness"].astype(int),
+            "readiness": scored["readiness"].astype(int),
+            "weighted total": scored["weighted_total"].map(lambda x: f"{x:.2f}"),
+            "qualifies": scored["qualifies"].map({True: "yes", False: "no"}),
+            "fails on": scored["fails_on"].fillna(""),
+            "novelty trap": scored["novelty_trap"].map({True: "yes", False: ""}),
+            "expected": scored["expected_decisions"].map(lambda x: f"{x:,.0f}"),
+            "needed": scored["needed_decisions"].map(lambda x: f"{x:,.0f}"),
+        }
+    )[cols]
+
+
+def use_case_story(review: Any) -> Any:
+    """Why the top pick qualifies and why each other candidate does not, in words."""
+    scored = review.scored
+    if scored is None or scored.empty:
+        return md(
+            "_No candidates to compare: {why}_", why="; ".join(review.missing) or "empty data set"
+        )
+    lines = []
+    top = scored[scored["qualifies"].astype(bool)]
+    if top.empty:
+        lines.append(
+            "**No candidate qualifies on all four criteria at once.** Do not start a pilot on these."
+        )
+    else:
+        first = top.iloc[0]
+        lines.append(f"**Top pick: {escape_md(first['name'])}.** {escape_md(first['why'])}")
+    for _, r in scored.iterrows():
+        if not top.empty and r["name"] == top.iloc[0]["name"]:
+            continue
+        trap = " **Novelty trap.**" if r["novelty_trap"] else ""
+        lines.append(f"- {escape_md(r['name'])}: {escape_md(r['why'])}{trap}")
+    from IPython.display import Markdown
+
+    return Markdown("\n".join(lines))
+
+
+def build_view(build: Any) -> pd.DataFrame:
+    s = build.scores
+    out = pd.DataFrame(
+        {
+            "rank": s["rank"].astype(int),
+            "option": s["option"],
+            "score": s["score"].map(lambda x: f"{x:.1f}"),
+        }
+    )
+    for col in [c for c in s.columns if c.endswith("_points")]:
+        out[col.removesuffix("_points").replace("_", " ")] = s[col].map(lambda x: f"{x:.1f}")
+    out["summary"] = s["summary"]
+    return out
+
+
+def sensitivity_view(build: Any) -> pd.DataFrame:
+    s = build.sensitivity
+    return pd.DataFrame(
+        {
+            "dimension": s["dimension"].str.replace("_", " "),
+            "weight": s["weight"].map(lambda x: f"{x:.2f}"),
+            "decrease before a flip": s["decrease_to_flip"].map(_num),
+            "increase before a flip": s["increase_to_flip"].map(_num),
+            "new top option": [
+                down if isinstance(down, str) else up if isinstance(up, str) else ""
+                for down, up in zip(s["new_top_down"], s["new_top_up"], strict=True)
+            ],
+        }
+    )
+
+
+def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
+    """Sliders for the criterion weights, the minimum, and the build-vs-buy weights."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from pilot_lib.scoring import CRITERIA, build_vs_buy, score_use_cases
+
+    boxes = []
+    if review.scored is not None:
+        candidates = ctx.data.table("candidates")
+        base = dict(review.settings)
+        weights0 = base.get("weights") or dict.fromkeys(CRITERIA, 1.0)
+        sliders = {
+            c: w.FloatSlider(value=float(weights0[c]), min=0, max=3, step=0.25, description=c)
+            for c in CRITERIA
+        }
+        sliders["minimum"] = w.IntSlider(
+            value=int(base["minimum"]), min=1, max=5, description="minimum"
+        )
+
+        def rescore(minimum: int, **weights: float) -> None:
+            if sum(weights.values()) <= 0:
+                print("Give at least one criterion a weight above 0.")
+                return
+            settings = base | {"weights": weights, "minimum": minimum}
+            display(table(ranking_view(score_use_cases(candidates, **settings)), "What-if ranking"))
+
+        boxes.append(
+            w.VBox(
+                [
+                    w.HBox(list(sliders.values())[:3]),
+                    w.HBox(list(sliders.values())[3:]),
+                    w.interactive_output(rescore, sliders),
+                ]
+            )
+        )
+    if review.build is not None:
+        bvb = ctx.pilot.build_vs_buy
+        bsliders = {
+            d: w.FloatSlider(value=float(v), min=0, max=1, step=0.05, description=d[:18])
+            for d, v in bvb.weights.items()
+        }
+
+        def rebuild(**weights: float) -> None:
+            if sum(weights.values()) <= 0:
+                print("Give at least one dimension a weight above 0.")
+                return
+            display(table(build_view(build_vs_buy(bvb.options, weights)), "What-if build vs buy"))
+
+        boxes.append(
+            w.VBox(
+                [
+                    w.HBox(list(bsliders.values())[:3]),
+                    w.HBox(list(bsliders.values())[3:]),
+                    w.interactive_output(rebuild, bsliders),
+                ]
+            )
+        )
+    return w.VBox(boxes) if boxes else md("_Nothing to re-weight._")
+
+
+# ---- phase 2 ----------------------------------------------------------------
+
+
+def escalation_view(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "reason": frame["reason"],
+            "escalations": frame["escalations"].map(lambda x: f"{int(x):,}"),
+            "share of escalations": frame["share_of_escalations"].map(_pct),
+            "rate per decision (95% CI)": [
+                _interval(e, lo, hi)
+                for e, lo, hi in zip(
+                    frame["rate_per_decision"], frame["rate_low"], frame["rate_high"], strict=True
+                )
+            ],
+        }
+    )
+
+
+def cost_view(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "component": frame["component"].str.replace("_", " "),
+            "per decision": frame["per_decision_usd"].map(lambda x: _num(x, "${:,.3f}")),
+            "share of cost": frame["share_of_cost"].map(_pct),
+            "total over the window": frame["total_usd"].map(lambda x: _num(x, "${:,.0f}")),
+        }
+    )
+
+
+def cost_widget(kpis: Any, pilot: Pilot) -> Any:
+    """A slider for the loaded hourly review rate; shows the cost per decision at that rate."""
+    import ipywidgets as w
+
+    rate = w.FloatSlider(
+        value=pilot.costs.review_hourly_rate_usd, min=0, max=200, step=1, description="USD / hour"
+    )
+    th = pilot.threshold("cost_per_decision")
+
+    def show(hourly: float) -> None:
+        cost = kpis.cost_per_decision_at(hourly)
+        verdict = "" if th is None else f" (threshold {th.comparator} ${th.value:,.2f})"
+        print(
+            f"At ${hourly:,.0f}/hour of review, a decision costs ${cost:,.2f}{verdict}; "
+            f"manual handling costs ${pilot.costs.manual_cost_per_case_usd:,.2f} per case."
+        )
+
+    return w.VBox([rate, w.interactive_output(show, {"hourly": rate})])
+
+
+# ---- phase 3 ----------------------------------------------------------------
+
+
+def _day(x: Any) -> str:
+    return "" if x is None or pd.isna(x) else f"{pd.Timestamp(x):%Y-%m-%d}"
+
+
+def episodes_view(chart: Any) -> pd.DataFrame:
+    cols = [
+        "chart",
+        "side",
+        "first day",
+        "last day",
+        "days",
+        "peak",
+        "confirmed by the other chart",
+        "still on at the end",
+    ]
+    if chart is None or chart.episodes is None or chart.episodes.empty:
+        return pd.DataFrame(columns=cols)
+    e = chart.episodes[~chart.episodes["during_baseline"].astype(bool)]
+    return pd.DataFrame(
+        {
+            "chart": e["chart"].str.replace("_", " "),
+            "side": e["side"],
+            "first day": e["start"].map(_day),
+            "last day": e["end"].map(_day),
+            "days": e["days"].astype(int),
+            "peak": e["peak"].map(_pct),
+            "confirmed by the other chart": e["confirmed"].map({True: "yes", False: "no"}),
+            "still on at the end": e["ongoing"].map({True: "yes", False: ""}),
+        }
+    )[cols]
+
+
+def drift_view(report: Any) -> pd.DataFrame:
+    f = report.features
+    key = set(report.key_features or [])
+    return pd.DataFrame(
+        {
+            "feature": f["feature"],
+            "key feature": f["feature"].map(lambda x: "yes" if x in key else ""),
+            "kind": f["kind"],
+            "PSI": f["psi"].map(lambda x: _num(x, "{:.3f}")),
+            "KL (nats)": f["kl"].map(lambda x: _num(x, "{:.3f}")),
+            "band": f["band"],
+            "new values in current": f["unseen_share"].map(_pct),
+            "n reference": f["n_reference"].map(lambda x: f"{int(x):,}"),
+            "n current": f["n_current"].map(lambda x: f"{int(x):,}"),
+        }
+    )
+
+
+def calibration_view(calibration: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for window, res in calibration.items():
+        if res is None:
+            rows.append(
+                {
+                    "window": window,
+                    "ECE": "no data",
+                    "chance level (95%)": "",
+                    "largest bin gap": "",
+                    "decisions used": "0",
+                    "left out": "",
+                }
+            )
+            continue
+        rows.append(
+            {
+                "window": window,
+                "ECE": _num(res.ece, "{:.3f}"),
+                "chance level (95%)": _num(res.ece_if_calibrated_95, "{:.3f}"),
+                "largest bin gap": _num(res.max_gap, "{:.3f}"),
+                "decisions used": f"{res.n_used:,}",
+                "left out": f"{res.n_excluded:,}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def prompt_view(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "prompt version": frame["prompt_version"],
+            "first seen": frame["first_seen"].map(_day),
+            "decisions": frame["decisions"].map(lambda x: f"{int(x):,}"),
+            "escalation rate (95% CI)": [
+                _interval(e, lo, hi)
+                for e, lo, hi in zip(
+                    frame["escalation_rate"],
+                    frame["escalation_low"],
+                    frame["escalation_high"],
+                    strict=True,
+                )
+            ],
+            "override rate (95% CI)": [
+                _interval(e, lo, hi)
+                for e, lo, hi in zip(
+                    frame["override_rate"],
+                    frame["override_low"],
+                    frame["override_high"],
+                    strict=True,
+                )
+            ],
+        }
+    )
+
+
+def sigma_widget(report: Any, pilot: Pilot) -> Any:
+    """A sigma slider that redraws the control chart's breach episodes."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from pilot_lib.spc import control_chart
+
+    slider = w.FloatSlider(
+        value=pilot.drift.sigma, min=1.0, max=4.0, step=0.25, description="sigma"
+    )
+    window = pilot.drift.reference_window
+
+    def show(sigma: float) -> None:
+        chart = control_chart(
+            report.daily, window, window=pilot.drift.moving_average_days, sigma=sigma
+        )
+        display(table(episodes_view(chart), f"Breach episodes at {sigma:g} sigma"))
+
+    return w.VBox([slider, w.interactive_output(show, {"sigma": slider})])
+
+
+# ---- phase 4 ----------------------------------------------------------------
+
+
+def drill_checks_view(drills: Any) -> pd.DataFrame:
+    cols = ["drill", "measure", "seconds", "target", "status", "reason"]
+    if drills is None or drills.checks.empty:
+        return pd.DataFrame(columns=cols)
+    c = drills.checks
+    return pd.DataFrame(
+        {
+            "drill": c["drill_id"],
+            "measure": c["measure"].str.replace("_", " "),
+            "seconds": c["seconds"].map(lambda x: _num(x, "{:,.0f}")),
+            "target": c["target_seconds"].map(lambda x: _num(x, "{:,.0f}")),
+            "status": c["status"],
+            "reason": c["reason"],
+        }
+    )[cols]
+
+
+def drill_figures(drills: Any, targets: Any) -> list[Any]:
+    from pilot_lib import charts
+
+    if drills is None or not drills.drill_ids:
+        return [charts.no_data_figure("Kill-switch drill", "no drill events")]
+    return [
+        charts.drill_timeline(drills.timeline(d), targets, f"Drill {d}") for d in drills.drill_ids
+    ]
+
+
+def actions_view(drills: Any) -> pd.DataFrame:
+    cols = [
+        "drill",
+        "action",
+        "started",
+        "ended",
+        "outcome",
+        "in flight at the pause",
+        "started after the pause",
+    ]
+    if drills is None or drills.actions.empty:
+        return pd.DataFrame(columns=cols)
+    a = drills.actions
+    return pd.DataFrame(
+        {
+            "drill": a["drill_id"],
+            "action": a["action_id"],
+            "started": a["started"].map(
+                lambda x: "" if pd.isna(x) else f"{pd.Timestamp(x):%Y-%m-%d %H:%M:%S}"
+            ),
+            "ended": a["ended"].map(
+                lambda x: "" if pd.isna(x) else f"{pd.Timestamp(x):%Y-%m-%d %H:%M:%S}"
+            ),
+            "outcome": a["outcome"].fillna("never ended"),
+            "in flight at the pause": a["in_flight"].map({True: "yes", False: ""}),
+            "started after the pause": a["started_after_pause"].map({True: "YES", False: ""}),
+        }
+    )[cols]
+
+
+def approval_summary_view(approvals: Any) -> pd.DataFrame:
+    if approvals is None:
+        return pd.DataFrame({"measure": ["approvals"], "value": ["no approvals data set"]})
+    s = approvals.summary
+    rows = [
+        ("proposed actions", f"{s['n_actions']:,}"),
+        ("needing human approval", f"{s['n_requests']:,}"),
+        (
+            f"decided within the {s['sla_minutes']:g}-minute SLA",
+            _interval(s["share_within_sla"], s["ci_low"], s["ci_high"]),
+        ),
+        ("median minutes to a decision", _num(s["p50_minutes"], "{:,.0f}")),
+        ("95th percentile minutes", _num(s["p95_minutes"], "{:,.0f}")),
+        ("timed out", f"{s['n_timeouts']:,}"),
+        ("timeouts handled as the policy says", f"{s['n_timeouts_matching_policy']:,}"),
+        ("violations", f"{s['n_violations']:,}"),
+    ]
+    return pd.DataFrame(rows, columns=["measure", "value"])
+
+
+def latency_view(approvals: Any) -> pd.DataFrame:
+    if approvals is None:
+        return pd.DataFrame(columns=["level"])
+    t = approvals.latency
+    return pd.DataFrame(
+        {
+            "level": t["level"],
+            "needs approval": t["requires_approval"].map({True: "yes", False: "no"}),
+            "actions": t["n_actions"].map(lambda x: f"{int(x):,}"),
+            "decided by a human": t["n_decided"].map(lambda x: f"{int(x):,}"),
+            "p50": t["p50_minutes"].map(lambda x: _num(x, "{:,.0f}")),
+            "p90": t["p90_minutes"].map(lambda x: _num(x, "{:,.0f}")),
+            "p95": t["p95_minutes"].map(lambda x: _num(x, "{:,.0f}")),
+            "max": t["max_minutes"].map(lambda x: _num(x, "{:,.0f}")),
+            "within SLA": [
+                _interval(e, lo, hi)
+                for e, lo, hi in zip(t["share_within_sla"], t["ci_low"], t["ci_high"], strict=True)
+            ],
+            "timed out": t["n_timed_out"].map(lambda x: f"{int(x):,}"),
+        }
+    )
+
+
+def violations_view(approvals: Any) -> pd.DataFrame:
+    cols = ["action", "trace", "kind", "detail"]
+    if approvals is None or approvals.violations.empty:
+        return pd.DataFrame(columns=cols)
+    v = approvals.violations
+    return pd.DataFrame(
+        {
+            "action": v["action_id"],
+            "trace": v["trace_id"].fillna(""),
+            "kind": v["kind"].str.replace("_", " "),
+            "detail": v["detail"],
+        }
+    )[cols]
+
+
+def timeouts_view(approvals: Any) -> pd.DataFrame:
+    cols = ["action", "amount", "level", "proposed", "minutes", "final state", "as the policy says"]
+    if approvals is None or approvals.timeouts.empty:
+        return pd.DataFrame(columns=cols)
+    t = approvals.timeouts
+    return pd.DataFrame(
+        {
+            "action": t["action_id"],
+            "amount": t["amount"].map(lambda x: _num(x, "${:,.2f}")),
+            "level": t["policy_level"],
+            "proposed": t["proposed_at"].map(lambda x: f"{pd.Timestamp(x):%Y-%m-%d %H:%M}"),
+            "minutes": t["latency_minutes"].map(
+                lambda x: _num(x, "{:,.0f}") if pd.notna(x) else "never decided"
+            ),
+            "final state": t["final_state"],
+            "as the policy says": t["matches_policy"].map({True: "yes", False: "NO"}),
+        }
+    )[cols]
+
+
+def sla_widget(ctx: PhaseContext) -> Any:
+    """An SLA slider: the within-SLA share under another SLA, from review_approvals."""
+    import ipywidgets as w
+
+    from pilot_lib.approvals import review_approvals
+
+    approvals = ctx.data.table("approvals") if ctx.data is not None else None
+    if approvals is None:
+        return md("_No approvals data set._")
+    slider = w.IntSlider(
+        value=int(ctx.pilot.approvals.sla_minutes),
+        min=15,
+        max=1440,
+        step=15,
+        description="SLA (min)",
+    )
+
+    def show(sla: int) -> None:
+        s = review_approvals(approvals, ctx.pilot.approvals, sla_minutes=sla).summary
+        print(
+            f"Within a {sla}-minute SLA: {_interval(s['share_within_sla'], s['ci_low'], s['ci_high'])} "
+            f"of {s['n_requests']:,} requests; {s['n_timeouts']:,} timed out."
+        )
+
+    return w.VBox([slider, w.interactive_output(show, {"sla": slider})])
+
+
+# ---- phase 5 ----------------------------------------------------------------
+
+_BANNER = {
+    "GO": ("#d7f0dd", "#14532d"),
+    "NO-GO": ("#f9d6d5", "#7f1d1d"),
+    "EXTEND": ("#fdf0c8", "#713f12"),
+}
+
+
+def decision_banner(decision: Any) -> Any:
+    """The decision in large type, the pilot's name, and the rationale in plain words."""
+    from IPython.display import HTML
+
+    bg, fg = _BANNER[decision.decision]
+    warnings = "".join(
+        f'<p style="margin:8px 0 0 0"><b>Warning:</b> {escape(w)}</p>'
+        for w in decision.integrity_warnings
+    )
+    return HTML(
+        f'<div class="tex2jax_ignore mathjax_ignore" style="background:{bg};color:{fg};padding:18px 22px;border-radius:6px;">'
+        f'<div style="font-size:13px;text-transform:uppercase;letter-spacing:.08em">Go / no-go decision</div>'
+        f'<div style="font-size:40px;font-weight:800;line-height:1.2">{escape(decision.decision)}</div>'
+        f'<div style="font-size:17px;font-weight:600">{escape(decision.title)} ({escape(decision.pilot)})</div>'
+        f'<p style="font-size:15px;line-height:1.5;color:#111;margin-top:12px">{escape(decision.rationale)}</p>'
+        f"{warnings}</div>"
+    )
+
+
+def integrity_view(pilot: Pilot, warnings: list[str], notes: list[str]) -> Any:
+    from IPython.display import Markdown
+
+    lines = [
+        f"Pilot file SHA-256 `{pilot.file_hash}`: any change to the file changes this fingerprint."
+    ]
+    lines += [f"- **Warning:** {escape_md(w)}" for w in warnings]
+    lines += [f"- {escape_md(n)}" for n in notes]
+    if not warnings and not notes:
+        lines.append(
+            "- No seal (`thresholds.lock`) and no git history to check against: record one with "
+            "`pilot-workbook seal` when the thresholds are agreed."
+        )
+    return Markdown("\n".join(lines))

@@ -55,15 +55,17 @@ class UseCaseReview:
         return result
 
 
-def use_case_phase(pilot: Pilot, data: Any) -> UseCaseReview:
+def use_case_phase(pilot: Pilot, data: Any, **overrides: Any) -> UseCaseReview:
     """Score the pilot's candidates data set and its build-vs-buy options.
 
-    A pilot without a candidates data set, or without build-vs-buy options,
-    still gets a review: ``missing`` says what is absent and what that means.
+    ``overrides`` replace settings from the pilot file for a what-if
+    (``weights``, ``minimum``, ``margin``, ``pilot_weeks``); ``None`` values are
+    ignored. A pilot without a candidates data set, or without build-vs-buy
+    options, still gets a review: ``missing`` says what is absent and what that means.
     """
     from pilot_lib.scoring import build_vs_buy, score_use_cases, scoring_settings
 
-    settings = scoring_settings(pilot)
+    settings = scoring_settings(pilot) | {k: v for k, v in overrides.items() if v is not None}
     missing = []
     scored = None
     candidates = data.table("candidates") if data is not None else None
@@ -85,11 +87,11 @@ def use_case_phase(pilot: Pilot, data: Any) -> UseCaseReview:
     return UseCaseReview(scored=scored, build=build, settings=settings, missing=missing)
 
 
-def kpi_phase(pilot: Pilot, data: Any) -> Any:
+def kpi_phase(pilot: Pilot, data: Any, confidence: float = 0.95) -> Any:
     """Phase 2: :func:`pilot_lib.kpis.compute_kpis` on the loaded data."""
     from pilot_lib.kpis import compute_kpis
 
-    return compute_kpis(pilot, data=data)
+    return compute_kpis(pilot, data=data, confidence=confidence)
 
 
 def drift_phase(pilot: Pilot, data: Any) -> Any:
@@ -122,7 +124,7 @@ class IncidentReview:
         )
 
 
-def incident_phase(pilot: Pilot, data: Any) -> IncidentReview:
+def incident_phase(pilot: Pilot, data: Any, sla_minutes: float | None = None) -> IncidentReview:
     """Review the kill-switch drill and the approvals of a loaded pilot.
 
     No drill log is a blocking finding (the playbook requires a rehearsed kill
@@ -159,7 +161,7 @@ def incident_phase(pilot: Pilot, data: Any) -> IncidentReview:
             )
         )
     else:
-        approvals = review_approvals(approvals_table, pilot.approvals)
+        approvals = review_approvals(approvals_table, pilot.approvals, sla_minutes=sla_minutes)
         findings.extend(approvals.findings)
     return IncidentReview(drills=drills, approvals=approvals, findings=findings)
 
@@ -173,7 +175,7 @@ _COMPUTE = {
 
 
 def gather_results(
-    ctx: Any, phases: tuple[str, ...] | None = None
+    ctx: Any, phases: tuple[str, ...] | None = None, recompute: bool = False
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Earlier phases' results for the gate: read from ``ctx.output_dir``, else computed now.
 
@@ -196,7 +198,7 @@ def gather_results(
     for phase in wanted:
         note = ""
         try:
-            stored = ctx.earlier(phase)
+            stored = None if recompute else ctx.earlier(phase)
         except ResultFileError as exc:
             stored, note = None, f"stored result not used: {exc}"
         if stored is not None:

@@ -392,6 +392,16 @@ def test_cost_per_decision_by_hand() -> None:
     assert "$10.00" in row["note"]
 
 
+def test_cost_what_if_at_another_hourly_rate_by_hand() -> None:
+    k = small_kpis()
+    # At $120/h review costs $2 per minute: review total 18 minutes x 2 = 36, plus 1.5.
+    assert k.cost_per_decision_at(120.0) == pytest.approx((1.0 + 0.5 + 36.0) / 10)
+    assert k.cost_per_decision_at(60.0) == pytest.approx(k.kpi("cost_per_decision")["estimate"])
+    assert k.cost_per_decision_at(0.0) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="hourly rate"):
+        k.cost_per_decision_at(-1.0)
+
+
 def test_efficiency_against_control_by_hand() -> None:
     k = small_kpis()
     row = k.kpi("efficiency_gain")
