@@ -11,9 +11,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)  # headless-safe; inline backends still take over in Jupyter
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure

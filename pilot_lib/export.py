@@ -3,10 +3,12 @@
 - Input cells, prompts and cells tagged ``widgets`` (they need a live kernel)
   or ``parameters`` are left out; the static default views stay.
 - Charts are embedded (PNG data URIs): the file opens anywhere, no Jupyter.
-- Text from data is escaped twice over: the notebooks escape it when they build
-  tables and Markdown (``pilot_lib.notebook``), and the exporter sanitizes all
-  HTML and Markdown outputs (nbconvert's ``sanitize_html``), so a value such
-  as ``<script>alert(1)</script>`` in a decision log appears as text.
+- Text from data is escaped where it is rendered: tables through pandas'
+  HTML escaping, Markdown and banners through ``pilot_lib.notebook.escape``
+  and ``escape_md``, plain-text outputs by nbconvert. So a value such as
+  ``<script>alert(1)</script>`` in a decision log appears as text.
+  (nbconvert's ``sanitize_html`` is not used: it strips the tables' styles and
+  the embedded charts.)
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ def export_html(notebook: str | Path, target: str | Path, title: str | None = No
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     exporter.exclude_output_stdin = True
-    exporter.sanitize_html = True
     exporter.register_preprocessor(
         TagRemovePreprocessor(remove_cell_tags=set(REMOVED_TAGS), enabled=True), enabled=True
     )

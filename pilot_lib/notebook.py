@@ -121,7 +121,7 @@ def styled(
     return sty.set_table_styles(
         [
             {"selector": "th", "props": "text-align: left; padding: 4px 10px;"},
-            {"selector": "td", "props": "padding: 4px 10px;"},
+            {"selector": "td", "props": "padding: 4px 10px; text-align: left;"},
             {
                 "selector": "caption",
                 "props": "caption-side: top; font-weight: 600; text-align: left;",
@@ -259,7 +259,7 @@ def saved_note(path: Path | None) -> Any:
     """A one-line note saying where the phase result went (or that it was not saved)."""
     if path is None:
         return md("_Result not saved: `output_dir` is not set (the batch runner sets it)._")
-    return md("Result saved as `{name}` in the run folder.", name=path.name)
+    return md("Result saved as {name} in the run folder.", name=path.name)
 
 
 def _pct(x: Any, digits: int = 1) -> str:
