@@ -292,3 +292,23 @@ def test_contamination_spiral_needs_a_real_rise_over_three_versions():
     rates = prompt_version_rates(ibis.memtable(two))
     assert detect_contamination_spiral(rates) == []
     assert len(detect_contamination_spiral(rates, min_versions=2)) == 1
+
+
+def test_control_chart_finds_the_generators_drift_episode_on_the_sample_pilot():
+    """claims-auto's generator steps escalations up from week 6 (2026-04-06) to week 8."""
+    from pathlib import Path
+
+    from pilot_lib.config import load_pilot
+    from pilot_lib.contracts import load_pilot_data
+    from pilot_lib.drift import drift_report
+
+    pilot = load_pilot(Path(__file__).parents[1] / "data" / "pilots" / "claims-auto")
+    chart = drift_report(pilot, load_pilot_data(pilot)).chart
+    eps = chart.episodes
+    upward = eps[(eps["chart"] == "moving_average") & (eps["side"] == "above") & eps["confirmed"]]
+    assert len(upward) == 1
+    start = upward["start"].iloc[0]
+    episode_start = dt.date(2026, 4, 6)
+    # A 7-day moving average needs up to 6 days to cross its limit after a step.
+    assert episode_start <= pd.Timestamp(start).date() <= episode_start + dt.timedelta(days=6)
+    assert not chart.confirmed_breach_at_end
