@@ -52,6 +52,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from pilot_lib.config import BUILD_DIMENSIONS, BuildOption, Pilot
+from pilot_lib.contracts import contract_columns
 from pilot_lib.errors import ContractError, WorkbookError
 from pilot_lib.results import to_jsonable
 from pilot_lib.stats import required_sample_size
@@ -78,19 +79,7 @@ __all__ = [
 CRITERIA = ("impact", "data", "repetitiveness", "readiness")
 
 #: Columns of the candidates contract (docs/data-contracts.md).
-CANDIDATE_COLUMNS = (
-    "name",
-    "impact_metric",
-    "baseline_value",
-    "impact_score",
-    "data_score",
-    "readiness_score",
-    "weekly_volume",
-    "sme_committed",
-    "owner_has_authority",
-    "demo_appeal",
-    "notes",
-)
+CANDIDATE_COLUMNS = contract_columns("candidates")
 
 #: Columns that may be null (everything else must be set).
 _NULLABLE = ("baseline_value", "notes")

@@ -102,6 +102,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pilot_lib.contracts import contract_columns
 from pilot_lib.errors import WorkbookError
 
 __all__ = ["CHUNK_ROWS", "MAX_ROWS", "MIN_ROWS", "PRESETS", "generate_pilot", "write_samples"]
@@ -282,19 +283,6 @@ build_vs_buy:
                lock_in_exit: 4, total_cost: 7}
 """
 
-_CANDIDATE_COLUMNS = (
-    "name",
-    "impact_metric",
-    "baseline_value",
-    "impact_score",
-    "data_score",
-    "readiness_score",
-    "weekly_volume",
-    "sme_committed",
-    "owner_has_authority",
-    "demo_appeal",
-    "notes",
-)
 
 _CLAIMS_CANDIDATES = (
     ("Standard auto claims triage (< $10k)", "cycle time (hours)", 52.0, 5, 4, 5, 2500.0,
@@ -1337,7 +1325,7 @@ def _drill_frame(preset: _Preset, seed: int) -> pd.DataFrame:
 
 
 def _candidates_frame(preset: _Preset) -> pd.DataFrame:
-    frame = pd.DataFrame(list(preset.candidates), columns=list(_CANDIDATE_COLUMNS))
+    frame = pd.DataFrame(list(preset.candidates), columns=list(contract_columns("candidates")))
     for col in ("sme_committed", "owner_has_authority"):
         frame[col] = _bool_text(frame[col].to_numpy(dtype=bool))
     return frame
