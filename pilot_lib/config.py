@@ -386,11 +386,12 @@ class Pilot(_Strict):
 
     @model_validator(mode="after")
     def _windows(self) -> Pilot:
-        if self.baseline_window.start > self.pilot_window.start:
+        if self.baseline_window.end >= self.pilot_window.start:
             raise FieldProblem(
-                "baseline_window.start",
-                self.baseline_window.start.isoformat(),
-                f"baseline_window must start before pilot_window ({self.pilot_window.start})",
+                "baseline_window.end",
+                self.baseline_window.end.isoformat(),
+                "the baseline (before the agent) must end before pilot_window starts "
+                f"({self.pilot_window.start}); end it on {self.pilot_window.start - dt.timedelta(days=1)} at the latest",
             )
         pw = self.pilot_window
         for label in ("reference_window", "current_window"):

@@ -104,6 +104,13 @@ def test_end_date_before_start(tiny_pilot: Path) -> None:
     assert "before start" in problems[0].message
 
 
+def test_baseline_overlapping_the_pilot_window(tiny_pilot: Path) -> None:
+    start = _doc(tiny_pilot)["pilot_window"]["start"]
+    problems = _problems(tiny_pilot, lambda d: d["baseline_window"].update(end=str(start)))
+    assert [(p.field, p.value) for p in problems] == [("baseline_window.end", str(start))]
+    assert "must end before pilot_window starts" in problems[0].message
+
+
 def test_required_data_set_not_named(tiny_pilot: Path) -> None:
     problems = _problems(tiny_pilot, lambda d: d["datasets"].pop("cases"))
     assert [p.field for p in problems] == ["datasets"]
