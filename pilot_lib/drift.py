@@ -1097,7 +1097,9 @@ def _chart_findings(ch: ControlChart | None, problem: str | None = None) -> list
     unconfirmed: list[dict[str, Any]] = []
     w = ch.window
     for ep in ch.episodes.itertuples(index=False):
-        if ep.during_baseline:
+        if ep.during_baseline and not ep.ongoing:
+            # Excursions inside the baseline are part of how the limits were set; one that
+            # starts there and never ends is still a breach at the end of the window.
             continue
         ev = {
             "chart": ep.chart,

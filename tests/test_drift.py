@@ -499,3 +499,16 @@ def test_escalations_falling_below_the_limit_at_the_end_warn_but_do_not_block():
     codes = {(f.severity, f.code) for f in report.findings}
     assert ("warning", "escalation_below_limit_at_end") in codes
     assert not any(f.code == "escalation_control_breach" for f in report.findings)
+
+
+def test_a_breach_that_starts_inside_the_baseline_and_never_ends_still_blocks():
+    log = _decision_log(4, drifting=False)
+    # Escalations jump two days before the reference window ends and stay up.
+    jump = log["timestamp"] >= pd.Timestamp(PILOT_START) + pd.Timedelta(days=19)
+    rng = np.random.default_rng(1)
+    log.loc[jump, "escalated"] = rng.random(int(jump.sum())) < 0.35
+    report = drift_report(_pilot(), ibis.memtable(log))
+    eps = report.chart.episodes
+    ongoing = eps[(eps["chart"] == "moving_average") & eps["ongoing"]]
+    assert len(ongoing) == 1 and bool(ongoing["during_baseline"].iloc[0])
+    assert any(f.code == "escalation_control_breach" for f in report.blocking)
