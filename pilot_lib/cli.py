@@ -58,6 +58,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             page = o.go_no_go_page
             where = f"go/no-go page: {page}" if page else f"run folder: {o.run_dir}"
             print(f"{o.pilot}: {o.decision or 'done'}; {where}")
+            for ph in o.phases:
+                if ph.error:  # e.g. an HTML export that failed; the data are complete
+                    print(f"  warning: phase {ph.phase} ({ph.key}): {ph.error}", file=sys.stderr)
         else:
             print(f"{o.pilot}: FAILED. {o.error}", file=sys.stderr)
             if o.run_dir:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from jinja2 import Environment, select_autoescape
+from jinja2 import DictLoader, Environment, select_autoescape
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
 
@@ -27,13 +27,24 @@ __all__ = ["REMOVED_TAGS", "export_html", "write_portfolio"]
 #: Cells with these tags are not exported.
 REMOVED_TAGS = frozenset({"widgets", "parameters", "injected-parameters", "no-export"})
 
-_EXTRA_CSS = """
+#: The export template: JupyterLab's, without anything fetched from the internet
+#: (require.js, the widget renderer, MathJax, Mermaid). The exported cells hold
+#: no widgets, no math (the notebooks keep dollar amounts out of MathJax) and no
+#: diagrams, so the page is complete offline and runs no script at all.
+_TEMPLATE_NAME = "pilot_export.html.j2"
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}
 <style>
   body { max-width: 1100px; margin: 0 auto; padding: 24px;
          font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
   .jp-RenderedHTMLCommon table { font-size: 13px; }
   .jp-Cell { padding: 2px 0; }
 </style>
+{%- endblock extra_css -%}
 """
 
 
@@ -47,10 +58,20 @@ def export_html(notebook: str | Path, target: str | Path, title: str | None = No
     target:
         The ``.html`` file to write (its folder must exist).
     title:
-        Page title; defaults to the notebook's file name.
+        Page title (HTML-escaped); defaults to the notebook's file name.
+
+    Left out: every input cell (code and prompts), cells tagged with one of
+    :data:`REMOVED_TAGS`, and the stored widget state (widgets need a live
+    kernel; their cells are tagged ``widgets``). Markdown cells and outputs
+    stay; images stay embedded as data URIs.
     """
     nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(template_name="lab")
+    nb.metadata.pop("widgets", None)
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+    )
+    exporter.template_file = _TEMPLATE_NAME
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
@@ -60,7 +81,6 @@ def export_html(notebook: str | Path, target: str | Path, title: str | None = No
     )
     resources = {"metadata": {"name": title or Path(notebook).stem}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    body = body.replace("</head>", _EXTRA_CSS + "</head>", 1)
     out = Path(target)
     out.write_text(body, encoding="utf-8")
     return out
@@ -76,7 +96,7 @@ _PORTFOLIO = """<!doctype html>
  th, td { border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }
  th { background: #f4f4f5; }
  .GO { background: #d7f0dd; font-weight: 700; } .NO-GO { background: #f9d6d5; font-weight: 700; }
- .EXTEND { background: #fdf0c8; font-weight: 700; } .FAILED { background: #e5e7eb; font-weight: 700; }
+ .EXTEND { background: #fdf0c8; font-weight: 700; } .FAILED, .NO-DECISION { background: #e5e7eb; font-weight: 700; }
  .PASS { color: #14532d; } .FAIL { color: #7f1d1d; font-weight: 600; } .INCONCLUSIVE { color: #713f12; }
  small { color: #555; }
 </style></head><body>
@@ -89,11 +109,12 @@ and the drift and drill status.</p>
 {% for p in pilots %}
 <tr>
  <td><b>{{ p.title }}</b><br><small>{{ p.name }}</small></td>
- <td class="{{ p.decision }}">{{ p.decision }}{% if p.page %}<br><small><a href="{{ p.page }}">go/no-go page</a></small>{% endif %}</td>
+ <td class="{{ p.decision | replace(' ', '-') }}">{{ p.decision }}{% if p.page %}<br><small><a href="{{ p.page }}">go/no-go page</a></small>{% endif %}{% for n in p.notes %}<br><small>{{ n }}</small>{% endfor %}</td>
  {% for k in kpi_names %}{% set v = p.kpis.get(k) %}
  <td>{% if v %}<span class="{{ v.status }}">{{ v.status }}</span><br>{{ v.measured }}<br><small>target {{ v.threshold }}</small>{% else %}<small>not set</small>{% endif %}</td>
  {% endfor %}
- <td>{{ p.drift }}</td><td>{{ p.drill }}</td><td><small>{{ p.run_id }}</small></td>
+ {% for st in (p.drift, p.drill) %}<td>{% if st["items"] %}<b>{{ st.label }}</b>{% for m in st["items"] %}<br>&bull; {{ m }}{% endfor %}{% else %}{{ st.label }}{% endif %}</td>{% endfor %}
+ <td><small>{{ p.run_id }}</small></td>
 </tr>
 {% endfor %}
 </table>
@@ -109,34 +130,58 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _status_of(findings: list[dict[str, Any]] | None, phase_result: dict[str, Any] | None) -> str:
+def _status_of(
+    findings: list[dict[str, Any]] | None, phase_result: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A phase's status for the portfolio: a label and the blocking findings' messages."""
     if phase_result is None:
-        return "not run"
-    blocking = [f for f in findings or [] if f.get("severity") == "blocking"]
+        return {"label": "not run", "items": []}
+    blocking = [f.get("message", "") for f in findings or [] if f.get("severity") == "blocking"]
     warnings = [f for f in findings or [] if f.get("severity") == "warning"]
     if blocking:
-        return "BLOCKING: " + "; ".join(f.get("message", "") for f in blocking)
+        return {"label": "BLOCKING", "items": blocking}
     if warnings:
-        return f"ok, {len(warnings)} warning(s)"
-    return "ok"
+        return {"label": f"ok, {len(warnings)} warning(s)", "items": []}
+    return {"label": "ok", "items": []}
+
+
+def _run_folders(pilot_folder: Path) -> list[Path]:
+    """A pilot's run folders, oldest first (run ids sort by time); not ``latest`` or temp files."""
+    return sorted(
+        d
+        for d in pilot_folder.iterdir()
+        if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")
+    )
+
+
+def _run_problem(run_dir: Path) -> str:
+    """Why a run did not finish, from its ``run.json`` (or its absence)."""
+    manifest = _load_json(run_dir / "run.json")
+    if manifest is None:
+        return f"run {run_dir.name} has no run.json (still running, or stopped before the end)"
+    return f"run {run_dir.name} {manifest.get('status', 'failed')}: {manifest.get('error') or 'no error recorded'}"
 
 
 def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> Path:
     """Write ``portfolio.html`` comparing the latest run of every pilot under ``out_root``.
 
-    A pilot folder without a finished run (no ``latest``) is listed under "Not
-    shown" with the reason, never silently skipped.
+    One row per pilot folder with a finished run (its ``latest``): decision,
+    each KPI against its threshold with the 95% interval, drift and drill
+    status. A newer run that failed is noted in the row. A pilot folder without
+    a finished run is listed under "Not shown" with the reason (its newest
+    run's error), never silently skipped. Text from run files is escaped.
     """
     from pilot_lib.runner import latest_run_dir
 
-    root = Path(out_root)
+    root = Path(out_root).resolve()
     pilots, skipped = [], []
     kpi_names: list[str] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        runs = _run_folders(folder)
         run_dir = latest_run_dir(folder)
         if run_dir is None:
-            if any(folder.iterdir()):
-                skipped.append(f"{folder.name}: no finished run yet")
+            if runs:
+                skipped.append(f"{folder.name}: no finished run; {_run_problem(runs[-1])}")
             continue
         manifest = _load_json(run_dir / "run.json") or {}
         gate = (_load_json(run_dir / "go_no_go_summary.json") or {}).get("result") or {}
@@ -153,17 +198,27 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
                 "measured": measured,
                 "threshold": v.get("threshold_text"),
             }
+        notes = []
+        decision = gate.get("decision") or manifest.get("decision")
+        if not decision:
+            ran = [str(ph.get("phase")) for ph in manifest.get("phases", [])]
+            decision = "NO DECISION"
+            notes.append(f"phase 5 was not part of this run (phases {', '.join(ran) or 'unknown'})")
+        notes += [
+            f"a newer run did not finish: {_run_problem(r)}" for r in runs if r.name > run_dir.name
+        ]
         page = run_dir / "05_go_no_go_summary.html"
         pilots.append(
             {
                 "name": manifest.get("pilot", folder.name),
-                "title": manifest.get("title", folder.name),
-                "decision": gate.get("decision") or manifest.get("decision") or "FAILED",
+                "title": manifest.get("title") or folder.name,
+                "decision": decision,
                 "kpis": kpis,
                 "drift": _status_of((drift or {}).get("findings"), drift),
                 "drill": _status_of((drill or {}).get("findings"), drill),
                 "run_id": run_dir.name,
                 "page": page.relative_to(root).as_posix() if page.is_file() else None,
+                "notes": notes,
             }
         )
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))

@@ -122,6 +122,7 @@ def write_phase_result(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are as readable as the notebooks
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ pilots run in parallel processes (``jobs``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import queue
@@ -22,7 +23,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,17 +158,103 @@ class PilotRun:
         return page if page.is_file() else None
 
 
+#: The kernel's own log (not the notebook's output): errors only. ipykernel 7
+#: warns on every start that its local TCP sockets are not encrypted, one line
+#: per phase in a CI log; real kernel errors are still printed.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+
+
+#: Longest single wait on a kernel socket before its events are checked again (seconds).
+POLL_SLICE_SECONDS = 0.5
+
+
+@functools.cache
+def _kernel_manager_class() -> type:
+    """jupyter_client's kernel manager with two fixes for unattended batch runs.
+
+    1. No interrupt at shutdown. ``AsyncKernelManager.shutdown_kernel`` first
+       sends SIGINT "to stop running code", then shuts the kernel down. By then
+       papermill has every cell's reply and output, so nothing is running; the
+       signal only lands in whatever message handler the kernel is in, which
+       prints "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel" between
+       phases (and, with a graceful shutdown, at times kept the kernel from
+       exiting until SIGTERM 2.5 s later). Every other interrupt is kept.
+    2. No lost wake-ups. pyzmq's asyncio poll now and then misses the edge of a
+       socket's read event (seen here in cells that display widgets): the reply
+       sits in the socket while nbclient waits, without a time-out, forever. The
+       kernel client's channels wait in slices of :data:`POLL_SLICE_SECONDS`;
+       every slice ends with a fresh check of the socket, so a missed wake-up
+       costs half a second instead of the run. Time-outs keep their meaning.
+
+    :func:`run_pilot` also asks nbclient for an immediate shutdown: the phase
+    results and quarantine files are complete when the last cell replies, and
+    a graceful exit of a kernel holding pandas, DuckDB and matplotlib spent
+    0.6-2.5 s per phase tearing the interpreter down.
+    """
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Type, default
+
+    class SlicedPollChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                step = (
+                    POLL_SLICE_SECONDS if left is None else max(0.0, min(left, POLL_SLICE_SECONDS))
+                )
+                try:
+                    return await super().get_msg(timeout=step)
+                except Empty:
+                    if left is not None and left <= POLL_SLICE_SECONDS:
+                        raise
+
+    class SlicedPollClient(AsyncKernelClient):
+        shell_channel_class = Type(SlicedPollChannel)
+        iopub_channel_class = Type(SlicedPollChannel)
+        stdin_channel_class = Type(SlicedPollChannel)
+        control_channel_class = Type(SlicedPollChannel)
+
+    class BatchKernelManager(AsyncKernelManager):
+        @default("client_factory")
+        def _client_factory_default(self) -> type:
+            return SlicedPollClient
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return BatchKernelManager
+
+
+def _one_line(text: str, most: int = 5) -> str:
+    """A multi-line message on one line: ``head: item; item`` (e.g. a PilotFileError's
+    problem list), the first ``most`` items and a count of the rest."""
+    lines = [ln.strip().removeprefix("- ").strip() for ln in text.strip().splitlines()]
+    lines = [ln for ln in lines if ln]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    head, items = lines[0], lines[1:]
+    more = f"; and {len(items) - most} more" if len(items) > most else ""
+    return f"{head.rstrip(':')}: {'; '.join(items[:most])}{more}"
+
+
 def _describe_failure(pilot: str, phase: PhaseRun, exc: BaseException) -> str:
+    """One readable line: pilot, phase, the cell (as Jupyter numbers it) and the exception."""
     from papermill.exceptions import PapermillExecutionError
 
+    where = f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed"
     if isinstance(exc, PapermillExecutionError):
-        last_line = (exc.evalue or "").strip().splitlines()
-        detail = last_line[0] if last_line else ""
+        detail = f"{exc.ename}: {_one_line(exc.evalue)}" if exc.evalue else exc.ename
         return (
-            f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed in cell "
-            f"{exc.exec_count} ({exc.ename}: {detail}); see {phase.notebook}"
+            f"{where} at cell In [{exc.exec_count}]: {detail} "
+            f"(the executed notebook with the error: {phase.notebook})"
         )
-    return f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed: {type(exc).__name__}: {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
 
 
 def run_pilot(
@@ -239,6 +326,9 @@ def run_pilot(
                 cwd=str(run_dir),
                 progress_bar=False,
                 log_output=False,
+                kernel_manager_class=_kernel_manager_class(),
+                shutdown_kernel="immediate",
+                extra_arguments=list(KERNEL_ARGUMENTS),
             )
             ph.status = "succeeded"
         except Exception as exc:  # a failed phase must not stop other pilots
@@ -344,9 +434,15 @@ def run_pilots(
         else:
             import multiprocessing as mp
 
-            with mp.Manager() as manager:
+            # "spawn": fresh worker interpreters, so no lock held by another thread
+            # of the caller (a DuckDB pool, a test runner) is copied into a worker
+            # by fork; the same on every platform, and about a second per worker.
+            context = mp.get_context("spawn")
+            with context.Manager() as manager:
                 events = manager.Queue()
-                with ProcessPoolExecutor(max_workers=min(jobs, len(pilots))) as pool:
+                with ProcessPoolExecutor(
+                    max_workers=min(jobs, len(pilots)), mp_context=context
+                ) as pool:
                     futures = {
                         pool.submit(_worker, {"pilot": str(p), **common}, events): i
                         for i, p in enumerate(pilots)
@@ -356,16 +452,30 @@ def run_pilots(
                         _drain(events, show)
                         done = {f for f in pending if f.done()}
                         for f in done:
-                            outcomes[futures[f]] = f.result()
+                            i = futures[f]
+                            outcomes[i] = _outcome_of(f, pilots[i])
                         pending -= done
                         if pending:
                             time.sleep(0.2)
-                    for f in as_completed(futures):
-                        outcomes[futures[f]] = f.result()
                     _drain(events, show)
     finally:
         show.close()
     return [outcomes[i] for i in range(len(pilots))]
+
+
+def _outcome_of(future: Future[PilotRun], pilot: str | Path) -> PilotRun:
+    """A worker's outcome; a worker process that died (killed, out of memory) is a failed run."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return PilotRun(
+            pilot=Path(str(pilot)).name,
+            pilot_path=str(pilot),
+            run_dir=None,
+            run_id="",
+            status="failed",
+            error=f"pilot {pilot}: the worker process stopped: {type(exc).__name__}: {exc}",
+        )
 
 
 class _Direct:
