@@ -26,10 +26,11 @@ The ``error`` text of a check is the rule name written to the quarantine file.
 
 :func:`load_pilot_data` opens every data set of a pilot, runs the split, counts
 rows per rule with one aggregate query per data set, writes
-``<quarantine_dir>/<data set>.parquet`` with the engine when a data set has
+``<quarantine_dir>/<data set>.parquet`` (one file) when a data set has
 quarantined rows, and returns a :class:`PilotData` whose tables hold only valid
 rows. On DuckDB the valid and the quarantined rows are materialized once as
-temporary tables, so later queries never recompute the window functions.
+temporary tables, so later queries never recompute the window functions; on
+Spark (``con`` an Ibis PySpark backend) the checked rows are cached in the session.
 Invariant: ``valid + quarantined == rows`` for every data set.
 """
 
@@ -628,8 +629,8 @@ class PilotData:
 
     ``table(name)`` is the valid rows in contract types (extra columns kept);
     ``quarantined(name)`` the rows set aside with ``_quarantine_rule``. On DuckDB
-    both are temporary tables on ``con``. Tables from a non-DuckDB ``uri`` source
-    stay on their own backend (lazy expressions).
+    both are temporary tables on ``con``; on Spark they read the checked rows cached
+    in the session. Tables from another backend stay on it (lazy expressions).
     """
 
     pilot: Pilot
@@ -722,6 +723,9 @@ def _check_one(
             checked = backend.create_table(
                 ibis_util.gen_name(f"checked_{_safe_name(name)}"), checked, temp=True
             )
+        elif backend is not None and backend.name == "pyspark":
+            # Spark's twin of the temp table: computed once by the first query, then reused
+            checked = checked.cache()
         counts = (
             checked.group_by(rule=checked[QUARANTINE_RULE_COLUMN])
             .aggregate(rows=checked.count())
@@ -742,7 +746,7 @@ def _check_one(
         if n_bad and quarantine_dir is not None:
             quarantine_dir.mkdir(parents=True, exist_ok=True)
             path = quarantine_dir / f"{name}.parquet"
-            quarantined.to_parquet(path)
+            _write_parquet(quarantined, backend, path)
     except _engine_errors() as exc:
         raise DataSourceError(
             f"data set {name!r} ({source}): reading or checking it failed: "
@@ -767,6 +771,25 @@ def _check_one(
     return check, valid, quarantined
 
 
+def _write_parquet(table: ir.Table, backend: BaseBackend | None, path: Path) -> None:
+    """Write ``table`` to one Parquet file at ``path``, replacing an existing file.
+
+    DuckDB writes the file itself. Other engines hand record batches to pyarrow,
+    which writes on the machine running the workbook: Spark's own writer would make
+    a folder of part files on the cluster's file system and refuse to overwrite on
+    a second run. Ibis' Spark backend collects the rows to the driver first, which
+    suits a quarantine (the bad rows only).
+    """
+    if backend is None or backend.name == "duckdb":
+        table.to_parquet(path)
+        return
+    import pyarrow.parquet as pq
+
+    with table.to_pyarrow_batches() as reader, pq.ParquetWriter(path, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
 def _backend_of(table: ir.Table) -> BaseBackend | None:
     try:
         return table.get_backend()
@@ -788,8 +811,10 @@ def load_pilot_data(
     pilot:
         A loaded :class:`Pilot`, or a pilot folder / ``pilot.yaml`` path.
     con:
-        DuckDB connection to use (default: a new in-memory one from
-        :func:`~pilot_lib.sources.connect`).
+        Ibis connection the data sets are read through (default: a new in-memory
+        DuckDB one from :func:`~pilot_lib.sources.connect`). An Ibis PySpark backend
+        (``ibis.pyspark.connect(spark_session)``) reads the files with Spark and finds
+        ``uri: "pyspark://"`` tables in that session's catalog.
     quarantine_dir:
         Folder for ``<data set>.parquet`` quarantine files (created if needed; a file
         is written, or overwritten, only for a data set with quarantined rows; nothing

@@ -12,8 +12,20 @@ see :class:`pilot_lib.config.DatasetSource`):
   read-only to the same DuckDB connection, so it joins with the other data sets.
 - ``uri`` + ``table``: any Ibis connection URL (``postgres://...``, ``pyspark://...``)
   and a table behind it. A ``duckdb://<file>`` URL is attached read-only like
-  ``database``; any other URL opens its own Ibis backend (one per URL and
+  ``database``; a bare ``<backend>://`` URL whose backend is the connection's own
+  (``pyspark://`` when ``con`` is an Ibis PySpark backend) names a table on that
+  connection; any other URL opens its own Ibis backend (one per URL and
   connection), so joins across data sets need them to live behind the same URL.
+
+Spark: pass an Ibis PySpark backend as the connection
+(``load_pilot_data(pilot, con=ibis.pyspark.connect(spark_session))``). Files named
+by ``path`` are then read by Spark, and ``uri: "pyspark://"`` with ``table:
+db.name`` opens a table of that session's catalog. Without ``con``, a
+``pyspark://`` URL attaches to the process's active Spark session
+(``SparkSession.builder.getOrCreate()``), so it finds the tables of a notebook's
+or cluster's session; a fresh local session has an empty catalog. A
+``pyspark://<warehouse dir>`` URL only works before any session exists (Spark
+cannot change its warehouse folder afterwards).
 
 Nothing is read into Python: every function returns a lazy Ibis table, and the
 engine scans the files when a query runs. A source that cannot be opened raises
@@ -132,7 +144,8 @@ def open_dataset(
     name:
         A data set the pilot file names (``decisions``, ``cases``, ...).
     con:
-        The DuckDB connection (from :func:`connect`) the table is registered on.
+        The Ibis connection the table is registered on (DuckDB from :func:`connect`,
+        or another backend such as ``ibis.pyspark.connect(spark_session)``).
     text_columns:
         Columns a CSV or JSON file should deliver as text (the contract types them
         later). Default: the columns of the data set's contract.
@@ -180,10 +193,11 @@ def open_source(
     source:
         A :class:`DatasetSource` from a pilot file; a file path or glob (string or
         ``Path``; format from the extension); an in-memory pandas DataFrame
-        (copied into a temporary table on ``con``); or an Ibis table (returned as is;
-        an ``ibis.memtable`` is copied to ``con`` like a DataFrame).
+        (copied into a temporary table on ``con``; a temporary view on Spark); or an
+        Ibis table (returned as is; an ``ibis.memtable`` is copied to ``con`` like a
+        DataFrame).
     con:
-        The DuckDB connection the table is registered on.
+        The Ibis connection the table is registered on (DuckDB, or e.g. PySpark).
     base_dir:
         Folder relative paths resolve against (default: the current directory).
     label:
@@ -282,13 +296,15 @@ def _open_file(
             "(paths are relative to the pilot file's folder)"
         )
     path = str(target)
+    # DuckDB's reader errors are known; other engines (Spark) raise their own driver errors.
+    read_errors = _READ_ERRORS if con.name == "duckdb" else (Exception,)
     try:
         if fmt == "parquet":
             return con.read_parquet(path, table_name=_table_name(label, "src"))
         if fmt == "csv":
             return _read_text_format(con, path, label, "csv", text_columns)
         return _read_text_format(con, path, label, "jsonl", text_columns)
-    except _READ_ERRORS as exc:
+    except read_errors as exc:
         raise DataSourceError(
             f"data set {label!r}: cannot read {target} as {fmt}: {_first_lines(exc)}. "
             f"Check that the file is valid {fmt}, or set datasets.{label}.format in the "
@@ -305,6 +321,8 @@ def _read_text_format(
         name = _table_name(label, "src")
         if fmt == "csv":
             return con.read_csv(path, table_name=name, **overrides)
+        if con.name != "duckdb":  # other readers (Spark) take JSON lines by default
+            return con.read_json(path, table_name=name, **overrides)
         json_format = "auto" if path.lower().endswith(".json") else "newline_delimited"
         return con.read_json(path, table_name=name, format=json_format, **overrides)
 
@@ -433,6 +451,12 @@ def _password(uri: str) -> str | None:
         return None
 
 
+def _names_connection(uri: str, con: BaseBackend) -> bool:
+    """True for a bare ``<backend>://`` URL naming ``con``'s own backend (``pyspark://``)."""
+    scheme, rest = uri.partition("://")[::2]
+    return bool(scheme) and scheme.lower() == con.name and not rest.strip("/")
+
+
 def _open_uri(uri: str, table: str, con: BaseBackend, base: Path, label: str) -> ir.Table:
     shown = _mask_password(uri)
     secret = _password(uri)
@@ -440,7 +464,7 @@ def _open_uri(uri: str, table: str, con: BaseBackend, base: Path, label: str) ->
     if db_file is not None and con.name == "duckdb":
         return _open_duckdb_table(db_file, table, con, label, shown)
     backends = _URI_BACKENDS.setdefault(con, {})
-    backend = backends.get(uri)
+    backend = con if _names_connection(uri, con) else backends.get(uri)
     if backend is None:
         try:
             backend = ibis.connect(uri)
@@ -469,8 +493,14 @@ def _open_uri(uri: str, table: str, con: BaseBackend, base: Path, label: str) ->
 
 
 def _open_in_memory(frame: pd.DataFrame | ir.Table, con: BaseBackend, label: str) -> ir.Table:
+    name = _table_name(label, "frame")
     try:
-        return con.create_table(_table_name(label, "frame"), frame, temp=True)
+        try:
+            return con.create_table(name, frame, temp=True)
+        except NotImplementedError:
+            # Ibis' Spark backend has no temporary tables; its views are temporary views
+            memtable = frame if isinstance(frame, ir.Table) else ibis.memtable(frame)
+            return con.create_view(name, memtable)
     except _READ_ERRORS as exc:
         raise DataSourceError(
             f"data set {label!r}: cannot register the in-memory DataFrame: "
