@@ -57,13 +57,16 @@ def band_chart(
     """Lines with interval bands: ``series`` items are (label, estimate col, low col, high col).
 
     ``threshold`` draws the agreed threshold as a dashed line. Rows with a
-    missing estimate are left out of the line (no NaN drawn as zero).
+    missing estimate are left out of the line (no NaN drawn as zero); when no
+    series has an estimate at all, a labelled "no data" figure is returned.
     """
     if frame is None or frame.empty:
         return no_data_figure(title, "no rows in this window")
+    parts = [frame[[x, est, low, high]].dropna(subset=[est]) for _, est, low, high in series]
+    if all(part.empty for part in parts):
+        return no_data_figure(title, "no week has an estimate")
     fig, ax = plt.subplots(figsize=figsize)
-    for i, (label, est, low, high) in enumerate(series):
-        part = frame[[x, est, low, high]].dropna(subset=[est])
+    for i, ((label, est, low, high), part) in enumerate(zip(series, parts, strict=True)):
         if part.empty:
             continue
         colour = OKABE_ITO[i % len(OKABE_ITO)]
@@ -98,9 +101,17 @@ def bar_chart(
     annotations: Sequence[str] | None = None,
     figsize: tuple[float, float] = (8, 3),
 ) -> Figure:
-    """Horizontal bars, first label on top."""
+    """Horizontal bars, first label on top.
+
+    A missing value (NaN or None) draws no bar; when every value is missing the
+    result is a labelled "no data" figure rather than a row of empty bars.
+    """
     if len(labels) == 0:
         return no_data_figure(title, "nothing to show")
+    numbers = [math.nan if v is None else float(v) for v in values]
+    if all(math.isnan(v) for v in numbers):
+        return no_data_figure(title, "no values")
+    values = numbers
     fig, ax = plt.subplots(figsize=figsize)
     ys = list(range(len(labels)))[::-1]
     ax.barh(ys, values, color=colours or OKABE_ITO[0])
@@ -112,7 +123,7 @@ def bar_chart(
 
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     for y, v, note in zip(ys, values, annotations or [None] * len(labels), strict=False):
-        if note:
+        if note and not math.isnan(v):
             ax.text(v, y, f"  {note}", va="center", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -380,6 +391,20 @@ def reliability_diagram(results: dict[str, Any]) -> Figure:
                 label="accuracy per bin",
             )
         ece = "no data" if res.ece is None or not math.isfinite(res.ece) else f"{res.ece:.3f}"
+        if res.n_used == 0:
+            from pilot_lib.notebook import calibration_gap_reason
+
+            ax.text(
+                0.5,
+                0.5,
+                "No data:\n" + calibration_gap_reason(res).replace(" of the ", "\nof the "),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="#555",
+                transform=ax.transAxes,
+                bbox={"facecolor": "white", "edgecolor": "none"},
+            )
         ax.set_title(f"{label} window: ECE {ece} (n={res.n_used:,})", fontsize=10)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

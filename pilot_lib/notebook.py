@@ -7,11 +7,14 @@ that came from data before it reaches HTML.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
+import math
+import numbers
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,13 @@ from pilot_lib.results import PHASES, read_phase_result, write_phase_result
 __all__ = [
     "PhaseContext",
     "escape",
+    "escape_md",
     "find_pilot",
+    "live_output",
     "md",
     "open_phase",
     "repo_root",
+    "safe_update",
     "styled",
     "status_table",
     "table",
@@ -47,10 +53,12 @@ def find_pilot(pilot: str | os.PathLike[str]) -> Path:
     the notebook's folder. A relative ``pilot`` is tried against the working
     directory, then the ``notebooks/`` folder, then the checkout root, so
     ``../data/pilots/x`` (from ``notebooks/``) and ``data/pilots/x`` (from the
-    root) both work. Returns the path of the pilot file.
+    root) both work; the first that holds a pilot file wins. Returns the absolute
+    path of the pilot file. Raises :class:`pilot_lib.config.PilotFileError`
+    listing every path tried when none does.
     """
     raw = Path(pilot).expanduser()
-    candidates = [raw]
+    candidates = [raw if raw.is_absolute() else Path.cwd() / raw]
     if not raw.is_absolute():
         root = repo_root()
         if root is not None:
@@ -58,12 +66,21 @@ def find_pilot(pilot: str | os.PathLike[str]) -> Path:
     for cand in candidates:
         if pilot_file_path(cand).is_file():
             return pilot_file_path(cand).resolve()
-    tried = ", ".join(str(c) for c in candidates)
+    tried = ", ".join(str(pilot_file_path(c)) for c in candidates)
     from pilot_lib.config import PilotFileError, Problem
 
     raise PilotFileError(
         str(pilot),
-        [Problem(str(pilot), "pilot", str(pilot), f"no pilot.yaml found; tried {tried}")],
+        [
+            Problem(
+                str(pilot),
+                "pilot",
+                str(pilot),
+                f"no pilot.yaml found; tried {tried}. Pass a pilot folder holding "
+                "pilot.yaml, or the pilot file itself, absolute or relative to the working "
+                "directory",
+            )
+        ],
     )
 
 
@@ -78,19 +95,48 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}#|$~])")
 def escape_md(value: Any) -> str:
     """Escape a value from data for Markdown: HTML-escaped, and Markdown/math characters
     backslash-escaped, so ``$10,000 ... $2.50`` is not typeset as math and ``low_confidence``
-    is not half in italics."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", escape(value))
+    is not half in italics.
+
+    Quotes are left alone: Markdown text needs no escaping for them, and an entity
+    such as ``&#x27;`` would have its ``#`` backslash-escaped and show up literally
+    (``Dana&#x27;s`` instead of ``Dana's``).
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(value), quote=False))
+
+
+class _NoData:
+    """Stands in for a missing number in :func:`md`: formats as "no data" under any spec."""
+
+    def __format__(self, spec: str) -> str:
+        return "no data"
+
+    def __str__(self) -> str:
+        return "no data"
+
+
+def _md_value(value: Any) -> Any:
+    if value is None:
+        return _NoData()
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return escape_md(value)
+        return value if finite else _NoData()
+    return escape_md(value)
 
 
 def md(template: str, **values: Any) -> Any:
-    """A Markdown display object with every ``values`` item HTML-escaped.
+    """A Markdown display object with every ``values`` item escaped for Markdown.
 
     ``md("Top pick: **{name}**", name=row.name)``: a workflow called
-    ``<script>...`` shows as text, never runs.
+    ``<script>...`` shows as text, never runs. Numbers (Python or numpy) keep
+    their format spec (``{rate:.1%}``); a NaN, an infinity or ``None`` shows as
+    "no data" whatever the spec, never as ``nan``.
     """
     from IPython.display import Markdown
 
-    safe = {k: v if isinstance(v, (int, float)) else escape_md(v) for k, v in values.items()}
+    safe = {k: _md_value(v) for k, v in values.items()}
     return Markdown(template.format(**safe))
 
 
@@ -104,7 +150,8 @@ def styled(
 
     - The table id derives from the caption and columns, not a random uuid, so
       stored notebook outputs do not change from run to run (nbval).
-    - ``escape="html"``: values from data are shown as text.
+    - ``escape="html"``: values from data (cells and column headers) are shown as text;
+      missing values show as "no data".
     - ``highlight``: ``{column: {cell value: css}}`` e.g. colour a status column.
     """
     key = hashlib.sha1((str(caption) + "|".join(map(str, frame.columns))).encode()).hexdigest()[:8]
@@ -112,6 +159,7 @@ def styled(
         frame.style.set_uuid(f"t{key}")
         .hide(axis="index")
         .format(formats or {}, escape="html", na_rep="no data")
+        .format_index(escape="html", axis=1)
     )
     if caption:
         sty = sty.set_caption(escape(caption))
@@ -282,6 +330,15 @@ def _num(x: Any, fmt: str = "{:,.2f}") -> str:
     return fmt.format(f)
 
 
+def _count(x: Any) -> str:
+    """A count with thousands separators; "no data" when it is missing."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return "no data"
+    return "no data" if not math.isfinite(f) else f"{int(f):,}"
+
+
 def _interval(est: Any, low: Any, high: Any) -> str:
     text = _pct(est)
     if text == "no data":
@@ -407,6 +464,68 @@ def sensitivity_view(build: Any) -> pd.DataFrame:
     )
 
 
+def safe_update(update: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a what-if widget's update function so it never raises.
+
+    An exception escaping an update lands in the Output widget as a traceback
+    the analyst cannot act on. Instead the error is printed as one plain line
+    naming what could not be recomputed.
+    """
+
+    @functools.wraps(update)
+    def safe(*args: Any, **kwargs: Any) -> None:
+        try:
+            update(*args, **kwargs)
+        except Exception as exc:
+            print(f"Could not recompute this what-if: {exc}")
+
+    return safe
+
+
+def live_output(update: Callable[..., None], controls: Mapping[str, Any]) -> Any:
+    """An Output widget showing ``update(**values)``, redrawn whenever a control changes.
+
+    A headless-safe ``ipywidgets.interactive_output``. The first view, drawn
+    while the cell runs, is captured and stored in the widget's state directly
+    instead of being written through ``with output:``. That context makes
+    nbclient (papermill, nbconvert, nbval) mimic a frontend and send messages
+    back on the kernel's shell channel while it waits for the cell's reply on
+    that same channel; the reply can then be missed until the cell timeout, or
+    forever under papermill's default of no timeout (jupyter/nbclient#312,
+    nteract/papermill#723). Later redraws happen in a live frontend, where
+    ``with output:`` is safe. ``update`` is wrapped in :func:`safe_update`, so it
+    never raises.
+    """
+    import ipywidgets as w
+    from IPython.utils.capture import capture_output
+
+    safe = safe_update(update)
+    out = w.Output()
+
+    def values() -> dict[str, Any]:
+        return {name: control.value for name, control in controls.items()}
+
+    def redraw(change: Any = None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            safe(**values())
+
+    for control in controls.values():
+        control.observe(redraw, "value")
+    with capture_output() as captured:
+        safe(**values())
+    first: list[dict[str, Any]] = []
+    for name, text in (("stdout", captured.stdout), ("stderr", captured.stderr)):
+        if text:
+            first.append({"output_type": "stream", "name": name, "text": text})
+    for shown in captured.outputs:
+        first.append(
+            {"output_type": "display_data", "data": shown.data, "metadata": shown.metadata}
+        )
+    out.outputs = tuple(first)
+    return out
+
+
 def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
     """Sliders for the criterion weights, the minimum, and the build-vs-buy weights."""
     import ipywidgets as w
@@ -439,7 +558,7 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
                 [
                     w.HBox(list(sliders.values())[:3]),
                     w.HBox(list(sliders.values())[3:]),
-                    w.interactive_output(rescore, sliders),
+                    live_output(rescore, sliders),
                 ]
             )
         )
@@ -461,7 +580,7 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
                 [
                     w.HBox(list(bsliders.values())[:3]),
                     w.HBox(list(bsliders.values())[3:]),
-                    w.interactive_output(rebuild, bsliders),
+                    live_output(rebuild, bsliders),
                 ]
             )
         )
@@ -475,7 +594,7 @@ def escalation_view(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "reason": frame["reason"],
-            "escalations": frame["escalations"].map(lambda x: f"{int(x):,}"),
+            "escalations": frame["escalations"].map(_count),
             "share of escalations": frame["share_of_escalations"].map(_pct),
             "rate per decision (95% CI)": [
                 _interval(e, lo, hi)
@@ -502,20 +621,27 @@ def cost_widget(kpis: Any, pilot: Pilot) -> Any:
     """A slider for the loaded hourly review rate; shows the cost per decision at that rate."""
     import ipywidgets as w
 
+    current = float(pilot.costs.review_hourly_rate_usd)
     rate = w.FloatSlider(
-        value=pilot.costs.review_hourly_rate_usd, min=0, max=200, step=1, description="USD / hour"
+        value=current, min=0, max=max(200.0, 2 * current), step=1, description="USD / hour"
     )
     th = pilot.threshold("cost_per_decision")
 
     def show(hourly: float) -> None:
         cost = kpis.cost_per_decision_at(hourly)
+        if not math.isfinite(cost):
+            note = str(kpis.cost.get("note") or "")
+            if not note.startswith("no data"):
+                note = f"no data ({note or 'no decisions in the pilot window'})"
+            print(f"Cost per decision at ${hourly:,.0f}/hour of review: {note}.")
+            return
         verdict = "" if th is None else f" (threshold {th.comparator} ${th.value:,.2f})"
         print(
             f"At ${hourly:,.0f}/hour of review, a decision costs ${cost:,.2f}{verdict}; "
             f"manual handling costs ${pilot.costs.manual_cost_per_case_usd:,.2f} per case."
         )
 
-    return w.VBox([rate, w.interactive_output(show, {"hourly": rate})])
+    return w.VBox([rate, live_output(show, {"hourly": rate})])
 
 
 # ---- phase 3 ----------------------------------------------------------------
@@ -545,7 +671,7 @@ def episodes_view(chart: Any) -> pd.DataFrame:
             "side": e["side"],
             "first day": e["start"].map(_day),
             "last day": e["end"].map(_day),
-            "days": e["days"].astype(int),
+            "days": e["days"].map(_count),
             "peak": e["peak"].map(_pct),
             "confirmed by the other chart": e["confirmed"].map({True: "yes", False: "no"}),
             "still on at the end": e["ongoing"].map({True: "yes", False: ""}),
@@ -565,10 +691,23 @@ def drift_view(report: Any) -> pd.DataFrame:
             "KL (nats)": f["kl"].map(lambda x: _num(x, "{:.3f}")),
             "band": f["band"],
             "new values in current": f["unseen_share"].map(_pct),
-            "n reference": f["n_reference"].map(lambda x: f"{int(x):,}"),
-            "n current": f["n_current"].map(lambda x: f"{int(x):,}"),
+            "n reference": f["n_reference"].map(_count),
+            "n current": f["n_current"].map(_count),
         }
     )
+
+
+def calibration_gap_reason(res: Any) -> str:
+    """Why a calibration result used no decision: none in the window, or which field is null."""
+    if res.n_used + res.n_excluded == 0:
+        return "no decisions in the window"
+    parts = []
+    if res.n_missing_confidence:
+        parts.append(f"confidence is null on {res.n_missing_confidence:,}")
+    if res.n_missing_outcome:
+        parts.append(f"the outcome (correct) is unknown on {res.n_missing_outcome:,}")
+    detail = " and ".join(parts) if parts else "no usable decisions"
+    return f"{detail} of the {res.n_used + res.n_excluded:,} decisions"
 
 
 def calibration_view(calibration: dict[str, Any]) -> pd.DataFrame:
@@ -586,6 +725,18 @@ def calibration_view(calibration: dict[str, Any]) -> pd.DataFrame:
                 }
             )
             continue
+        if res.n_used == 0:
+            rows.append(
+                {
+                    "window": window,
+                    "ECE": f"no data: {calibration_gap_reason(res)}",
+                    "chance level (95%)": "",
+                    "largest bin gap": "",
+                    "decisions used": "0",
+                    "left out": f"{res.n_excluded:,}",
+                }
+            )
+            continue
         rows.append(
             {
                 "window": window,
@@ -596,7 +747,17 @@ def calibration_view(calibration: dict[str, Any]) -> pd.DataFrame:
                 "left out": f"{res.n_excluded:,}",
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "window",
+            "ECE",
+            "chance level (95%)",
+            "largest bin gap",
+            "decisions used",
+            "left out",
+        ],
+    )
 
 
 def prompt_view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -604,7 +765,7 @@ def prompt_view(frame: pd.DataFrame) -> pd.DataFrame:
         {
             "prompt version": frame["prompt_version"],
             "first seen": frame["first_seen"].map(_day),
-            "decisions": frame["decisions"].map(lambda x: f"{int(x):,}"),
+            "decisions": frame["decisions"].map(_count),
             "escalation rate (95% CI)": [
                 _interval(e, lo, hi)
                 for e, lo, hi in zip(
@@ -632,20 +793,30 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
     import ipywidgets as w
     from IPython.display import display
 
+    from pilot_lib.errors import WorkbookError
     from pilot_lib.spc import control_chart
 
+    current = float(pilot.drift.sigma)
     slider = w.FloatSlider(
-        value=pilot.drift.sigma, min=1.0, max=4.0, step=0.25, description="sigma"
+        value=current,
+        min=min(1.0, current),
+        max=max(4.0, current),
+        step=0.25,
+        description="sigma",
     )
     window = pilot.drift.reference_window
 
     def show(sigma: float) -> None:
-        chart = control_chart(
-            report.daily, window, window=pilot.drift.moving_average_days, sigma=sigma
-        )
+        try:
+            chart = control_chart(
+                report.daily, window, window=pilot.drift.moving_average_days, sigma=sigma
+            )
+        except WorkbookError as exc:
+            print(f"No control chart at {sigma:g} sigma: {exc}")
+            return
         display(table(episodes_view(chart), f"Breach episodes at {sigma:g} sigma"))
 
-    return w.VBox([slider, w.interactive_output(show, {"sigma": slider})])
+    return w.VBox([slider, live_output(show, {"sigma": slider})])
 
 
 # ---- phase 4 ----------------------------------------------------------------
@@ -736,8 +907,8 @@ def latency_view(approvals: Any) -> pd.DataFrame:
         {
             "level": t["level"],
             "needs approval": t["requires_approval"].map({True: "yes", False: "no"}),
-            "actions": t["n_actions"].map(lambda x: f"{int(x):,}"),
-            "decided by a human": t["n_decided"].map(lambda x: f"{int(x):,}"),
+            "actions": t["n_actions"].map(_count),
+            "decided by a human": t["n_decided"].map(_count),
             "p50": t["p50_minutes"].map(lambda x: _num(x, "{:,.0f}")),
             "p90": t["p90_minutes"].map(lambda x: _num(x, "{:,.0f}")),
             "p95": t["p95_minutes"].map(lambda x: _num(x, "{:,.0f}")),
@@ -746,7 +917,7 @@ def latency_view(approvals: Any) -> pd.DataFrame:
                 _interval(e, lo, hi)
                 for e, lo, hi in zip(t["share_within_sla"], t["ci_low"], t["ci_high"], strict=True)
             ],
-            "timed out": t["n_timed_out"].map(lambda x: f"{int(x):,}"),
+            "timed out": t["n_timed_out"].map(_count),
         }
     )
 
@@ -795,10 +966,11 @@ def sla_widget(ctx: PhaseContext) -> Any:
     approvals = ctx.data.table("approvals") if ctx.data is not None else None
     if approvals is None:
         return md("_No approvals data set._")
+    current = int(ctx.pilot.approvals.sla_minutes)
     slider = w.IntSlider(
-        value=int(ctx.pilot.approvals.sla_minutes),
-        min=15,
-        max=1440,
+        value=current,
+        min=min(15, current),
+        max=max(1440, 2 * current),
         step=15,
         description="SLA (min)",
     )
@@ -810,7 +982,7 @@ def sla_widget(ctx: PhaseContext) -> Any:
             f"of {s['n_requests']:,} requests; {s['n_timeouts']:,} timed out."
         )
 
-    return w.VBox([slider, w.interactive_output(show, {"sla": slider})])
+    return w.VBox([slider, live_output(show, {"sla": slider})])
 
 
 # ---- phase 5 ----------------------------------------------------------------
