@@ -104,6 +104,24 @@ class CalibrationResult:
     ece_if_calibrated_95: float
     table: pd.DataFrame
 
+    def unusable_reason(self) -> str:
+        """Why no decision could be used: none in the window, or which field is null on how many.
+
+        Empty when some decisions were used.
+        """
+        if self.n_used:
+            return ""
+        total = self.n_used + self.n_excluded
+        if total == 0:
+            return "no decisions in the window"
+        parts = []
+        if self.n_missing_confidence:
+            parts.append(f"confidence is null on {self.n_missing_confidence:,}")
+        if self.n_missing_outcome:
+            parts.append(f"the outcome (correct) is unknown on {self.n_missing_outcome:,}")
+        detail = " and ".join(parts) if parts else "no usable decisions"
+        return f"{detail} of the {total:,} decisions"
+
     def to_dict(self, include_table: bool = True) -> dict[str, Any]:
         """Plain dict (the table as records) for phase results and findings."""
         from pilot_lib.results import to_jsonable

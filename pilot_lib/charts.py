@@ -392,12 +392,10 @@ def reliability_diagram(results: dict[str, Any]) -> Figure:
             )
         ece = "no data" if res.ece is None or not math.isfinite(res.ece) else f"{res.ece:.3f}"
         if res.n_used == 0:
-            from pilot_lib.notebook import calibration_gap_reason
-
             ax.text(
                 0.5,
                 0.5,
-                "No data:\n" + calibration_gap_reason(res).replace(" of the ", "\nof the "),
+                "No data:\n" + res.unusable_reason().replace(" of the ", "\nof the "),
                 ha="center",
                 va="center",
                 fontsize=9,

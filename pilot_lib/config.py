@@ -370,6 +370,7 @@ class Pilot(_Strict):
     confidence_threshold: float = Field(default=0.7, ge=0, le=1)
 
     _path: Path | None = PrivateAttr(default=None)
+    _file_hash: str | None = PrivateAttr(default=None)
 
     @field_validator("datasets")
     @classmethod
@@ -427,8 +428,11 @@ class Pilot(_Strict):
 
     @property
     def file_hash(self) -> str:
-        """SHA-256 of the pilot file's bytes (hex): proves which thresholds were used."""
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """SHA-256 (hex) of the pilot file's bytes as they were loaded: proves which
+        thresholds were used, even if the file is edited afterwards."""
+        if self._file_hash is None:
+            self._file_hash = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return self._file_hash
 
     def threshold(self, kpi: str) -> KpiThreshold | None:
         for k in self.kpis:
@@ -566,8 +570,11 @@ def load_pilot(path: str | Path) -> Pilot:
                 )
             ],
         )
+    data = file.read_bytes()
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PilotFileError(shown, [Problem(shown, "", None, f"not UTF-8 text: {exc}")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -583,6 +590,7 @@ def load_pilot(path: str | Path) -> Pilot:
     except ValidationError as err:
         raise PilotFileError(shown, _problems_from(err, shown)) from None
     pilot._path = file.resolve()
+    pilot._file_hash = hashlib.sha256(data).hexdigest()
     missing = _missing_files(pilot, shown)
     if missing:
         raise PilotFileError(shown, missing)

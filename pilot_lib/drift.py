@@ -1016,12 +1016,23 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
         out.append("Input drift: no features were analysed.")
     else:
         moving = feats[feats["band"].isin(["significant", "moderate"])]
+        measured = feats[(feats["n_reference"] > 0) & (feats["n_current"] > 0)]
         head = (
             f"Input drift, reference window ({r.reference_window.start} to "
             f"{r.reference_window.end}) against current window ({r.current_window.start} to "
             f"{r.current_window.end}): "
         )
-        if moving.empty:
+        if measured.empty:
+            empty = [
+                w
+                for w, col in (("reference", "n_reference"), ("current", "n_current"))
+                if (feats[col] == 0).all()
+            ]
+            out.append(
+                head + f"no feature could be measured: no decisions in the {' and '.join(empty)} "
+                "window" + ("s." if len(empty) > 1 else ".")
+            )
+        elif moving.empty:
             out.append(head + "every feature is stable (PSI below 0.1).")
         else:
             parts = []
@@ -1036,7 +1047,7 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
                     )
                     extra = f"; {_pct(row.unseen_share)} of current values {what}"
                 parts.append(f"{row.feature} PSI {row.psi:.2f} ({row.band}{key}{extra})")
-            stable = feats[feats["band"] == "stable"]["feature"].tolist()
+            stable = measured[measured["band"] == "stable"]["feature"].tolist()
             tail = f". Stable: {', '.join(stable)}." if stable else "."
             out.append(head + "; ".join(parts) + tail)
 
@@ -1046,7 +1057,7 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
         if c is None:
             continue
         if c.n_used == 0:
-            cal_parts.append(f"{label} window: no decisions with a known outcome")
+            cal_parts.append(f"{label} window: not measured ({c.unusable_reason()})")
         else:
             cal_parts.append(
                 f"{label} window ECE {c.ece:.3f} on {c.n_used} decisions with known outcome "
@@ -1300,8 +1311,8 @@ def _findings(r: DriftReport) -> list[Finding]:
                 PHASE,
                 "calibration_no_outcomes",
                 "info",
-                "No decision in the current window has a known outcome, so calibration was "
-                "not measured.",
+                "Calibration was not measured in the current window: "
+                f"{cur.unusable_reason()}.",
                 {"n_excluded": cur.n_excluded},
             )
         )

@@ -148,8 +148,13 @@ def judge_kpi(th: KpiThreshold, measured: dict[str, Any] | None) -> KpiVerdict:
     )
     thr = format_value(th.value, unit)
     if est is None:
-        note = measured.get("note") or "the KPI could not be computed"
-        return KpiVerdict(status="INCONCLUSIVE", reason=f"no data: {note}", **base)
+        note = str(measured.get("note") or "the KPI could not be computed")
+        reason = note if note.lower().startswith("no data") else f"no data: {note}"
+        return KpiVerdict(
+            status="INCONCLUSIVE",
+            reason=f"{reason}; more samples cannot help until the data set and the pilot window hold data",
+            **base,
+        )
     if n < th.min_samples:
         return KpiVerdict(
             status="INCONCLUSIVE",
@@ -230,9 +235,13 @@ class GateDecision:
             {
                 "KPI": v.label,
                 "now": f"{v.n:,}",
-                "more samples needed": "unknown"
-                if v.additional_samples is None
-                else f"{v.additional_samples:,}",
+                "more samples needed": (
+                    "no data yet: check the data set and the pilot window"
+                    if v.estimate is None
+                    else "unknown"
+                    if v.additional_samples is None
+                    else f"{v.additional_samples:,}"
+                ),
             }
             for v in self.verdicts
             if v.status == "INCONCLUSIVE"

@@ -697,19 +697,6 @@ def drift_view(report: Any) -> pd.DataFrame:
     )
 
 
-def calibration_gap_reason(res: Any) -> str:
-    """Why a calibration result used no decision: none in the window, or which field is null."""
-    if res.n_used + res.n_excluded == 0:
-        return "no decisions in the window"
-    parts = []
-    if res.n_missing_confidence:
-        parts.append(f"confidence is null on {res.n_missing_confidence:,}")
-    if res.n_missing_outcome:
-        parts.append(f"the outcome (correct) is unknown on {res.n_missing_outcome:,}")
-    detail = " and ".join(parts) if parts else "no usable decisions"
-    return f"{detail} of the {res.n_used + res.n_excluded:,} decisions"
-
-
 def calibration_view(calibration: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for window, res in calibration.items():
@@ -729,7 +716,7 @@ def calibration_view(calibration: dict[str, Any]) -> pd.DataFrame:
             rows.append(
                 {
                     "window": window,
-                    "ECE": f"no data: {calibration_gap_reason(res)}",
+                    "ECE": f"no data: {res.unusable_reason()}",
                     "chance level (95%)": "",
                     "largest bin gap": "",
                     "decisions used": "0",

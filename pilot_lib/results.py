@@ -46,8 +46,8 @@ class ResultFileError(ValueError):
 def to_jsonable(obj: Any) -> Any:
     """Convert results to plain JSON types.
 
-    NaN and infinities become ``None`` (JSON has no NaN); numpy scalars become
-    Python numbers; DataFrames become lists of records; dates become ISO strings;
+    NaN and infinities become ``None`` (JSON has no NaN); floats keep 12
+    significant digits; numpy scalars become Python numbers; DataFrames become lists of records; dates become ISO strings;
     dataclasses and pydantic models become dicts.
     """
     if obj is None or isinstance(obj, (bool, str)):
@@ -58,7 +58,9 @@ def to_jsonable(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         x = float(obj)
-        return x if math.isfinite(x) else None
+        # 12 significant digits: engines that sum on several threads differ in the last
+        # bits from run to run; rounding keeps result files byte-identical.
+        return float(f"{x:.12g}") if math.isfinite(x) else None
     if isinstance(obj, (dt.date, dt.datetime, pd.Timestamp)):
         return None if pd.isna(obj) else obj.isoformat()
     if isinstance(obj, pd.DataFrame):

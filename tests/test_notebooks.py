@@ -785,22 +785,12 @@ def test_go_no_go_on_bad_input_reads_what_ran_and_computes_the_rest(runs: RunBoa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="DriftReport.summary_text says 'every feature is stable' when no feature could "
-    "be measured (empty windows); the drift table beside it says 'no data'",
-)
 def test_drift_summary_does_not_call_unmeasured_features_stable(runs: RunBoard) -> None:
     text = shown_text(finished(runs, "empty-03").notebook)
     assert "every feature is stable" not in text
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="DriftReport.summary_text and the calibration_no_outcomes finding blame unknown "
-    "outcomes when it is the confidence that is null",
-)
 def test_drift_summary_names_null_confidence_as_the_reason(runs: RunBoard) -> None:
     text = shown_text(finished(runs, "gaps-03").notebook)
     assert "no decisions with a known outcome" not in text
