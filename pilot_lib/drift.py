@@ -1311,8 +1311,7 @@ def _findings(r: DriftReport) -> list[Finding]:
                 PHASE,
                 "calibration_no_outcomes",
                 "info",
-                "Calibration was not measured in the current window: "
-                f"{cur.unusable_reason()}.",
+                f"Calibration was not measured in the current window: {cur.unusable_reason()}.",
                 {"n_excluded": cur.n_excluded},
             )
         )

@@ -42,7 +42,9 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
-        return cls(d["phase"], d["code"], d["severity"], d["message"], dict(d.get("evidence") or {}))
+        return cls(
+            d["phase"], d["code"], d["severity"], d["message"], dict(d.get("evidence") or {})
+        )
 
 
 def findings_frame(findings: list[Finding]) -> pd.DataFrame:

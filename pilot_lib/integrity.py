@@ -115,7 +115,9 @@ def _check_git(pilot: Pilot) -> tuple[list[str], list[str]]:
             kpis_before = (yaml.safe_load(before) or {}).get("kpis") if before else None
         except yaml.YAMLError:
             continue
-        if kpis_before is not None and _fingerprint_kpis(kpis_now) != _fingerprint_kpis(kpis_before):
+        if kpis_before is not None and _fingerprint_kpis(kpis_now) != _fingerprint_kpis(
+            kpis_before
+        ):
             warnings.append(
                 f"git history: commit {sha[:10]} on {day} changed the KPI thresholds after the "
                 f"pilot started on {start:%d %B %Y}."
