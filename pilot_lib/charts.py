@@ -469,8 +469,27 @@ def drill_timeline(timeline: pd.DataFrame, targets: Any, title: str) -> Figure:
             label="pause deadline",
         )
     ax.set_yticks(list(lane_of.values()), list(lane_of.keys()), fontsize=8)
-    ax.set_ylim(-0.8, len(lane_of) + 2.5)
-    ax.set_xlabel("seconds since the anomaly was injected")
+    ax.set_ylim(-0.8, len(lane_of) + 3.4)
+    # Zoom on the response: a resume much later would squash everything else.
+    busy = t.loc[t["event"] != "resumed", "seconds_since_anomaly"]
+    deadline = float(detected.iloc[0]) + targets.max_seconds_to_pause if not detected.empty else 0
+    right = max(
+        [float(busy.max()) if not busy.empty else 0, deadline, targets.max_seconds_to_detect]
+    )
+    right *= 1.12
+    later = t[t["seconds_since_anomaly"] > right]
+    xlabel = "seconds since the anomaly was injected"
+    ax.set_xlim(-0.03 * right, right)
+    for text in list(ax.texts):
+        if text.get_position()[0] > right:
+            text.remove()
+    if not later.empty:
+        notes = ", ".join(
+            f"{e} at {s / 60:,.0f} min"
+            for e, s in zip(later["event"], later["seconds_since_anomaly"], strict=True)
+        )
+        xlabel += f" (off the chart: {notes})"
+    ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
     ax.legend(fontsize=7, frameon=False, loc="lower right")
     fig.tight_layout()
