@@ -133,6 +133,26 @@ def repetitiveness_score(expected: float, needed: float) -> int:
     return 5
 
 
+def _numeric_weights(
+    weights: Mapping[str, Any], names: Sequence[str], what: str
+) -> dict[str, float]:
+    """Each of ``names`` as a finite float >= 0, not all zero; ``what`` names them in errors."""
+    out = {}
+    for name in names:
+        try:
+            w = float(weights[name])
+        except (TypeError, ValueError):
+            raise ScoringSettingsError(
+                f"weight for {name!r} must be a number, got {weights[name]!r}"
+            ) from None
+        if not math.isfinite(w) or w < 0:
+            raise ScoringSettingsError(f"weight for {name!r} must be a finite number >= 0, got {w}")
+        out[name] = w
+    if sum(out.values()) <= 0:
+        raise ScoringSettingsError(f"{what} weights are all 0; give at least one positive weight")
+    return out
+
+
 def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     if weights is None:
         return dict.fromkeys(CRITERIA, 1.0)
@@ -144,20 +164,7 @@ def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
             f"unknown: {unknown}, missing: {missing}. Give a weight for each criterion "
             "(0 leaves one out of the total), or no weights for equal weighting."
         )
-    out = {}
-    for c in CRITERIA:
-        try:
-            w = float(weights[c])
-        except (TypeError, ValueError):
-            raise ScoringSettingsError(
-                f"weight for {c!r} must be a number, got {weights[c]!r}"
-            ) from None
-        if not math.isfinite(w) or w < 0:
-            raise ScoringSettingsError(f"weight for {c!r} must be a finite number >= 0, got {w}")
-        out[c] = w
-    if sum(out.values()) <= 0:
-        raise ScoringSettingsError("criterion weights are all 0; give at least one positive weight")
-    return out
+    return _numeric_weights(weights, CRITERIA, "criterion")
 
 
 def _to_pandas(candidates: Any) -> pd.DataFrame:
@@ -547,20 +554,7 @@ def _check_build_weights(weights: Mapping[str, float]) -> dict[str, float]:
             f"build-vs-buy weights must name exactly {list(BUILD_DIMENSIONS)}; "
             f"missing: {missing}, unknown: {unknown}"
         )
-    out = {}
-    for d in BUILD_DIMENSIONS:
-        try:
-            w = float(weights[d])
-        except (TypeError, ValueError):
-            raise ScoringSettingsError(
-                f"weight for {d!r} must be a number, got {weights[d]!r}"
-            ) from None
-        if not math.isfinite(w) or w < 0:
-            raise ScoringSettingsError(f"weight for {d!r} must be a finite number >= 0, got {w}")
-        out[d] = w
-    if sum(out.values()) <= 0:
-        raise ScoringSettingsError("build-vs-buy weights are all 0; give at least one positive")
-    return out
+    return _numeric_weights(weights, BUILD_DIMENSIONS, "build-vs-buy")
 
 
 def _sensitivity(
