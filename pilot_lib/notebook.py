@@ -346,6 +346,13 @@ def _interval(est: Any, low: Any, high: Any) -> str:
     return f"{text} ({_pct(low)} to {_pct(high)})"
 
 
+def _intervals(frame: pd.DataFrame, est: str, low: str, high: str) -> list[str]:
+    """One "estimate (low to high)" string per row, from three columns of ``frame``."""
+    return [
+        _interval(e, lo, hi) for e, lo, hi in zip(frame[est], frame[low], frame[high], strict=True)
+    ]
+
+
 def paragraphs(text: str) -> Any:
     """Plain text (from data) as escaped Markdown paragraphs."""
     from IPython.display import Markdown
@@ -596,12 +603,9 @@ def escalation_view(frame: pd.DataFrame) -> pd.DataFrame:
             "reason": frame["reason"],
             "escalations": frame["escalations"].map(_count),
             "share of escalations": frame["share_of_escalations"].map(_pct),
-            "rate per decision (95% CI)": [
-                _interval(e, lo, hi)
-                for e, lo, hi in zip(
-                    frame["rate_per_decision"], frame["rate_low"], frame["rate_high"], strict=True
-                )
-            ],
+            "rate per decision (95% CI)": _intervals(
+                frame, "rate_per_decision", "rate_low", "rate_high"
+            ),
         }
     )
 
@@ -753,24 +757,12 @@ def prompt_view(frame: pd.DataFrame) -> pd.DataFrame:
             "prompt version": frame["prompt_version"],
             "first seen": frame["first_seen"].map(_day),
             "decisions": frame["decisions"].map(_count),
-            "escalation rate (95% CI)": [
-                _interval(e, lo, hi)
-                for e, lo, hi in zip(
-                    frame["escalation_rate"],
-                    frame["escalation_low"],
-                    frame["escalation_high"],
-                    strict=True,
-                )
-            ],
-            "override rate (95% CI)": [
-                _interval(e, lo, hi)
-                for e, lo, hi in zip(
-                    frame["override_rate"],
-                    frame["override_low"],
-                    frame["override_high"],
-                    strict=True,
-                )
-            ],
+            "escalation rate (95% CI)": _intervals(
+                frame, "escalation_rate", "escalation_low", "escalation_high"
+            ),
+            "override rate (95% CI)": _intervals(
+                frame, "override_rate", "override_low", "override_high"
+            ),
         }
     )
 
@@ -900,10 +892,7 @@ def latency_view(approvals: Any) -> pd.DataFrame:
             "p90": t["p90_minutes"].map(lambda x: _num(x, "{:,.0f}")),
             "p95": t["p95_minutes"].map(lambda x: _num(x, "{:,.0f}")),
             "max": t["max_minutes"].map(lambda x: _num(x, "{:,.0f}")),
-            "within SLA": [
-                _interval(e, lo, hi)
-                for e, lo, hi in zip(t["share_within_sla"], t["ci_low"], t["ci_high"], strict=True)
-            ],
+            "within SLA": _intervals(t, "share_within_sla", "ci_low", "ci_high"),
             "timed out": t["n_timed_out"].map(_count),
         }
     )
