@@ -8,9 +8,9 @@ Usage (from the repository root)::
 Builds the decision log with DuckDB SQL (no Python loop, no pandas) in an
 in-memory database: 84 days of decisions with two numeric features (one with
 nulls), an integer feature, a categorical feature that gains a new category in
-the last weeks, and a boolean. Then times one :func:`pilot_lib.drift.feature_drift`
+the last weeks, and a boolean. Then times one :func:`pilot_lib.analysis.drift.feature_drift`
 call on the first 28 days (reference) against the last 28 (current), and the
-whole phase-3 :func:`pilot_lib.drift.drift_report`. Prints seconds, peak
+whole phase-3 :func:`pilot_lib.analysis.drift.drift_report`. Prints seconds, peak
 resident memory (``ru_maxrss``) and the drift table. Not part of the test
 suite: the suite never depends on wall-clock speed.
 """
@@ -25,8 +25,8 @@ import time
 import ibis
 import pandas as pd
 
+from pilot_lib.analysis.drift import drift_report, drift_windows, feature_drift
 from pilot_lib.config import Pilot
-from pilot_lib.drift import drift_report, drift_windows, feature_drift
 
 FEATURES = ["claim_amount", "vehicle_age_years", "channel", "photos_attached", "repair_hours"]
 

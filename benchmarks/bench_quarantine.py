@@ -8,7 +8,7 @@ Usage (from the repository root)::
 Builds the decision log with DuckDB SQL (no Python loop, no pandas) in a temporary
 folder, about 0.1% of rows broken on purpose (bad confidence, negative cost, null
 or out-of-window timestamps, unknown escalation reasons, duplicate ids), then times
-:func:`pilot_lib.contracts.load_pilot_data` on it and checks that every row is
+:func:`pilot_lib.ingest.contracts.load_pilot_data` on it and checks that every row is
 accounted for. Prints seconds, peak resident memory (``ru_maxrss``) and the counts.
 Not part of the test suite: the suite never depends on wall-clock speed.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from pilot_lib.contracts import load_pilot_data
+from pilot_lib.ingest.contracts import load_pilot_data
 
 PILOT = {
     "name": "bench",

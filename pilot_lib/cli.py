@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from pilot_lib.contracts import validate_pilot
+    from pilot_lib.ingest.contracts import validate_pilot
 
     report = validate_pilot(args.pilot, quarantine_dir=args.quarantine_dir)
     print(report.to_text())
@@ -41,7 +41,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pilot_lib.export import write_portfolio
+    from pilot_lib.report.export import write_portfolio
     from pilot_lib.runner import run_pilots
 
     outcomes = run_pilots(
@@ -79,7 +79,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_portfolio(args: argparse.Namespace) -> int:
     from pilot_lib.errors import WorkbookError
-    from pilot_lib.export import write_portfolio
+    from pilot_lib.report.export import write_portfolio
 
     if not Path(args.dir).is_dir():
         raise WorkbookError(
@@ -92,8 +92,8 @@ def _cmd_portfolio(args: argparse.Namespace) -> int:
 def _cmd_seal(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from pilot_lib.analysis.integrity import seal_thresholds
     from pilot_lib.config import load_pilot
-    from pilot_lib.integrity import seal_thresholds
 
     pilot = load_pilot(args.pilot)
     day = dt.date.fromisoformat(args.on) if args.on else None

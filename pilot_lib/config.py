@@ -349,6 +349,46 @@ class UseCaseSettings(_Strict):
     criterion_weights: dict[str, float] | None = None
 
 
+ENGINE_NAMES = ("duckdb", "spark")
+
+_MEMORY_SIZE = r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$"
+
+
+class EngineSettings(_Strict):
+    """Which engine computes the pilot, and how much of the machine it may use.
+
+    - ``name``: ``duckdb`` (the default; embedded, in-process) or ``spark``.
+    - ``memory_limit``: DuckDB's memory limit per process (``"1GB"``, ``"512MB"``);
+      beyond it DuckDB spills to ``spill_dir``. Spark takes its memory from its
+      own configuration (``spark.driver.memory`` for a local session).
+    - ``threads``: DuckDB worker threads per process (default: all cores).
+    - ``spill_dir``: where DuckDB spills (default: a ``spill`` folder beside the
+      checked evidence store, removed after each step).
+    - ``master``: Spark only. A master URL (``local[*]``, ``spark://host:7077``,
+      ``yarn``) or a Spark Connect URL (``sc://host:15002``); default ``local[*]``.
+
+    The pilot file may say just ``engine: spark``. ``pilot-workbook run --engine``
+    overrides ``name`` (and ``--spark-master`` overrides ``master``).
+    """
+
+    name: Literal["duckdb", "spark"] = "duckdb"
+    memory_limit: str = Field(default="1GB", pattern=_MEMORY_SIZE)
+    threads: int | None = Field(default=None, ge=1)
+    spill_dir: str | None = None
+    master: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _master_only_for_spark(self) -> EngineSettings:
+        if self.master and self.name != "spark":
+            raise ValueError("'master' is a Spark setting; set name: spark or remove master")
+        return self
+
+
 class Pilot(_Strict):
     """A validated pilot file. Build it with :func:`load_pilot`."""
 
@@ -368,6 +408,7 @@ class Pilot(_Strict):
     build_vs_buy: BuildVsBuy | None = None
     use_case: UseCaseSettings = UseCaseSettings()
     confidence_threshold: float = Field(default=0.7, ge=0, le=1)
+    engine: EngineSettings = EngineSettings()
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)

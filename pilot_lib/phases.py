@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from pilot_lib.analysis.findings import Finding
 from pilot_lib.config import Pilot
-from pilot_lib.findings import Finding
 from pilot_lib.results import ResultFileError, to_jsonable
 
 __all__ = [
@@ -37,7 +37,7 @@ class UseCaseReview:
     missing: list[str] = field(default_factory=list)
 
     def to_result(self) -> dict[str, Any]:
-        from pilot_lib.scoring import scoring_result
+        from pilot_lib.analysis.scoring import scoring_result
 
         if self.scored is not None:
             result = scoring_result(self.scored, self.build, self.settings)
@@ -63,7 +63,7 @@ def use_case_phase(pilot: Pilot, data: Any, **overrides: Any) -> UseCaseReview:
     ignored. A pilot without a candidates data set, or without build-vs-buy
     options, still gets a review: ``missing`` says what is absent and what that means.
     """
-    from pilot_lib.scoring import build_vs_buy, score_use_cases, scoring_settings
+    from pilot_lib.analysis.scoring import build_vs_buy, score_use_cases, scoring_settings
 
     settings = scoring_settings(pilot) | {k: v for k, v in overrides.items() if v is not None}
     missing = []
@@ -88,15 +88,15 @@ def use_case_phase(pilot: Pilot, data: Any, **overrides: Any) -> UseCaseReview:
 
 
 def kpi_phase(pilot: Pilot, data: Any, confidence: float = 0.95) -> Any:
-    """Phase 2: :func:`pilot_lib.kpis.compute_kpis` on the loaded data."""
-    from pilot_lib.kpis import compute_kpis
+    """Phase 2: :func:`pilot_lib.analysis.kpis.compute_kpis` on the loaded data."""
+    from pilot_lib.analysis.kpis import compute_kpis
 
     return compute_kpis(pilot, data=data, confidence=confidence)
 
 
 def drift_phase(pilot: Pilot, data: Any) -> Any:
-    """Phase 3: :func:`pilot_lib.drift.drift_report` on the loaded decision log."""
-    from pilot_lib.drift import drift_report
+    """Phase 3: :func:`pilot_lib.analysis.drift.drift_report` on the loaded decision log."""
+    from pilot_lib.analysis.drift import drift_report
 
     return drift_report(pilot, data)
 
@@ -130,8 +130,8 @@ def incident_phase(pilot: Pilot, data: Any, sla_minutes: float | None = None) ->
     No drill log is a blocking finding (the playbook requires a rehearsed kill
     switch before scaling); no approvals data set is a warning.
     """
-    from pilot_lib.approvals import review_approvals
-    from pilot_lib.drills import review_drills
+    from pilot_lib.analysis.approvals import review_approvals
+    from pilot_lib.analysis.drills import review_drills
 
     findings: list[Finding] = []
     events = data.table("drill_events") if data is not None else None
@@ -185,7 +185,7 @@ def gather_results(
     (thresholds edited since) is not used: the phase is recomputed and the
     provenance says why.
     """
-    from pilot_lib.contracts import load_pilot_data
+    from pilot_lib.ingest.contracts import load_pilot_data
 
     wanted = phases or (
         "use_case_scoring",

@@ -17,9 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import os
 import queue
-import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +29,7 @@ from typing import Any
 from pilot_lib import __version__
 from pilot_lib.config import PilotFileError, load_pilot, pilot_file_path
 from pilot_lib.errors import WorkbookError
+from pilot_lib.runs import latest_run_dir, new_run_id, point_latest
 
 __all__ = [
     "PHASE_NOTEBOOKS",
@@ -52,12 +51,10 @@ PHASE_NOTEBOOKS: dict[int, tuple[str, str]] = {
     5: ("go_no_go_summary", "05_go_no_go_summary.ipynb"),
 }
 
-LATEST = "latest"
-
 
 def notebooks_dir(explicit: str | Path | None = None) -> Path:
     """The folder holding the phase notebooks: ``explicit``, else the checkout's ``notebooks/``."""
-    from pilot_lib.notebook import repo_root
+    from pilot_lib.report.notebook import repo_root
 
     if explicit is not None:
         folder = Path(explicit)
@@ -88,33 +85,6 @@ def parse_phases(text: str | Sequence[int] | None) -> list[int]:
     if bad or not phases:
         raise WorkbookError(f"--phases takes numbers 1-5 separated by commas, got {text!r}")
     return phases
-
-
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """``20261124T231500Z-3f9a``: sortable UTC time plus a random suffix (two runs in one second differ)."""
-    now = now or dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
-
-
-def latest_run_dir(pilot_folder: Path) -> Path | None:
-    """The run the ``latest`` pointer names, or None."""
-    link = pilot_folder / LATEST
-    if link.is_symlink() or link.is_dir():
-        target = link.resolve()
-        return target if target.is_dir() else None
-    if link.is_file():  # fallback pointer on systems without symlinks
-        target = pilot_folder / link.read_text(encoding="utf-8").strip()
-        return target if target.is_dir() else None
-    return None
-
-
-def _point_latest(pilot_folder: Path, run_dir: Path) -> None:
-    tmp = pilot_folder / f".{LATEST}.{secrets.token_hex(3)}"
-    try:
-        os.symlink(run_dir.name, tmp, target_is_directory=True)
-    except (OSError, NotImplementedError):
-        tmp.write_text(run_dir.name + "\n", encoding="utf-8")
-    os.replace(tmp, pilot_folder / LATEST)
 
 
 @dataclass
@@ -339,7 +309,7 @@ def run_pilot(
         ph.seconds = round(time.perf_counter() - started, 2)
         if export and target.is_file():
             try:
-                from pilot_lib.export import export_html
+                from pilot_lib.report.export import export_html
 
                 html_path = export_html(
                     target, target.with_suffix(".html"), title=f"{title or name}: {ph.key}"
@@ -360,7 +330,7 @@ def run_pilot(
         json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8"
     )
     if outcome.ok:
-        _point_latest(pilot_folder, run_dir)
+        point_latest(pilot_folder, run_dir)
     return outcome
 
 

@@ -102,8 +102,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pilot_lib.contracts import contract_columns
 from pilot_lib.errors import WorkbookError
+from pilot_lib.ingest.contracts import contract_columns
 
 __all__ = ["CHUNK_ROWS", "MAX_ROWS", "MIN_ROWS", "PRESETS", "generate_pilot", "write_samples"]
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from pilot_lib.approvals import PHASE, VIOLATION_KINDS, review_approvals
+from pilot_lib.analysis.approvals import PHASE, VIOLATION_KINDS, review_approvals
 from pilot_lib.config import ApprovalPolicy
 from pilot_lib.errors import ContractError
 

@@ -1,4 +1,4 @@
-"""Reference checks for pilot_lib.calibration against hand-worked numbers, numpy and sklearn."""
+"""Reference checks for pilot_lib.analysis.calibration against hand-worked numbers, numpy and sklearn."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.calibration import calibration_curve
 
-from pilot_lib.calibration import expected_calibration_error, reliability_table
+from pilot_lib.analysis.calibration import expected_calibration_error, reliability_table
 
 
 def numpy_ece(conf: np.ndarray, correct: np.ndarray, edges: np.ndarray) -> float:

@@ -15,7 +15,8 @@ from conftest import PILOT_END, PILOT_START, tiny_frames, write_pilot
 from pandera.errors import SchemaErrors
 
 from pilot_lib.config import DATASET_NAMES, load_pilot
-from pilot_lib.contracts import (
+from pilot_lib.errors import ContractError
+from pilot_lib.ingest.contracts import (
     CONTRACTS,
     QUARANTINE_RULE_COLUMN,
     PilotData,
@@ -25,7 +26,6 @@ from pilot_lib.contracts import (
     load_pilot_data,
     validate_dataset,
 )
-from pilot_lib.errors import ContractError
 
 KEYS = {
     "candidates": ["name"],

@@ -1,4 +1,4 @@
-"""Reference checks for pilot_lib.drift: PSI, KL, feature_drift, windows and the phase report.
+"""Reference checks for pilot_lib.analysis.drift: PSI, KL, feature_drift, windows and the phase report.
 
 Every expected number is computed here independently (numpy histograms, scipy's
 entropy, or by hand), never by calling the function under test a second way.
@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 from scipy.stats import entropy
 
-from pilot_lib.config import DateWindow, Pilot
-from pilot_lib.drift import (
+from pilot_lib.analysis.drift import (
     binned_shares,
     drift_band,
     drift_report,
@@ -28,6 +27,7 @@ from pilot_lib.drift import (
     kl_divergence,
     psi,
 )
+from pilot_lib.config import DateWindow, Pilot
 from pilot_lib.errors import ContractError, WorkbookError
 
 

@@ -9,8 +9,8 @@ import ibis
 import pandas as pd
 import pytest
 
+from pilot_lib.analysis.drills import PHASE, review_drills
 from pilot_lib.config import DrillTargets
-from pilot_lib.drills import PHASE, review_drills
 from pilot_lib.errors import ContractError
 
 TARGETS = DrillTargets(max_seconds_to_detect=300, max_seconds_to_page=120, max_seconds_to_pause=180)

@@ -2,7 +2,7 @@
 ``write_portfolio`` on handmade run folders.
 
 The outputs are built with the helpers the phase notebooks use
-(``pilot_lib.notebook.md``, ``table``, ``decision_banner``-style HTML), so the
+(``pilot_lib.report.notebook.md``, ``table``, ``decision_banner``-style HTML), so the
 escaping checked here is the escaping a real run gets; ``tests/test_runner.py``
 checks the same on real runs.
 """
@@ -24,8 +24,8 @@ from nbformat.v4 import (
     new_output,
 )
 
-from pilot_lib import notebook as nbh
-from pilot_lib.export import REMOVED_TAGS, export_html, write_portfolio
+from pilot_lib.report import notebook as nbh
+from pilot_lib.report.export import REMOVED_TAGS, export_html, write_portfolio
 
 INJECTION = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
+from pilot_lib.analysis.gate import evaluate_gate, judge_kpi
+from pilot_lib.analysis.integrity import check_thresholds, seal_thresholds
 from pilot_lib.config import Pilot
-from pilot_lib.gate import evaluate_gate, judge_kpi
-from pilot_lib.integrity import check_thresholds, seal_thresholds
 
 PILOT_DOC = {
     "name": "gate-test",

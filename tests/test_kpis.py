@@ -1,4 +1,4 @@
-"""Tests for pilot_lib.kpis (phase 2: KPI baselining).
+"""Tests for pilot_lib.analysis.kpis (phase 2: KPI baselining).
 
 Every expected number is worked out by hand in the test or computed
 independently with pandas, statsmodels (Wilson) and scipy (Student-t); none is
@@ -21,10 +21,8 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.proportion import proportion_confint
 
-from pilot_lib import stats
-from pilot_lib.config import Pilot
-from pilot_lib.errors import ContractError
-from pilot_lib.kpis import (
+from pilot_lib.analysis import stats
+from pilot_lib.analysis.kpis import (
     BASELINE_COMPARISON,
     CONTROL_COMPARISON,
     KPI_LABELS,
@@ -33,6 +31,8 @@ from pilot_lib.kpis import (
     compute_kpis_from_tables,
     paired_difference_interval,
 )
+from pilot_lib.config import Pilot
+from pilot_lib.errors import ContractError
 
 # ---------------------------------------------------------------------------
 # Fixtures: a pilot and small hand-built data sets
@@ -983,9 +983,9 @@ def test_compute_kpis_takes_a_path_and_loaded_data(tmp_path) -> None:
 
 
 def test_compute_kpis_loads_data_through_the_contracts(tmp_path) -> None:
-    contracts = pytest.importorskip("pilot_lib.contracts")
+    contracts = pytest.importorskip("pilot_lib.ingest.contracts")
     if not hasattr(contracts, "load_pilot_data"):
-        pytest.skip("pilot_lib.contracts.load_pilot_data is not available yet")
+        pytest.skip("pilot_lib.ingest.contracts.load_pilot_data is not available yet")
     _write_pilot_folder(tmp_path)
     k = compute_kpis(tmp_path / "pilot.yaml")
     # The two decisions outside the window are quarantined or filtered: same figures.

@@ -1,6 +1,6 @@
 """Unit tests for the notebook glue: pilot lookup, escaping, tables, views, widgets, provenance.
 
-``pilot_lib.notebook`` computes no statistic; what it must get right is what a
+``pilot_lib.report.notebook`` computes no statistic; what it must get right is what a
 reader sees: the pilot found from wherever the kernel starts, data shown as text
 (never as markup, math or script), missing values shown as "no data" (never
 ``nan``), stable HTML for nbval, and the go/no-go phase saying where each figure
@@ -27,12 +27,11 @@ import pytest
 import yaml
 from conftest import PILOT_DOC, write_pilot
 
-from pilot_lib import notebook as nb
-from pilot_lib.calibration import CalibrationResult
+from pilot_lib.analysis.calibration import CalibrationResult
+from pilot_lib.analysis.findings import Finding
+from pilot_lib.analysis.gate import GateDecision
 from pilot_lib.config import PilotFileError, load_pilot
 from pilot_lib.errors import WorkbookError
-from pilot_lib.findings import Finding
-from pilot_lib.gate import GateDecision
 from pilot_lib.phases import (
     UseCaseReview,
     drift_phase,
@@ -41,6 +40,7 @@ from pilot_lib.phases import (
     kpi_phase,
     use_case_phase,
 )
+from pilot_lib.report import notebook as nb
 from pilot_lib.results import write_phase_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_table_html_is_identical_across_calls_and_processes() -> None:
     # A fresh interpreter gives the same bytes: no random uuid, no memory address.
     code = (
         "import pandas as pd, sys, json\n"
-        "from pilot_lib import notebook as nb\n"
+        "from pilot_lib.report import notebook as nb\n"
         "frame = pd.read_json(sys.stdin, orient='split')\n"
         "frame['when'] = pd.to_datetime(frame['when'])\n"
         "frame['amount'] = frame['amount'].astype(object).where(frame['amount'].notna(), pd.NA)\n"
@@ -748,7 +748,7 @@ def test_use_case_widgets_render_both_what_ifs(
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The tiny pilot's data sets, loaded once: tests that only edit the pilot file's
     thresholds or the run folder reuse them instead of loading the same files again."""
-    from pilot_lib.contracts import load_pilot_data
+    from pilot_lib.ingest.contracts import load_pilot_data
 
     folder = write_pilot(tmp_path_factory.mktemp("shared") / "tiny")
     return load_pilot_data(load_pilot(folder))
@@ -872,7 +872,7 @@ def figure_texts(fig: Any) -> str:
 
 
 def test_band_chart_without_any_estimate_says_no_data() -> None:
-    from pilot_lib import charts
+    from pilot_lib.report import charts
 
     weekly = pd.DataFrame(
         {
@@ -889,7 +889,7 @@ def test_band_chart_without_any_estimate_says_no_data() -> None:
 
 
 def test_bar_chart_with_only_missing_values_says_no_data() -> None:
-    from pilot_lib import charts
+    from pilot_lib.report import charts
 
     fig = charts.bar_chart(["low_confidence", "tool_failure"], [float("nan"), None], "Shares")
     assert "No data: no values" in figure_texts(fig)
@@ -899,7 +899,7 @@ def test_bar_chart_with_only_missing_values_says_no_data() -> None:
 
 
 def test_reliability_diagram_says_why_a_window_has_no_ece() -> None:
-    from pilot_lib import charts
+    from pilot_lib.report import charts
 
     fig = charts.reliability_diagram(
         {"reference": calibration(0, 120, 0), "current": calibration(0, 0, 0)}

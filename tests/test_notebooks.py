@@ -16,7 +16,7 @@ Headless widgets: a cell that blocks fails its run through papermill's per-cell
 timeout instead of stalling the suite. Two quieter failures are checked on every
 run as well: nbclient sitting on a finished cell until that timeout and then
 carrying on without an error (the Output-widget race that
-``pilot_lib.notebook.live_output`` avoids; forever under papermill's default of
+``pilot_lib.report.notebook.live_output`` avoids; forever under papermill's default of
 no timeout), and an exception inside a what-if callback, which never reaches the
 cell's outputs but lands in the stored widget state.
 
@@ -512,8 +512,8 @@ def html_tables(nb: nbformat.NotebookNode) -> list[str]:
 @pytest.mark.slow
 def test_result_written_for_another_pilot_file_is_not_used(runs: RunBoard, tmp_path: Path) -> None:
     """Phase 2 ran; then the thresholds were edited: phase 5 must recompute, and say why."""
-    from pilot_lib import notebook as nb
     from pilot_lib.phases import gather_results
+    from pilot_lib.report import notebook as nb
 
     # Only phase 2's file: the rest of the claims chain is still writing into its folder.
     written = finished(runs, "claims-02").output_dir / "kpi_baselining.json"
@@ -780,7 +780,7 @@ def test_go_no_go_on_bad_input_reads_what_ran_and_computes_the_rest(runs: RunBoa
 
 
 # ---------------------------------------------------------------------------
-# Known gaps outside the notebook helpers (pilot_lib.drift's plain-words summary)
+# Known gaps outside the notebook helpers (pilot_lib.analysis.drift's plain-words summary)
 # ---------------------------------------------------------------------------
 
 

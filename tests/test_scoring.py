@@ -1,4 +1,4 @@
-"""Tests for pilot_lib.scoring: hand-worked use-case scores and build-vs-buy flip points."""
+"""Tests for pilot_lib.analysis.scoring: hand-worked use-case scores and build-vs-buy flip points."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pilot_lib.config import BUILD_DIMENSIONS, BuildOption, BuildVsBuy, load_pilot
-from pilot_lib.errors import ContractError, WorkbookError
-from pilot_lib.scoring import (
+from pilot_lib.analysis.scoring import (
     CANDIDATE_COLUMNS,
     CRITERIA,
     CandidatesError,
@@ -27,6 +25,8 @@ from pilot_lib.scoring import (
     scoring_settings,
     what_if,
 )
+from pilot_lib.config import BUILD_DIMENSIONS, BuildOption, BuildVsBuy, load_pilot
+from pilot_lib.errors import ContractError, WorkbookError
 
 REPO = Path(__file__).resolve().parents[1]
 CLAIMS_PILOT = REPO / "data" / "pilots" / "claims-auto" / "pilot.yaml"

@@ -12,9 +12,9 @@ import yaml
 from conftest import tiny_frames, write_frame, write_pilot
 
 from pilot_lib.config import DatasetSource, load_pilot
-from pilot_lib.contracts import QUARANTINE_RULE_COLUMN, load_pilot_data
 from pilot_lib.errors import DataSourceError
-from pilot_lib.sources import (
+from pilot_lib.ingest.contracts import QUARANTINE_RULE_COLUMN, load_pilot_data
+from pilot_lib.ingest.sources import (
     connect,
     describe_source,
     infer_format,

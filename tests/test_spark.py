@@ -62,19 +62,19 @@ from test_contracts import (  # noqa: E402  (same broken rows and expected rules
     _set,
 )
 
-from pilot_lib.calibration import expected_calibration_error  # noqa: E402
+from pilot_lib.analysis.calibration import expected_calibration_error  # noqa: E402
+from pilot_lib.analysis.drift import drift_windows, feature_drift  # noqa: E402
+from pilot_lib.analysis.kpis import compute_kpis, compute_kpis_from_tables  # noqa: E402
+from pilot_lib.analysis.spc import daily_escalation, prompt_version_rates  # noqa: E402
 from pilot_lib.config import DATASET_NAMES, Pilot, load_pilot  # noqa: E402
-from pilot_lib.contracts import (  # noqa: E402
+from pilot_lib.errors import DataSourceError  # noqa: E402
+from pilot_lib.ingest.contracts import (  # noqa: E402
     QUARANTINE_RULE_COLUMN,
     PilotData,
     load_pilot_data,
     validate_dataset,
 )
-from pilot_lib.drift import drift_windows, feature_drift  # noqa: E402
-from pilot_lib.errors import DataSourceError  # noqa: E402
-from pilot_lib.kpis import compute_kpis, compute_kpis_from_tables  # noqa: E402
-from pilot_lib.sources import connect  # noqa: E402
-from pilot_lib.spc import daily_escalation, prompt_version_rates  # noqa: E402
+from pilot_lib.ingest.sources import connect  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLAIMS_AUTO = REPO / "data" / "pilots" / "claims-auto"

@@ -1,4 +1,4 @@
-"""Reference checks for pilot_lib.spc: daily counts, control charts, run rules, prompt versions."""
+"""Reference checks for pilot_lib.analysis.spc: daily counts, control charts, run rules, prompt versions."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-from pilot_lib.config import DateWindow
-from pilot_lib.errors import WorkbookError
-from pilot_lib.spc import (
+from pilot_lib.analysis.spc import (
     control_chart,
     daily_escalation,
     detect_contamination_spiral,
     prompt_version_rates,
 )
+from pilot_lib.config import DateWindow
+from pilot_lib.errors import WorkbookError
 
 START = pd.Timestamp("2026-03-02")
 
@@ -298,9 +298,9 @@ def test_control_chart_finds_the_generators_drift_episode_on_the_sample_pilot():
     """claims-auto's generator steps escalations up from week 6 (2026-04-06) to week 8."""
     from pathlib import Path
 
+    from pilot_lib.analysis.drift import drift_report
     from pilot_lib.config import load_pilot
-    from pilot_lib.contracts import load_pilot_data
-    from pilot_lib.drift import drift_report
+    from pilot_lib.ingest.contracts import load_pilot_data
 
     pilot = load_pilot(Path(__file__).parents[1] / "data" / "pilots" / "claims-auto")
     chart = drift_report(pilot, load_pilot_data(pilot)).chart

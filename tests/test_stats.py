@@ -1,4 +1,4 @@
-"""Tests for pilot_lib.stats against independent references.
+"""Tests for pilot_lib.analysis.stats against independent references.
 
 References: statsmodels (Wilson), scipy.stats.bootstrap (percentile bootstrap),
 scipy.stats.t (Student-t interval), and closed forms worked out in the tests.
@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.proportion import proportion_confint
 
-from pilot_lib import stats
+from pilot_lib.analysis import stats
 
 # ---------------------------------------------------------------------------
 # z_value

@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from pilot_lib.analysis.findings import Finding
+from pilot_lib.analysis.stats import sample_size_to_clear
 from pilot_lib.config import KPI_NAMES, KpiThreshold, Pilot
-from pilot_lib.findings import Finding
-from pilot_lib.stats import sample_size_to_clear
 
 __all__ = ["GateDecision", "KpiVerdict", "evaluate_gate", "format_value", "judge_kpi"]
 

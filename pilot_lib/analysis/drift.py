@@ -60,17 +60,17 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from pilot_lib.calibration import CalibrationResult, expected_calibration_error
-from pilot_lib.config import DateWindow, Pilot
-from pilot_lib.errors import ContractError, WorkbookError
-from pilot_lib.findings import Finding
-from pilot_lib.spc import (
+from pilot_lib.analysis.calibration import CalibrationResult, expected_calibration_error
+from pilot_lib.analysis.findings import Finding
+from pilot_lib.analysis.spc import (
     ControlChart,
     control_chart,
     daily_escalation,
     detect_contamination_spiral,
     prompt_version_rates,
 )
+from pilot_lib.config import DateWindow, Pilot
+from pilot_lib.errors import ContractError, WorkbookError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -878,18 +878,18 @@ class DriftReport:
     distributions:
         Per feature, :func:`binned_shares`-style table for distribution overlays.
     daily:
-        :func:`pilot_lib.spc.daily_escalation` over the pilot window.
+        :func:`pilot_lib.analysis.spc.daily_escalation` over the pilot window.
     chart:
-        :class:`pilot_lib.spc.ControlChart` (``None`` when the baseline had too
+        :class:`pilot_lib.analysis.spc.ControlChart` (``None`` when the baseline had too
         little data; a finding says why).
     calibration:
         ``{"reference": CalibrationResult, "current": CalibrationResult}``.
     prompt_versions:
-        :func:`pilot_lib.spc.prompt_version_rates` table.
+        :func:`pilot_lib.analysis.spc.prompt_version_rates` table.
     spirals:
-        Runs found by :func:`pilot_lib.spc.detect_contamination_spiral`.
+        Runs found by :func:`pilot_lib.analysis.spc.detect_contamination_spiral`.
     findings:
-        :class:`pilot_lib.findings.Finding` list (phase ``"drift_analysis"``).
+        :class:`pilot_lib.analysis.findings.Finding` list (phase ``"drift_analysis"``).
     chart_problem:
         Why ``chart`` is ``None``, in words (else ``None``).
     """
@@ -1368,7 +1368,7 @@ def drift_report(pilot: Pilot, data: Any) -> DriftReport:
       agrees (same side, same day). Requiring both keeps chance alarms rare:
       limits set on a few weeks of overlapping 7-day averages alone leave the
       moving-average chart outside them on a sizeable share of stable days
-      (see :mod:`pilot_lib.spc`);
+      (see :mod:`pilot_lib.analysis.spc`);
     - warnings: significant drift of another feature; a breach episode that
       ended and that the p-chart confirmed; an end-of-data breach on one chart
       only; a calibration gap (current ECE >= 0.05 or up 0.03 on the

@@ -16,15 +16,18 @@ escalation rate               escalated / decisions, by reason
 
 Intervals: Wilson score for proportions, Student-t from the engine's mean,
 standard deviation and count for cost per decision, a seeded percentile
-bootstrap (``stats.DEFAULT_RESAMPLES`` resamples) for the ratio of medians, and
-Newcombe's square-and-add interval for the paired gap between technical and
-business completion.
+bootstrap for the ratio of medians (``stats.DEFAULT_RESAMPLES`` draws per
+cohort from each median's exact bootstrap distribution; the cohort medians'
+bounds are that distribution's exact percentiles), and Newcombe's
+square-and-add interval for the paired gap between technical and business
+completion.
 
 Work happens in the engine: the decision log, cases and adoption tables are
 Ibis expressions (DuckDB by default) and only aggregates come back to pandas:
 one row of window totals, one row per week, one row per escalation reason.
-The efficiency bootstrap pulls exactly one numeric column per cohort (cycle
-hours, computed in the engine), never a whole table.
+The efficiency interval needs, per cohort, the count of cycle times below a
+band around the median and the distinct cycle times in the band with their
+counts (about ``7 * sqrt(closed cases)`` rows), never a whole column.
 
 "No data" (an empty window, a zero denominator, an all-null column, a missing
 data set) is never an error: the figure's estimate and bounds are NaN inside
@@ -45,13 +48,13 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from pilot_lib import stats
+from pilot_lib.analysis import stats
+from pilot_lib.analysis.findings import Finding
 from pilot_lib.config import ESCALATION_REASONS, KPI_NAMES, Pilot, load_pilot
 from pilot_lib.errors import ContractError
-from pilot_lib.findings import Finding
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pilot_lib.contracts import PilotData
+    from pilot_lib.ingest.contracts import PilotData
 
 __all__ = [
     "BASELINE_COMPARISON",
@@ -237,7 +240,7 @@ class KpiTable:
     adoption:
         First-month eligible and engaged users and both override rates.
     flags:
-        :class:`~pilot_lib.findings.Finding` objects for the analyst.
+        :class:`~pilot_lib.analysis.findings.Finding` objects for the analyst.
     """
 
     pilot_name: str
@@ -378,7 +381,7 @@ def compute_kpis(
     pilot:
         A loaded :class:`~pilot_lib.config.Pilot`, or a pilot folder / pilot file path.
     data:
-        The pilot's contract-checked data (``pilot_lib.contracts.load_pilot_data``);
+        The pilot's contract-checked data (``pilot_lib.ingest.contracts.load_pilot_data``);
         loaded from the pilot file when None.
     confidence:
         Two-sided coverage of every interval (0.95 = 95%).
@@ -388,7 +391,7 @@ def compute_kpis(
     if not isinstance(pilot, Pilot):
         pilot = load_pilot(pilot)
     if data is None:
-        from pilot_lib.contracts import load_pilot_data
+        from pilot_lib.ingest.contracts import load_pilot_data
 
         data = load_pilot_data(pilot)
     return compute_kpis_from_tables(
@@ -961,8 +964,9 @@ def _efficiency(
 ) -> tuple[dict[str, Any], _Figure, pd.DataFrame]:
     method = (
         "1 - median(agent cycle time) / median(comparison cycle time), wall-clock hours from "
-        f"opened to closed; percentile bootstrap ({stats.DEFAULT_RESAMPLES:,} resamples per "
-        "cohort, seeded) of the ratio of medians"
+        "opened to closed; bootstrap of the ratio of medians from each cohort's exact bootstrap "
+        "distribution of the median (binomial formula on the engine's counts around the "
+        f"median), {stats.DEFAULT_RESAMPLES:,} seeded draws per cohort"
     )
     efficiency: dict[str, Any] = {
         "comparison": None,
@@ -1073,25 +1077,27 @@ def _efficiency(
         efficiency["note"] = fig.note
         return efficiency, fig, weekly_cycle
 
-    agent_hours = _cycle_column(scoped, "agent")
-    comparison_hours = _cycle_column(scoped, comparison)
-    ratio, ratio_low, ratio_high = stats.bootstrap_median_ratio_interval(
-        agent_hours, comparison_hours, confidence=confidence, seed=seed
+    dists = _cycle_distributions(
+        scoped, {name: cohorts[name]["closed"] for name in ("agent", comparison)}
     )
-    agent_low, agent_high = stats.bootstrap_median_interval(agent_hours, confidence, seed=seed)
-    comp_low, comp_high = stats.bootstrap_median_interval(comparison_hours, confidence, seed=seed)
+    agent_dist, comparison_dist = dists["agent"], dists[comparison]
+    ratio, ratio_low, ratio_high = stats.median_ratio_distribution_interval(
+        agent_dist, comparison_dist, confidence=confidence, seed=seed
+    )
+    agent_low, agent_high = stats.median_distribution_interval(agent_dist, confidence)
+    comp_low, comp_high = stats.median_distribution_interval(comparison_dist, confidence)
     efficiency.update(
-        agent_median_hours=float(np.median(agent_hours)),
+        agent_median_hours=agent_dist.median,
         agent_median_low=agent_low,
         agent_median_high=agent_high,
-        comparison_median_hours=float(np.median(comparison_hours)),
+        comparison_median_hours=comparison_dist.median,
         comparison_median_low=comp_low,
         comparison_median_high=comp_high,
         ratio=ratio,
         ratio_low=ratio_low,
         ratio_high=ratio_high,
     )
-    n = min(len(agent_hours), len(comparison_hours))
+    n = min(agent_dist.n, comparison_dist.n)
     if math.isnan(ratio):
         fig = _no_data(
             "efficiency_gain",
@@ -1128,11 +1134,90 @@ def _efficiency(
     return efficiency, fig, weekly_cycle
 
 
-def _cycle_column(scoped: ir.Table, cohort: str) -> np.ndarray:
-    """The one numeric column the bootstrap needs: closed cases' cycle hours, sorted."""
-    rows = scoped.filter((scoped.cohort == cohort) & scoped.cycle_hours.notnull())
-    values = rows.cycle_hours.execute().to_numpy(dtype=float)
-    return np.sort(values)  # order-independent input: the seeded bootstrap is reproducible
+#: Band widenings tried (x2 each) when an engine's quantiles leave a band short,
+#: before falling back to every distinct value (only a non-exact quantile can need it).
+_BAND_ATTEMPTS = 3
+
+
+def _cycle_distributions(
+    scoped: ir.Table, closed: dict[str, int]
+) -> dict[str, stats.MedianBootstrap]:
+    """Exact bootstrap distribution of each cohort's median cycle time (``closed`` > 0 each).
+
+    Two queries whatever the number of cases: the cuts (order statistics
+    ``stats.median_band_ranks`` from the middle, by the engine's quantile) and,
+    per cohort, the count below the lower cut and the distinct cycle times with
+    their counts between the cuts: about ``7 * sqrt(closed)`` rows per cohort.
+    The counts are exact whatever the cuts; if the cuts leave the band short
+    (probability left out above ``stats.MEDIAN_BAND_MAX_LOST``) it is widened.
+    """
+    sds = stats.MEDIAN_BAND_SDS
+    for attempt in range(_BAND_ATTEMPTS + 1):
+        full = attempt == _BAND_ATTEMPTS  # last resort: the whole range
+        bands = _cycle_bands(scoped, closed, None if full else sds)
+        lost = [
+            stats.median_band_lost_mass(b.n_below, int(b.counts.sum()), b.n_total)
+            for b in bands.values()
+        ]
+        if full or max(lost) <= stats.MEDIAN_BAND_MAX_LOST:
+            break
+        sds *= 2
+    return {name: stats.median_bootstrap_distribution(*band) for name, band in bands.items()}
+
+
+def _cycle_bands(
+    scoped: ir.Table, closed: dict[str, int], sds: float | None
+) -> dict[str, stats.MedianBand]:
+    """The bounded summary of each cohort's closed cycle hours around its median.
+
+    ``sds`` None takes every value (no cuts). A cut is the engine's quantile at
+    the rank ``stats.median_band_ranks`` gives (min / max at the ends, no cut
+    when the band is the whole cohort); values below the lower cut come back as
+    one count per cohort, values above the upper cut not at all.
+    """
+    cuts: dict[str, tuple[float | None, float | None]] = {}
+    exprs: dict[str, ir.Scalar] = {}
+    for i, (name, n) in enumerate(closed.items()):
+        cuts[name] = (None, None)
+        if sds is None:
+            continue
+        lo, hi = stats.median_band_ranks(n, sds)
+        hours, mine = scoped.cycle_hours, scoped.cohort == name
+        if lo > 0:
+            exprs[f"lo_{i}"] = hours.quantile(lo / (n - 1), where=mine)
+        if hi < n - 1:
+            exprs[f"hi_{i}"] = hours.quantile(hi / (n - 1), where=mine)
+    if exprs:
+        row = scoped.aggregate(**exprs).execute().iloc[0]
+        for i, name in enumerate(closed):
+            lo_cut, hi_cut = (_float(row.get(f"{end}_{i}")) for end in ("lo", "hi"))
+            cuts[name] = (
+                None if math.isnan(lo_cut) else lo_cut,
+                None if math.isnan(hi_cut) else hi_cut,
+            )
+
+    rows = scoped.filter(scoped.cycle_hours.notnull() & scoped.cohort.isin(list(closed)))
+    hours = rows.cycle_hours
+    below, above = ibis.literal(False), ibis.literal(False)
+    for name, (lo_cut, hi_cut) in cuts.items():
+        if lo_cut is not None:
+            below |= (rows.cohort == name) & (hours < lo_cut)
+        if hi_cut is not None:
+            above |= (rows.cohort == name) & (hours > hi_cut)
+    kept = rows.filter(~above).mutate(value=ibis.ifelse(below, ibis.null("float64"), hours))
+    frame = kept.group_by(["cohort", "value"]).aggregate(n=kept.count()).execute()
+
+    bands = {}
+    for name, n in closed.items():
+        mine = frame[frame["cohort"] == name]
+        in_band = mine[mine["value"].notna()].sort_values("value")
+        bands[name] = stats.MedianBand(
+            values=in_band["value"].to_numpy(dtype=float),
+            counts=in_band["n"].to_numpy(dtype=np.int64),
+            n_below=int(mine.loc[mine["value"].isna(), "n"].sum()),
+            n_total=n,
+        )
+    return bands
 
 
 # --------------------------------------------------------------------------------------

@@ -67,11 +67,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pilot_lib.analysis.drills import (
+    _clean_text,
+    _id_list,
+    _is_missing,
+    _parse_timestamps,
+    _small_frame,
+)
+from pilot_lib.analysis.findings import Finding
+from pilot_lib.analysis.stats import wilson_interval
 from pilot_lib.config import ApprovalPolicy
-from pilot_lib.drills import _clean_text, _id_list, _is_missing, _parse_timestamps, _small_frame
-from pilot_lib.findings import Finding
 from pilot_lib.results import to_jsonable
-from pilot_lib.stats import wilson_interval
 
 __all__ = ["DECISIONS", "PHASE", "VIOLATION_KINDS", "ApprovalReview", "review_approvals"]
 

@@ -133,7 +133,7 @@ def open_dataset(
     name: str,
     con: BaseBackend,
     *,
-    text_columns: Collection[str] | None = None,
+    text_columns: Collection[str] = (),
 ) -> ir.Table:
     """Open the raw table of data set ``name`` where the pilot file says it lives.
 
@@ -148,7 +148,7 @@ def open_dataset(
         or another backend such as ``ibis.pyspark.connect(spark_session)``).
     text_columns:
         Columns a CSV or JSON file should deliver as text (the contract types them
-        later). Default: the columns of the data set's contract.
+        later); the ingest stage passes the data set's contract columns. Default: none.
 
     Returns
     -------
@@ -165,10 +165,6 @@ def open_dataset(
             f"data set {name!r}: the pilot file {pilot.path} does not name it; "
             f"add datasets.{name} (it names {sorted(pilot.datasets)})"
         )
-    if text_columns is None:
-        from pilot_lib.contracts import contract_columns  # contracts imports this module
-
-        text_columns = contract_columns(name)
     return open_source(
         pilot.datasets[name],
         con,

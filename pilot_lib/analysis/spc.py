@@ -71,9 +71,9 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from pilot_lib.analysis.stats import wilson_interval
 from pilot_lib.config import DateWindow
 from pilot_lib.errors import ContractError, WorkbookError
-from pilot_lib.stats import wilson_interval
 
 __all__ = [
     "ControlChart",

@@ -42,7 +42,7 @@ __all__ = [
 
 def repo_root() -> Path | None:
     """The workbook checkout this package was installed from (editable installs), if any."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     return here if (here / "notebooks").is_dir() and (here / "pyproject.toml").is_file() else None
 
 
@@ -226,7 +226,7 @@ class PhaseContext:
     phase: str
     pilot: Pilot
     output_dir: Path | None
-    data: Any = None  # pilot_lib.contracts.PilotData, loaded on open_phase(load_data=True)
+    data: Any = None  # pilot_lib.ingest.contracts.PilotData, loaded on open_phase(load_data=True)
 
     @property
     def quarantine_dir(self) -> Path | None:
@@ -291,7 +291,7 @@ def open_phase(
     out = None if output_dir in (None, "") else Path(output_dir).expanduser().resolve()
     ctx = PhaseContext(phase=phase, pilot=loaded, output_dir=out)
     if load_data:
-        from pilot_lib.contracts import load_pilot_data
+        from pilot_lib.ingest.contracts import load_pilot_data
 
         ctx.data = load_pilot_data(loaded, quarantine_dir=ctx.quarantine_dir)
     return ctx
@@ -368,7 +368,7 @@ def threshold_value(pilot: Pilot, kpi: str) -> float | None:
 
 def findings_view(findings: list[Any], empty: str = "No findings.") -> Any:
     """Findings as a coloured table, blocking first; a sentence when there are none."""
-    from pilot_lib.findings import findings_frame
+    from pilot_lib.analysis.findings import findings_frame
 
     if not findings:
         return md("_{text}_", text=empty)
@@ -538,7 +538,7 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
     import ipywidgets as w
     from IPython.display import display
 
-    from pilot_lib.scoring import CRITERIA, build_vs_buy, score_use_cases
+    from pilot_lib.analysis.scoring import CRITERIA, build_vs_buy, score_use_cases
 
     boxes = []
     if review.scored is not None:
@@ -772,8 +772,8 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
     import ipywidgets as w
     from IPython.display import display
 
+    from pilot_lib.analysis.spc import control_chart
     from pilot_lib.errors import WorkbookError
-    from pilot_lib.spc import control_chart
 
     current = float(pilot.drift.sigma)
     slider = w.FloatSlider(
@@ -819,7 +819,7 @@ def drill_checks_view(drills: Any) -> pd.DataFrame:
 
 
 def drill_figures(drills: Any, targets: Any) -> list[Any]:
-    from pilot_lib import charts
+    from pilot_lib.report import charts
 
     if drills is None or not drills.drill_ids:
         return [charts.no_data_figure("Kill-switch drill", "no drill events")]
@@ -937,7 +937,7 @@ def sla_widget(ctx: PhaseContext) -> Any:
     """An SLA slider: the within-SLA share under another SLA, from review_approvals."""
     import ipywidgets as w
 
-    from pilot_lib.approvals import review_approvals
+    from pilot_lib.analysis.approvals import review_approvals
 
     approvals = ctx.data.table("approvals") if ctx.data is not None else None
     if approvals is None:

@@ -23,7 +23,7 @@ started while paused and every in-flight action ended. A measure that cannot be
 taken (its event is missing, or logged before the event it is measured from)
 fails the drill too: a drill without evidence is not a passed drill.
 
-Malformed logs never raise: each problem becomes a :class:`~pilot_lib.findings.Finding`
+Malformed logs never raise: each problem becomes a :class:`~pilot_lib.analysis.findings.Finding`
 (severity ``"warning"``) that names the drill and the events, and the review goes
 on with what can be measured. The problems recognised:
 
@@ -60,9 +60,9 @@ from typing import Any
 
 import pandas as pd
 
+from pilot_lib.analysis.findings import Finding
 from pilot_lib.config import DrillTargets
 from pilot_lib.errors import ContractError
-from pilot_lib.findings import Finding
 from pilot_lib.results import to_jsonable
 
 __all__ = ["DRILL_EVENTS", "PHASE", "DrillReview", "review_drills"]
@@ -135,7 +135,7 @@ TIMELINE_COLUMNS = [
 ]
 
 # --------------------------------------------------------------------------------------
-# Input handling (shared with pilot_lib.approvals)
+# Input handling (shared with pilot_lib.analysis.approvals)
 # --------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@
   or ``parameters`` are left out; the static default views stay.
 - Charts are embedded (PNG data URIs): the file opens anywhere, no Jupyter.
 - Text from data is escaped where it is rendered: tables through pandas'
-  HTML escaping, Markdown and banners through ``pilot_lib.notebook.escape``
+  HTML escaping, Markdown and banners through ``pilot_lib.report.notebook.escape``
   and ``escape_md``, plain-text outputs by nbconvert. So a value such as
   ``<script>alert(1)</script>`` in a decision log appears as text.
   (nbconvert's ``sanitize_html`` is not used: it strips the tables' styles and
@@ -171,7 +171,7 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
     a finished run is listed under "Not shown" with the reason (its newest
     run's error), never silently skipped. Text from run files is escaped.
     """
-    from pilot_lib.runner import latest_run_dir
+    from pilot_lib.runs import latest_run_dir
 
     root = Path(out_root).resolve()
     pilots, skipped = [], []
@@ -230,7 +230,7 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
 
 
 def _measured(v: dict[str, Any]) -> str:
-    from pilot_lib.gate import format_value
+    from pilot_lib.analysis.gate import format_value
 
     unit = v.get("unit", "")
     text = format_value(v.get("estimate"), unit)

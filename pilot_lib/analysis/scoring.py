@@ -16,7 +16,7 @@ minimum *at the same time*):
     Computed, not an input. Expected decisions in the pilot window
     (``weekly_volume x pilot_weeks``) against the decisions needed to estimate
     the completion rate within ``+/- margin`` at ``confidence``
-    (:func:`pilot_lib.stats.required_sample_size`, worst case p = 0.5). The
+    (:func:`pilot_lib.analysis.stats.required_sample_size`, worst case p = 0.5). The
     ratio expected / needed maps to a score with the cut points in
     :data:`REPETITIVENESS_CUTS`: below 0.5 -> 1, below 1 -> 2, below 2 -> 3,
     below 5 -> 4, otherwise 5. A ratio of exactly 1 (just enough decisions)
@@ -51,11 +51,11 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from pilot_lib.analysis.stats import required_sample_size
 from pilot_lib.config import BUILD_DIMENSIONS, BuildOption, Pilot
-from pilot_lib.contracts import contract_columns
 from pilot_lib.errors import ContractError, WorkbookError
+from pilot_lib.ingest.contracts import contract_columns
 from pilot_lib.results import to_jsonable
-from pilot_lib.stats import required_sample_size
 
 __all__ = [
     "CANDIDATE_COLUMNS",

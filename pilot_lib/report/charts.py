@@ -133,7 +133,7 @@ def bar_chart(
 def kpi_verdict_chart(verdicts: Sequence[Any]) -> Figure:
     """One small panel per KPI: the estimate, its 95% interval and the agreed threshold.
 
-    ``verdicts`` are :class:`pilot_lib.gate.KpiVerdict` objects (or dicts with
+    ``verdicts`` are :class:`pilot_lib.analysis.gate.KpiVerdict` objects (or dicts with
     the same fields). The marker's colour is the verdict.
     """
     items = [v if isinstance(v, dict) else v.__dict__ for v in verdicts]
@@ -216,12 +216,12 @@ def sensitivity_chart(
 ) -> Figure:
     """Each option's 0-100 score as one dimension's weight moves from 0 to 3x (others fixed).
 
-    Scores come from :func:`pilot_lib.scoring.build_vs_buy` at each weight; the
+    Scores come from :func:`pilot_lib.analysis.scoring.build_vs_buy` at each weight; the
     dotted line is the current weight. Where lines cross, the ranking flips.
     """
     import numpy as np
 
-    from pilot_lib.scoring import build_vs_buy
+    from pilot_lib.analysis.scoring import build_vs_buy
 
     dims = list(weights)
     fig, axes = plt.subplots(1, len(dims), figsize=(3.0 * len(dims), 2.8), sharey=True)
@@ -299,7 +299,7 @@ def control_chart_figure(
 ) -> Figure:
     """Daily rates, the 7-day average, its limits and the p-chart limits, breaches shaded.
 
-    ``chart`` is a :class:`pilot_lib.spc.ControlChart`.
+    ``chart`` is a :class:`pilot_lib.analysis.spc.ControlChart`.
     """
     if chart is None or chart.series is None or chart.series.empty:
         return no_data_figure(title, "no decisions in the window")
@@ -370,7 +370,7 @@ def distribution_overlay(
 def reliability_diagram(results: dict[str, Any]) -> Figure:
     """One reliability diagram per window: accuracy against mean confidence per bin.
 
-    ``results`` maps a window label to a :class:`pilot_lib.calibration.CalibrationResult`.
+    ``results`` maps a window label to a :class:`pilot_lib.analysis.calibration.CalibrationResult`.
     """
     items = [(k, v) for k, v in results.items() if v is not None]
     if not items:

@@ -57,7 +57,7 @@ from pandera.api.ibis.types import IbisData
 
 from pilot_lib.config import DATASET_NAMES, ESCALATION_REASONS, Pilot, load_pilot
 from pilot_lib.errors import ContractError, DataSourceError
-from pilot_lib.sources import connect, describe_source, open_dataset, open_source
+from pilot_lib.ingest.sources import connect, describe_source, open_dataset, open_source
 
 __all__ = [
     "CONTRACTS",
@@ -584,16 +584,8 @@ def validate_dataset(
     order_by = [ibis.asc(c, nulls_first=False) for c in ([order_first] if order_first else [])]
     order_by += [ibis.asc(c, nulls_first=False) for c in tie_break]
     for key in keys:
-        rule = stage[QUARANTINE_RULE_COLUMN]
-        position = ibis.row_number().over(group_by=[*key, rule.isnull()], order_by=order_by)
         label = f"duplicate {key[0]}" if len(key) == 1 else f"duplicate ({', '.join(key)})"
-        stage = stage.mutate(
-            **{
-                QUARANTINE_RULE_COLUMN: rule.coalesce(
-                    (position > 0).ifelse(ibis.literal(label), ibis.null(_STRING))
-                )
-            }
-        )
+        stage = _mark_duplicates(stage, key, order_by, label)
 
     helper = {QUARANTINE_RULE_COLUMN, *raw_copies}
     valid_columns = tuple(c for c in stage.columns if c not in helper)
@@ -601,6 +593,39 @@ def validate_dataset(
     for c in table.columns:
         quarantine_columns[c] = _raw_name(c) if _raw_name(c) in raw_copies else c
     return ContractSplit(name, stage, valid_columns, quarantine_columns)
+
+
+_DUP_MARK = "__duplicated_key"
+_DUP_POSITION = "__key_position"
+
+
+def _mark_duplicates(stage: ir.Table, key: list[str], order_by: list[Any], label: str) -> ir.Table:
+    """Quarantine the later rows of each key that more than one still-valid row holds.
+
+    Only rows whose key is repeated are ranked: the keys held by more than one
+    still-valid row are found with one GROUP BY (small), joined back, and the
+    window runs over those rows alone. Ranking the whole table would sort every
+    row with every column, which for a decision log costs far more than the rest
+    of the checks together. Row order of the result is not the input's.
+    """
+    rule = stage[QUARANTINE_RULE_COLUMN]
+    repeated = (
+        stage.filter(rule.isnull())
+        .group_by(key)
+        .aggregate(__n=ibis._.count())
+        .filter(ibis._.__n > 1)
+        .select(*key)
+        .mutate(**{_DUP_MARK: ibis.literal(True)})
+    )
+    marked = stage.left_join(repeated, key).select(*stage.columns, _DUP_MARK)
+    candidate = marked[_DUP_MARK].notnull() & marked[QUARANTINE_RULE_COLUMN].isnull()
+    single = marked.filter(~candidate).drop(_DUP_MARK)
+    ranked = marked.filter(candidate).drop(_DUP_MARK)
+    position = ibis.row_number().over(group_by=key, order_by=order_by)
+    ranked = ranked.mutate(
+        **{QUARANTINE_RULE_COLUMN: (position > 0).ifelse(ibis.literal(label), ibis.null(_STRING))}
+    )
+    return single.union(ranked.select(*single.columns))
 
 
 # ---- loading a whole pilot -------------------------------------------------------------------
@@ -638,6 +663,8 @@ class PilotData:
     checks: dict[str, DatasetCheck] = field(default_factory=dict)
     _valid: dict[str, ir.Table] = field(default_factory=dict, repr=False)
     _quarantined: dict[str, ir.Table] = field(default_factory=dict, repr=False)
+    #: The evidence store's manifest when the data came from one (pilot_lib.ingest.store).
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
 
     def table(self, name: str) -> ir.Table | None:
         """Valid rows of data set ``name``; None if the pilot file names no such data set."""
@@ -693,7 +720,7 @@ class PilotData:
         return pd.DataFrame(parts, columns=_SUMMARY_COLUMNS)
 
 
-def _engine_errors() -> tuple[type[BaseException], ...]:
+def engine_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean the data could not be read (not a mistake in this code)."""
     return (
         duckdb.ConversionException,
@@ -747,7 +774,7 @@ def _check_one(
             quarantine_dir.mkdir(parents=True, exist_ok=True)
             path = quarantine_dir / f"{name}.parquet"
             _write_parquet(quarantined, backend, path)
-    except _engine_errors() as exc:
+    except engine_errors() as exc:
         raise DataSourceError(
             f"data set {name!r} ({source}): reading or checking it failed: "
             f"{' '.join(str(exc).split())[:400]}. Check the file for malformed rows."
@@ -812,7 +839,7 @@ def load_pilot_data(
         A loaded :class:`Pilot`, or a pilot folder / ``pilot.yaml`` path.
     con:
         Ibis connection the data sets are read through (default: a new in-memory
-        DuckDB one from :func:`~pilot_lib.sources.connect`). An Ibis PySpark backend
+        DuckDB one from :func:`~pilot_lib.ingest.sources.connect`). An Ibis PySpark backend
         (``ibis.pyspark.connect(spark_session)``) reads the files with Spark and finds
         ``uri: "pyspark://"`` tables in that session's catalog.
     quarantine_dir:
@@ -851,10 +878,12 @@ def load_pilot_data(
     for name in DATASET_NAMES:
         if name in overrides:
             src = overrides[name]
-            raw = open_source(src, con, base_dir=pilot.folder, label=name)
+            raw = open_source(
+                src, con, base_dir=pilot.folder, label=name, text_columns=contract_columns(name)
+            )
             shown = describe_source(src)
         elif name in pilot.datasets:
-            raw = open_dataset(pilot, name, con)
+            raw = open_dataset(pilot, name, con, text_columns=contract_columns(name))
             shown = describe_source(pilot.datasets[name])
         else:
             continue

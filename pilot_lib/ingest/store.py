@@ -1,0 +1,590 @@
+"""The checked evidence store: every data set read, typed and checked once per run.
+
+The ingest stage (:func:`build_store`) opens each data set the pilot file
+names, enforces its contract in the engine (:mod:`pilot_lib.ingest.contracts`)
+and writes, into one folder:
+
+- ``<data set>.parquet``: every row read, in contract types, with the
+  ``_quarantine_rule`` column (null for a valid row). Phases read the valid
+  rows (``_quarantine_rule IS NULL``); Parquet lets them read only the columns
+  a query needs. On Spark it is a folder of part files written by Spark.
+- the quarantine: ``<quarantine_dir>/<data set>.parquet`` with the raw values
+  of every row that broke a rule and the rule (only for data sets with such rows);
+- ``manifest.json``: the store's format, the package version, the engine, the
+  pilot file's SHA-256, the fingerprint (size, modification time, SHA-256) of
+  every input file, and rows / valid / quarantined per data set and rule.
+
+Parquet per data set (rather than one DuckDB database file) because both
+engines read and write it natively, several phase processes can read it at
+once without a lock, and a phase reads only the columns it needs.
+
+Every phase opens the store read-only with :func:`open_store`; it never
+re-validates. :func:`ensure_store` reuses a store whose manifest matches the
+pilot file and the inputs' fingerprints, and rebuilds it otherwise, so an
+analyst who opens one notebook alone gets the store built once and reused
+after. A store is written into a temporary folder and renamed into place when
+complete: an interrupted build leaves no half-written store behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+from ibis.backends import BaseBackend
+
+from pilot_lib import __version__
+from pilot_lib.config import DATASET_NAMES, EngineSettings, Pilot, load_pilot
+from pilot_lib.errors import DataSourceError, WorkbookError
+from pilot_lib.ingest.contracts import (
+    QUARANTINE_RULE_COLUMN,
+    DatasetCheck,
+    PilotData,
+    contract_columns,
+    engine_errors,
+    validate_dataset,
+)
+from pilot_lib.ingest.engine import connect_engine, engine_label, remove_spill
+from pilot_lib.ingest.sources import describe_source, open_dataset, open_source
+
+__all__ = [
+    "MANIFEST",
+    "STORE_FORMAT",
+    "StoreInfo",
+    "build_store",
+    "default_store_dir",
+    "ensure_store",
+    "input_fingerprints",
+    "open_store",
+    "store_is_current",
+]
+
+#: Version of the store's layout; a store of another format is rebuilt.
+STORE_FORMAT = 1
+MANIFEST = "manifest.json"
+
+_HASH_CHUNK = 1 << 20
+
+#: Data sets that can hold millions of rows: written in whatever order the engine likes.
+_LOG_SIZED = ("decisions", "cases")
+
+
+class StoreError(WorkbookError):
+    """A checked evidence store that cannot be used (missing, incomplete, another pilot)."""
+
+
+@dataclass
+class StoreInfo:
+    """Where a store is and whether this call built it or found it current."""
+
+    path: Path
+    manifest: dict[str, Any]
+    action: str  # "built" | "reused"
+    seconds: float = 0.0
+    reason: str = ""  # why a store was (re)built
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    def note(self) -> str:
+        """One sentence for a notebook's data-quality section."""
+        engine = self.manifest.get("engine_label", self.manifest.get("engine", {}).get("name"))
+        if self.action == "reused":
+            return (
+                "The checked evidence store was reused: the pilot file and every input "
+                f"file are unchanged since it was built (engine {engine}; fingerprint "
+                f"{self.fingerprint[:12]})."
+            )
+        why = f" ({self.reason})" if self.reason else ""
+        return (
+            f"The checked evidence store was built now{why}: every data set was read and "
+            f"checked once (engine {engine}; fingerprint {self.fingerprint[:12]})."
+        )
+
+
+# ---- fingerprints --------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files_of(pilot: Pilot, name: str) -> list[Path] | None:
+    """The local files behind data set ``name``; None for a URL (no fingerprint)."""
+    import glob
+
+    src = pilot.datasets[name]
+    if src.path:
+        target = pilot.resolve(src.path)
+        if any(ch in src.path for ch in "*?["):
+            return sorted(Path(p) for p in glob.glob(str(target), recursive=True))
+        if target.is_dir():
+            return sorted(p for p in target.rglob("*") if p.is_file())
+        return [target]
+    if src.database:
+        return [pilot.resolve(src.database)]
+    uri = src.uri or ""
+    if uri.lower().startswith("duckdb://"):
+        rest = uri[len("duckdb://") :].split("?", 1)[0]
+        if rest and rest != ":memory:":
+            return [pilot.resolve(rest)]
+    return None
+
+
+def input_fingerprints(
+    pilot: Pilot, known: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per data set: the fingerprint of each input file, or ``{"uri": ...}`` for a URL.
+
+    A file's fingerprint is its size, modification time (ns) and SHA-256. When a
+    file's size and modification time equal those in ``known`` (an earlier
+    manifest's ``inputs``), its SHA-256 is taken from there instead of re-read,
+    as git does for its index.
+    """
+    known = known or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in DATASET_NAMES:
+        if name not in pilot.datasets:
+            continue
+        files = _files_of(pilot, name)
+        if files is None:
+            out[name] = {"uri": describe_source(pilot.datasets[name]), "files": None}
+            continue
+        before = {f["path"]: f for f in (known.get(name, {}).get("files") or [])}
+        entries = []
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                entries.append({"path": str(path), "missing": True})
+                continue
+            old = before.get(str(path))
+            if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+                sha = old["sha256"]
+            else:
+                sha = _sha256(path)
+            entries.append(
+                {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+            )
+        out[name] = {"uri": None, "files": entries}
+    return out
+
+
+def _fingerprint(pilot: Pilot, engine: EngineSettings, inputs: dict[str, Any]) -> str:
+    """One SHA-256 over what decides the store's content."""
+    key = {
+        "format": STORE_FORMAT,
+        "package_version": __version__,
+        "pilot_file_sha256": pilot.file_hash,
+        "engine": engine.name,
+        "inputs": {
+            n: [f.get("sha256") for f in (v["files"] or [])] or v["uri"] for n, v in inputs.items()
+        },
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+# ---- building ------------------------------------------------------------------------
+
+
+def _store_file(store_dir: Path, name: str) -> Path:
+    return store_dir / f"{name}.parquet"
+
+
+def _write(table: ir.Table, path: Path) -> None:
+    """Write ``table`` as Parquet with the engine (DuckDB: one file; Spark: a folder)."""
+    backend = table.get_backend()
+    if backend.name == "duckdb":
+        table.to_parquet(path)
+    elif backend.name == "pyspark":
+        backend.to_parquet(table, path, mode="overwrite")
+    else:  # another Ibis backend: stream record batches through pyarrow on this machine
+        import pyarrow.parquet as pq
+
+        with table.to_pyarrow_batches() as reader, pq.ParquetWriter(path, reader.schema) as w:
+            for batch in reader:
+                w.write_batch(batch)
+
+
+def _read(con: BaseBackend, path: Path) -> ir.Table:
+    if con.name == "duckdb" and path.is_dir():
+        return con.read_parquet(str(path / "*.parquet"))
+    return con.read_parquet(str(path))
+
+
+def _relative(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+@contextlib.contextmanager
+def _staging(store_dir: Path) -> Iterator[Path]:
+    """A fresh sibling folder renamed to ``store_dir`` on success, removed on failure."""
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store_dir.parent / f".{store_dir.name}.building-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def build_store(
+    pilot: Pilot | str | Path,
+    store_dir: str | Path,
+    *,
+    engine: EngineSettings | None = None,
+    quarantine_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    reason: str = "",
+) -> StoreInfo:
+    """Read, type and check every data set once and write the checked evidence store.
+
+    Parameters
+    ----------
+    pilot:
+        A loaded :class:`Pilot`, or a pilot folder / file.
+    store_dir:
+        The store's folder (``<run>/store`` in a batch run). An existing store
+        there is replaced only once the new one is complete.
+    engine:
+        Engine settings (default: the pilot file's ``engine``).
+    quarantine_dir:
+        Folder for ``<data set>.parquet`` quarantine files (default
+        ``<store_dir>/quarantine``).
+    overrides:
+        Data set name -> source used instead of the pilot file's entry (a
+        DataFrame, an Ibis table or a path); for notebooks and tests. A store
+        built with overrides is never reused.
+
+    Returns
+    -------
+    StoreInfo
+        The manifest and ``action="built"``.
+
+    Raises
+    ------
+    PilotFileError, DataSourceError, ContractError
+        A bad pilot file, an unreadable source, a missing required column.
+    """
+    if not isinstance(pilot, Pilot):
+        pilot = load_pilot(pilot)
+    engine = engine or pilot.engine
+    store_dir = Path(store_dir).resolve()
+    outside = Path(quarantine_dir).resolve() if quarantine_dir else None
+    overrides = overrides or {}
+    started = time.perf_counter()
+    inputs = input_fingerprints(pilot)
+    with _staging(store_dir) as tmp:
+        spill = tmp / "spill"
+        # the default quarantine lives in the store and moves with it
+        quarantine = outside or tmp / "quarantine"
+        con = connect_engine(engine, spill_dir=spill)
+        if con.name == "duckdb":
+            # the decision log's order carries no meaning; letting DuckDB write in any
+            # order halves the write time and the memory it needs
+            con.raw_sql("SET preserve_insertion_order = false")
+        datasets: dict[str, Any] = {}
+        try:
+            for name in DATASET_NAMES:
+                if name in overrides:
+                    src = overrides[name]
+                    raw = open_source(
+                        src,
+                        con,
+                        base_dir=pilot.folder,
+                        label=name,
+                        text_columns=contract_columns(name),
+                    )
+                    shown = describe_source(src)
+                elif name in pilot.datasets:
+                    raw = open_dataset(pilot, name, con, text_columns=contract_columns(name))
+                    shown = describe_source(pilot.datasets[name])
+                else:
+                    continue
+                datasets[name] = _ingest_one(
+                    name, raw, pilot, shown, con, tmp, store_dir, quarantine
+                )
+        finally:
+            remove_spill(spill)
+            _disconnect(con)
+        manifest = {
+            "format": STORE_FORMAT,
+            "status": "complete",
+            "package_version": __version__,
+            "pilot": pilot.name,
+            "pilot_file": str(pilot.path),
+            "pilot_file_sha256": pilot.file_hash,
+            "engine": engine.model_dump(),
+            "engine_label": engine_label(engine),
+            "inputs": inputs,
+            "overrides": sorted(overrides),
+            "fingerprint": _fingerprint(pilot, engine, inputs),
+            "datasets": datasets,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if store_dir.exists():
+            old = store_dir.parent / f".{store_dir.name}.old-{secrets.token_hex(4)}"
+            os.replace(store_dir, old)
+        os.replace(tmp, store_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return StoreInfo(store_dir, manifest, "built", round(time.perf_counter() - started, 3), reason)
+
+
+def _disconnect(con: BaseBackend) -> None:
+    if con.name == "duckdb":
+        with contextlib.suppress(Exception):
+            con.disconnect()
+
+
+def _ingest_one(
+    name: str,
+    raw: ir.Table,
+    pilot: Pilot,
+    shown: str,
+    con: BaseBackend,
+    tmp: Path,
+    store_dir: Path,
+    quarantine: Path,
+) -> dict[str, Any]:
+    """Check one data set; write its checked rows and its quarantine. Returns its manifest entry."""
+    split = validate_dataset(name, raw, pilot, source=shown)
+    target = _store_file(tmp, name)
+    checked_rows = split.checked
+    if name not in _LOG_SIZED:
+        # small data sets keep a stable row order, so views and tables built from them
+        # are the same from run to run
+        checked_rows = checked_rows.order_by(
+            [
+                ibis.asc(c, nulls_first=False)
+                for c in contract_columns(name)
+                if c in checked_rows.columns
+            ]
+        )
+    try:
+        # One pass computes the casts, the rules and the duplicate-key windows.
+        _write(checked_rows, target)
+        checked = _read(con, target)
+        counts = (
+            checked.group_by(rule=checked[QUARANTINE_RULE_COLUMN])
+            .aggregate(rows=checked.count())
+            .execute()
+        )
+        bad = counts.loc[counts["rule"].notna()]
+        n_bad = int(bad["rows"].sum())
+        q_path = None
+        if n_bad:
+            quarantine.mkdir(parents=True, exist_ok=True)
+            q_path = quarantine / f"{name}.parquet"
+            if q_path.is_dir():
+                shutil.rmtree(q_path)
+            _write_quarantine(split.quarantined_from(checked), q_path)
+    except engine_errors() as exc:
+        raise DataSourceError(
+            f"data set {name!r} ({shown}): reading or checking it failed: "
+            f"{' '.join(str(exc).split())[:400]}. Check the file for malformed rows."
+        ) from exc
+    by_rule = (
+        bad[["rule", "rows"]]
+        .astype({"rows": "int64"})
+        .sort_values(["rows", "rule"], ascending=[False, True], kind="stable")
+    )
+    n_rows = int(counts["rows"].sum())
+    return {
+        "source": shown,
+        "file": target.name,
+        "rows": n_rows,
+        "valid": n_rows - n_bad,
+        "quarantined": n_bad,
+        "by_rule": [{"rule": r, "rows": int(n)} for r, n in by_rule.itertuples(index=False)],
+        "valid_columns": list(split.valid_columns),
+        "quarantine_columns": dict(split.quarantine_columns),
+        "quarantine_file": (
+            None
+            if q_path is None
+            else _relative(q_path, tmp if q_path.is_relative_to(tmp) else store_dir)
+        ),
+    }
+
+
+def _write_quarantine(table: ir.Table, path: Path) -> None:
+    """The quarantined rows as one Parquet file (small: the bad rows only)."""
+    backend = table.get_backend()
+    if backend.name == "duckdb":
+        table.to_parquet(path)
+        return
+    import pyarrow.parquet as pq
+
+    with table.to_pyarrow_batches() as reader, pq.ParquetWriter(path, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
+# ---- reuse ---------------------------------------------------------------------------
+
+
+def read_manifest(store_dir: str | Path) -> dict[str, Any] | None:
+    """The store's manifest, or None when there is no complete store there."""
+    path = Path(store_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if manifest.get("status") == "complete" else None
+
+
+def store_is_current(
+    pilot: Pilot, store_dir: str | Path, engine: EngineSettings | None = None
+) -> tuple[bool, str]:
+    """Whether the store at ``store_dir`` holds this pilot file's data as it is now.
+
+    Returns ``(current, reason)``; ``reason`` says what changed when it is not.
+    """
+    engine = engine or pilot.engine
+    manifest = read_manifest(store_dir)
+    if manifest is None:
+        return False, "no store yet"
+    if manifest.get("format") != STORE_FORMAT or manifest.get("package_version") != __version__:
+        return False, "built by another version of the workbook"
+    if manifest.get("overrides"):
+        return False, "the earlier store was built from in-memory data"
+    if manifest.get("pilot_file_sha256") != pilot.file_hash:
+        return False, "the pilot file changed"
+    if manifest.get("engine", {}).get("name") != engine.name:
+        return False, f"the engine changed to {engine.name}"
+    inputs = input_fingerprints(pilot, known=manifest.get("inputs"))
+    for name, entry in inputs.items():
+        if entry["files"] is None:
+            return False, f"data set {name} is read from a URL, which has no fingerprint"
+    if _fingerprint(pilot, engine, inputs) != manifest.get("fingerprint"):
+        changed = sorted(n for n in inputs if inputs[n] != manifest.get("inputs", {}).get(n))
+        return False, f"input files changed ({', '.join(changed) or 'data sets'})"
+    for name, entry in manifest.get("datasets", {}).items():
+        if not (Path(store_dir) / entry["file"]).exists():
+            return False, f"the store's file for {name} is missing"
+    return True, ""
+
+
+def ensure_store(
+    pilot: Pilot | str | Path,
+    store_dir: str | Path,
+    *,
+    engine: EngineSettings | None = None,
+    quarantine_dir: str | Path | None = None,
+) -> StoreInfo:
+    """The store at ``store_dir``, reused when current (:func:`store_is_current`), else built."""
+    if not isinstance(pilot, Pilot):
+        pilot = load_pilot(pilot)
+    engine = engine or _engine_of_store(store_dir) or pilot.engine
+    current, reason = store_is_current(pilot, store_dir, engine)
+    if current:
+        manifest = read_manifest(store_dir)
+        assert manifest is not None
+        return StoreInfo(Path(store_dir).resolve(), manifest, "reused")
+    return build_store(
+        pilot, store_dir, engine=engine, quarantine_dir=quarantine_dir, reason=reason
+    )
+
+
+def _engine_of_store(store_dir: str | Path) -> EngineSettings | None:
+    """The engine an existing store was built with (a run's ``--engine`` choice)."""
+    manifest = read_manifest(store_dir)
+    if manifest is None or "engine" not in manifest:
+        return None
+    return EngineSettings.model_validate(manifest["engine"])
+
+
+def default_store_dir(pilot: Pilot) -> Path:
+    """Where an analyst's store goes when a notebook runs without a run folder.
+
+    ``$PILOT_WORKBOOK_CACHE`` if set, else ``$XDG_CACHE_HOME`` or ``~/.cache``,
+    under ``agentic-pilot-workbook/stores/<pilot>-<hash of the pilot file's path>``.
+    """
+    root = os.environ.get("PILOT_WORKBOOK_CACHE")
+    if root:
+        base = Path(root)
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        base = base / "agentic-pilot-workbook" / "stores"
+    where = hashlib.sha256(str(pilot.path).encode()).hexdigest()[:12]
+    return base / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', pilot.name)}-{where}"
+
+
+# ---- opening -------------------------------------------------------------------------
+
+
+def open_store(
+    store_dir: str | Path,
+    pilot: Pilot | str | Path,
+    *,
+    con: BaseBackend | None = None,
+) -> PilotData:
+    """Open a complete store read-only as :class:`PilotData` (nothing is re-checked).
+
+    ``con`` defaults to a new connection on the engine the store was built with
+    (its memory limit and spill folder included). The pilot file must be the one
+    the store was built from.
+    """
+    if not isinstance(pilot, Pilot):
+        pilot = load_pilot(pilot)
+    store_dir = Path(store_dir).resolve()
+    manifest = read_manifest(store_dir)
+    if manifest is None:
+        raise StoreError(
+            f"no complete checked evidence store at {store_dir}; build it with "
+            "pilot-workbook run (or validate), or open the notebook with output_dir unset"
+        )
+    if manifest.get("pilot_file_sha256") != pilot.file_hash:
+        raise StoreError(
+            f"the store at {store_dir} was built from another version of the pilot file "
+            f"{pilot.path}; rebuild it (pilot-workbook run builds a fresh one)"
+        )
+    if con is None:
+        engine = EngineSettings.model_validate(manifest["engine"])
+        con = connect_engine(engine, spill_dir=store_dir.parent / f".spill-{os.getpid()}")
+    data = PilotData(pilot=pilot, con=con)
+    for name in DATASET_NAMES:
+        entry = manifest["datasets"].get(name)
+        if entry is None:
+            continue
+        checked = _read(con, store_dir / entry["file"])
+        rule = checked[QUARANTINE_RULE_COLUMN]
+        data._valid[name] = checked.filter(rule.isnull()).select(*entry["valid_columns"])
+        q_cols = entry["quarantine_columns"]
+        data._quarantined[name] = checked.filter(rule.notnull()).select(
+            **{out: checked[src] for out, src in q_cols.items()}
+        )
+        q_file = entry.get("quarantine_file")
+        data.checks[name] = DatasetCheck(
+            name=name,
+            source=entry["source"],
+            rows=int(entry["rows"]),
+            valid=int(entry["valid"]),
+            quarantined=int(entry["quarantined"]),
+            by_rule=pd.DataFrame(entry["by_rule"], columns=["rule", "rows"]).astype(
+                {"rows": "int64"}
+            ),
+            quarantine_path=(store_dir / q_file).resolve() if q_file else None,
+        )
+    data.manifest = manifest
+    return data
