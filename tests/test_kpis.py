@@ -11,6 +11,7 @@ import copy
 import datetime as dt
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -415,10 +416,18 @@ def test_efficiency_against_control_by_hand() -> None:
     assert (e["open_agent"], e["open_comparison"]) == (1, 2)
     assert row["n"] == 4  # the smaller cohort
     assert CONTROL_COMPARISON in row["note"]
-    # Bounds are the flipped bounds of the (seeded) bootstrap ratio of medians.
-    _, r_low, r_high = stats.bootstrap_median_ratio_interval(
-        [2, 4, 6, 8, 10], [10, 12, 14, 16], seed=0
-    )
+    # Agent median bounds by hand: P(median* <= 2) = P(Bin(5, 0.2) >= 3) = 0.058 >= 0.025,
+    # P(median* <= 8) = P(Bin(5, 0.8) >= 3) = 0.942 < 0.975.
+    assert (e["agent_median_low"], e["agent_median_high"]) == (2.0, 10.0)
+    # Control: every one of the 4^4 resamples; its medians' 2.5% and 97.5% quantiles.
+    control = np.array([10.0, 12.0, 14.0, 16.0])
+    idx = np.stack(np.meshgrid(*[np.arange(4)] * 4, indexing="ij"), -1).reshape(-1, 4)
+    meds, counts = np.unique(np.median(control[idx], axis=1), return_counts=True)
+    cdf = np.cumsum(counts) / counts.sum()
+    expected = meds[np.searchsorted(cdf, 0.025)], meds[np.searchsorted(cdf, 0.975)]
+    assert (e["comparison_median_low"], e["comparison_median_high"]) == expected == (10.0, 16.0)
+    # Gain bounds: 1 - the ratio's bounds, the same as the in-memory function on the columns.
+    _, r_low, r_high = stats.exact_median_ratio_interval([2, 4, 6, 8, 10], control, seed=0)
     assert (row["low"], row["high"]) == pytest.approx((1 - r_high, 1 - r_low))
     assert row["low"] <= row["estimate"] <= row["high"]
     assert "efficiency_vs_baseline" not in codes(k)
@@ -1000,3 +1009,126 @@ def test_adoption_summary_carries_both_override_rates() -> None:
     assert k.adoption["override_rate"]["n"] == 30
     assert k.adoption["override_rate_decision_log"]["estimate"] == pytest.approx(0.2)  # 2 of 10
     assert k.adoption["override_rate_decision_log"]["n"] == 10
+
+
+# ---------------------------------------------------------------------------
+# Efficiency interval from a bounded engine result (exact median bootstrap)
+# ---------------------------------------------------------------------------
+
+SAMPLE_PILOTS = Path(__file__).resolve().parents[1] / "data" / "pilots"
+
+
+def _closed_hours(cases: pd.DataFrame, cohort: str, start: Any, end: Any) -> np.ndarray:
+    """Closed cases' cycle hours of a cohort opened in [start, end), computed in pandas."""
+    c = cases[(cases["cohort"] == cohort) & (cases["opened_at"] >= start)]
+    c = c[(c["opened_at"] < end) & c["closed_at"].notna()]
+    return np.sort(((c["closed_at"] - c["opened_at"]).dt.total_seconds() / 3600).to_numpy())
+
+
+@pytest.mark.parametrize("name", ["claims-auto", "it-ticket-routing"])
+def test_sample_pilot_efficiency_agrees_with_the_classical_bootstrap(name: str) -> None:
+    from pilot_lib.config import load_pilot
+    from pilot_lib.ingest.contracts import load_pilot_data
+
+    pilot = load_pilot(SAMPLE_PILOTS / name)
+    data = load_pilot_data(pilot)
+    k = compute_kpis(pilot, data)
+    e, row = k.efficiency, k.kpi("efficiency_gain")
+    assert e["comparison"] == "control"
+    # Reference: the previous method, the classical bootstrap on the pulled columns.
+    cases = data.cases.execute()  # a test may pull the column; the library does not
+    window = (pilot.pilot_window.start_ts, pilot.pilot_window.end_ts)
+    agent = _closed_hours(cases, "agent", *window)
+    control = _closed_hours(cases, "control", *window)
+    assert (e["n_agent"], e["n_comparison"]) == (agent.size, control.size)
+    assert e["agent_median_hours"] == pytest.approx(np.median(agent), rel=1e-9)
+    assert e["comparison_median_hours"] == pytest.approx(np.median(control), rel=1e-9)
+    ratio, r_low, r_high = stats.bootstrap_median_ratio_interval(agent, control, seed=0)
+    assert row["estimate"] == pytest.approx(1 - ratio, rel=1e-9)
+    # Both are 2,000-draw percentile bounds of the same distribution: they differ by
+    # 0.1 x the width only beyond 4.6 Monte-Carlo standard deviations (tests/test_stats.py).
+    width = r_high - r_low
+    assert abs(row["low"] - (1 - r_high)) < 0.1 * width
+    assert abs(row["high"] - (1 - r_low)) < 0.1 * width
+    for hours, key in ((agent, "agent"), (control, "comparison")):
+        low, high = stats.bootstrap_median_interval(hours, seed=0)
+        assert abs(e[f"{key}_median_low"] - low) < 0.1 * (high - low)
+        assert abs(e[f"{key}_median_high"] - high) < 0.1 * (high - low)
+
+
+def _million_cases(n: int = 1_000_000) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(2026)
+    cohort = np.where(np.arange(n) % 5 < 3, "agent", "control")
+    hours = rng.lognormal(np.where(cohort == "agent", 3.0, 3.4), 0.6)
+    opened = pd.Timestamp("2026-03-02 08:00") + pd.to_timedelta(
+        rng.integers(0, 50 * 24 * 3600, n), unit="s"
+    )
+    frame = pd.DataFrame(
+        {
+            "case_id": [f"k{i}" for i in range(n)],
+            "cohort": cohort,
+            "opened_at": opened.astype("datetime64[us]"),
+            "closed_at": (opened + pd.to_timedelta(np.round(hours * 3.6e9), unit="us")).astype(
+                "datetime64[us]"
+            ),
+        }
+    )
+    exact = (frame["closed_at"] - frame["opened_at"]).dt.total_seconds().to_numpy() / 3600
+    return frame, np.sort(exact[cohort == "agent"]), np.sort(exact[cohort == "control"])
+
+
+def test_efficiency_on_a_million_cases_fetches_bounded_rows(monkeypatch) -> None:
+    frame, agent, control = _million_cases()
+    con = ibis.duckdb.connect()
+    cases = con.create_table("cases", frame)
+    fetched: list[int] = []
+    execute = con.execute
+
+    def counting(expr: Any, *args: Any, **kwargs: Any) -> Any:
+        out = execute(expr, *args, **kwargs)
+        fetched.append(len(out) if isinstance(out, (pd.DataFrame, pd.Series)) else 1)
+        return out
+
+    monkeypatch.setattr(con, "execute", counting)
+    k = compute_kpis_from_tables(
+        make_pilot(), con.create_table("decisions", small_decisions_frame()), cases=cases
+    )
+    e = k.efficiency
+    assert (e["n_agent"], e["n_comparison"]) == (agent.size, control.size) == (600_000, 400_000)
+    # No fetch is more than O(sqrt(N)) rows: 7 sqrt(600,000) + 7 sqrt(400,000) = 9,850.
+    assert max(fetched) < 20_000 and sum(fetched) < 20_000
+    assert e["agent_median_hours"] == pytest.approx(np.median(agent), rel=1e-12)
+    assert e["comparison_median_hours"] == pytest.approx(np.median(control), rel=1e-12)
+    # Large-sample check: the percentile bootstrap interval of a median approaches the
+    # order statistics at ranks N/2 +- 1.96 sqrt(N)/2 (distribution-free interval).
+    for hours, key in ((agent, "agent"), (control, "comparison")):
+        n = hours.size
+        half = 1.959964 * math.sqrt(n) / 2
+        ref_low, ref_high = hours[round(n / 2 - half) - 1], hours[round(n / 2 + half)]
+        width = ref_high - ref_low
+        assert abs(e[f"{key}_median_low"] - ref_low) < 0.05 * width
+        assert abs(e[f"{key}_median_high"] - ref_high) < 0.05 * width
+    row = k.kpi("efficiency_gain")
+    assert row["low"] < row["estimate"] < row["high"]
+    assert row["estimate"] == pytest.approx(1 - np.median(agent) / np.median(control), rel=1e-12)
+
+
+def test_efficiency_band_widens_when_the_engine_cuts_are_short(monkeypatch) -> None:
+    from pilot_lib.analysis import kpis as kpis_module
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for cohort, mu, n in (("agent", 2.5, 3000), ("control", 3.0, 2001)):
+        opened = pd.Timestamp("2026-03-03 08:00")
+        for h in np.round(rng.lognormal(mu, 0.5, n), 2):
+            rows.append((f"k{len(rows)}", cohort, opened, opened + pd.Timedelta(hours=h)))
+    frame = pd.DataFrame(rows, columns=["case_id", "cohort", "opened_at", "closed_at"])
+    frame["opened_at"] = frame["opened_at"].astype("datetime64[us]")
+    frame["closed_at"] = frame["closed_at"].astype("datetime64[us]")
+    expected = small_kpis(cases=frame).efficiency
+    # A band far too narrow (as an approximate quantile could give) is widened, then
+    # replaced by every value: the figures do not change.
+    monkeypatch.setattr(kpis_module.stats, "MEDIAN_BAND_SDS", 0.01)
+    got = small_kpis(cases=frame).efficiency
+    assert got == expected
+    assert expected["n_agent"] == 3000 and expected["n_comparison"] == 2001

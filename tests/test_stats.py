@@ -1,12 +1,14 @@
 """Tests for pilot_lib.analysis.stats against independent references.
 
 References: statsmodels (Wilson), scipy.stats.bootstrap (percentile bootstrap),
+the classical resampling bootstrap and full enumeration of resamples (exact median bootstrap),
 scipy.stats.t (Student-t interval), and closed forms worked out in the tests.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -397,3 +399,257 @@ def test_sample_size_to_clear_edges() -> None:
         stats.sample_size_to_clear(80, 0.8)
     with pytest.raises(ValueError, match="proportion"):
         stats.sample_size_to_clear(0.8, -0.1)
+
+
+# ---------------------------------------------------------------------------
+# Exact bootstrap distribution of a median, from a band of counts
+# ---------------------------------------------------------------------------
+#
+# Tolerances. A classical percentile bound from B resamples is the empirical
+# p-quantile of B draws from the exact distribution G, so G at that bound is
+# within p +- sqrt(p (1 - p) / B) (one Monte-Carlo standard deviation, in
+# probability units); 5 of them is used below (+ 1/B for np.quantile's
+# interpolation between two draws). On the value scale, for a smooth,
+# near-normal bootstrap distribution with standard deviation s, the bound's
+# standard deviation is sqrt(p (1 - p) / B) / phi(1.96) * s = 0.0153 W at
+# B = 2,000 and 0.0097 W at B = 5,000 (W = 3.92 s, the 95% interval's width), so
+# two independent estimates differ by 0.1 W only beyond 4.6 (B = 2,000) or 7.3
+# (B = 5,000) standard deviations of their difference.
+
+
+def _enumerated_median_cdf(x: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Every one of the n^n equally likely resamples: the median's exact distribution."""
+    arr = np.asarray(x, dtype=float)
+    n = arr.size
+    grids = np.meshgrid(*[np.arange(n)] * n, indexing="ij")
+    idx = np.stack([g.ravel() for g in grids], axis=1)
+    support, counts = np.unique(np.median(arr[idx], axis=1), return_counts=True)
+    return support, np.cumsum(counts) / idx.shape[0]
+
+
+def _cdf_at(values: np.ndarray, cdf: np.ndarray, t: np.ndarray, strict: bool = False) -> np.ndarray:
+    """P(M <= t) (or P(M < t) when strict) for a distribution given as support + CDF."""
+    side = "left" if strict else "right"
+    return np.concatenate(([0.0], cdf))[np.searchsorted(values, t, side=side)]
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        [4.2],
+        [1.0, 3.0],
+        [1.0, 2.0, 2.0],
+        [1.0, 2.0, 3.0, 4.0],
+        [5.0, 1.0, 1.0, 3.0, 3.0],
+        [1.0, 1.0, 2.0, 3.0, 5.0, 8.0],
+        [2.0, 2.0, 2.0, 2.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 4.0],
+        [-3.0, 7.5, 0.25, 7.5, -1.0, 2.0, 9.0],
+    ],
+)
+def test_exact_median_distribution_equals_full_enumeration(x: list[float]) -> None:
+    dist = stats.median_bootstrap_distribution(*stats.median_band_from_values(x))
+    support, cdf = _enumerated_median_cdf(x)
+    points = np.union1d(support, dist.values)
+    got = _cdf_at(dist.values, dist.cdf, points)
+    assert got == pytest.approx(_cdf_at(support, cdf, points), abs=1e-12)
+    assert dist.median == np.median(x)
+    assert dist.n == len(x) and dist.lost_mass == 0.0
+
+
+@pytest.mark.parametrize(
+    ("size", "ties", "data_seed"),
+    [
+        (7, False, 0),
+        (8, False, 1),
+        (41, True, 2),
+        (300, False, 3),
+        (1000, True, 4),
+        (1001, False, 5),
+    ],
+)
+def test_exact_median_distribution_matches_resampling(
+    size: int, ties: bool, data_seed: int
+) -> None:
+    # DKW: sup |ECDF - G| > 0.016 with probability < 2 exp(-2 B 0.016^2) = 7e-5 for B = 20,000.
+    x = np.random.default_rng(data_seed).lognormal(3.0, 0.6, size=size)
+    if ties:
+        x = np.round(x)
+    dist = stats.median_bootstrap_distribution(*stats.median_band_from_values(x))
+    meds = np.sort(stats._bootstrap_medians(np.sort(x), 20_000, np.random.default_rng(7)))
+    points = np.union1d(meds, dist.values)
+    ecdf = np.searchsorted(meds, points, side="right") / meds.size
+    assert np.max(np.abs(ecdf - _cdf_at(dist.values, dist.cdf, points))) < 0.016
+
+
+@pytest.mark.parametrize(("size", "ties"), [(10_001, False), (10_000, False), (20_000, True)])
+def test_band_loses_nothing(size: int, ties: bool) -> None:
+    x = np.random.default_rng(size).gamma(2.0, 10.0, size=size)
+    if ties:
+        x = np.round(x, 1)
+    band = stats.median_band_from_values(x)
+    whole = stats.median_band_from_values(x, sds=1e9)  # every value
+    assert whole.n_below == 0 and whole.counts.sum() == size
+    assert band.values.size <= 7 * math.sqrt(size) + 8
+    assert band.counts.sum() < size / 5  # a band, not the sample
+    narrow = stats.median_bootstrap_distribution(*band)
+    full = stats.median_bootstrap_distribution(*whole)
+    assert narrow.lost_mass < stats.MEDIAN_BAND_MAX_LOST and full.lost_mass < 1e-15
+    assert narrow.median == full.median == np.median(x)
+    # Same CDF wherever the band has support, up to the mass it leaves out.
+    at = _cdf_at(full.values, full.cdf, narrow.values)
+    assert np.max(np.abs(narrow.cdf - at)) <= stats.MEDIAN_BAND_MAX_LOST
+    assert narrow.cdf[0] < 1e-9 and narrow.cdf[-1] > 1 - 1e-9
+
+
+def test_band_ranks_leave_out_less_than_1e9_for_any_size() -> None:
+    sizes = list(range(1, 3000)) + [int(v) for v in np.logspace(3.5, 9, 40)]
+    for n in sizes:
+        lo, hi = stats.median_band_ranks(n)
+        assert 0 <= lo <= (n - 1) // 2 and n // 2 <= hi <= n - 1
+        assert hi - lo + 1 <= 7 * math.sqrt(n) + 8
+        # Worst case: every value below the lower cut's rank is below the band.
+        lost = stats.median_band_lost_mass(lo, hi - lo + 1, n)
+        assert lost < stats.MEDIAN_BAND_MAX_LOST, n
+    assert stats.median_band_ranks(1) == (0, 0)
+    assert stats.median_band_lost_mass(0, 1, 1) == 0.0
+    assert stats.median_band_lost_mass(10, 5, 21) < 1.0  # ranks 11-15: the middle is 11
+    assert stats.median_band_lost_mass(11, 5, 21) == 1.0  # ranks 12-16 miss it
+    with pytest.raises(ValueError, match="n_total"):
+        stats.median_band_ranks(0)
+
+
+@pytest.mark.parametrize(
+    ("size", "confidence", "ties", "data_seed"),
+    [
+        (7, 0.95, False, 0),
+        (8, 0.95, False, 1),
+        (41, 0.95, True, 2),
+        (300, 0.95, False, 3),
+        (1000, 0.90, False, 4),
+        (1001, 0.95, True, 5),
+        (250, 0.99, False, 6),
+        (2000, 0.95, False, 7),
+    ],
+)
+def test_exact_median_interval_agrees_with_classical_and_scipy(
+    size: int, confidence: float, ties: bool, data_seed: int
+) -> None:
+    x = np.random.default_rng(data_seed).lognormal(3.0, 0.6, size=size)
+    if ties:
+        x = np.round(x)
+    low, high = stats.exact_median_interval(x, confidence)
+    dist = stats.median_bootstrap_distribution(*stats.median_band_from_values(x))
+    alpha = (1 - confidence) / 2
+    b = 5000
+    classical = stats.bootstrap_median_interval(x, confidence, n_resamples=b, seed=11)
+    reference = _scipy_median_interval(x, confidence, seed=99)
+    for ref in (classical, reference):
+        for p, bound in zip((alpha, 1 - alpha), ref, strict=True):
+            eps = 5 * math.sqrt(p * (1 - p) / b) + 1 / b
+            # ref is an empirical p-quantile of draws from the exact distribution.
+            assert _cdf_at(dist.values, dist.cdf, np.array([bound]))[0] >= p - eps
+            assert _cdf_at(dist.values, dist.cdf, np.array([bound]), strict=True)[0] <= p + eps
+        if size >= 300 and not ties:
+            width = ref[1] - ref[0]
+            assert abs(low - ref[0]) < 0.1 * width and abs(high - ref[1]) < 0.1 * width
+    # The exact bounds are the exact quantiles of the distribution.
+    assert _cdf_at(dist.values, dist.cdf, np.array([low]))[0] >= alpha - 1e-12
+    assert _cdf_at(dist.values, dist.cdf, np.array([low]), strict=True)[0] < alpha
+    assert low <= np.median(x) <= high
+
+
+def _exact_ratio_cdf(num: np.ndarray, den: np.ndarray) -> Any:
+    """CDF of median*(num) / median*(den) for two independent exact distributions (den > 0)."""
+    a = stats.median_bootstrap_distribution(*stats.median_band_from_values(num))
+    b = stats.median_bootstrap_distribution(*stats.median_band_from_values(den))
+    pb = np.diff(np.concatenate(([0.0], b.cdf)))
+
+    def cdf(r: float, strict: bool = False) -> float:
+        return float(np.sum(pb * _cdf_at(a.values, a.cdf, r * b.values, strict)))
+
+    return cdf
+
+
+@pytest.mark.parametrize(
+    ("n_agent", "n_control", "ties", "data_seed"),
+    [(200, 150, False, 0), (61, 80, False, 1), (1001, 800, True, 2), (999, 1000, False, 3)],
+)
+def test_exact_ratio_interval_agrees_with_classical_and_scipy(
+    n_agent: int, n_control: int, ties: bool, data_seed: int
+) -> None:
+    rng = np.random.default_rng(data_seed)
+    agent = rng.lognormal(3.0, 0.6, size=n_agent)
+    control = rng.lognormal(3.4, 0.5, size=n_control)
+    if ties:
+        agent, control = np.round(agent), np.round(control)
+    b = 5000
+    ratio, low, high = stats.exact_median_ratio_interval(agent, control, n_resamples=b, seed=4)
+    assert ratio == np.median(agent) / np.median(control)
+    classical = stats.bootstrap_median_ratio_interval(agent, control, n_resamples=b, seed=4)[1:]
+    res = st.bootstrap(
+        (agent, control),
+        _median_ratio,
+        method="percentile",
+        paired=False,
+        n_resamples=b,
+        rng=np.random.default_rng(40 + data_seed),
+        vectorized=True,
+    )
+    scipy_ref = (res.confidence_interval.low, res.confidence_interval.high)
+    exact = _exact_ratio_cdf(agent, control)
+    for bounds in ((low, high), classical, scipy_ref):
+        # Every method's bounds are empirical quantiles of the same exact ratio distribution.
+        for p, bound in zip((0.025, 0.975), bounds, strict=True):
+            eps = 5 * math.sqrt(p * (1 - p) / b) + 1 / b
+            assert exact(bound) >= p - eps and exact(bound, strict=True) <= p + eps
+    for ref in (classical, scipy_ref):
+        width = ref[1] - ref[0]
+        assert abs(low - ref[0]) < 0.1 * width and abs(high - ref[1]) < 0.1 * width
+    assert low <= ratio <= high
+
+
+def test_exact_ratio_interval_seeded() -> None:
+    rng = np.random.default_rng(12)
+    a, b = rng.normal(20, 4, 300), rng.normal(30, 5, 200)
+    first = stats.exact_median_ratio_interval(a, b, seed=3)
+    assert first == stats.exact_median_ratio_interval(list(a), b[::-1], seed=3)
+    assert first != stats.exact_median_ratio_interval(a, b, seed=4)
+    assert first[0] == np.median(a) / np.median(b)
+
+
+def test_exact_intervals_edges() -> None:
+    assert all(math.isnan(v) for v in stats.exact_median_interval([]))
+    assert all(math.isnan(v) for v in stats.exact_median_interval([math.nan, math.nan]))
+    assert stats.exact_median_interval([4.2]) == (4.2, 4.2)
+    assert stats.exact_median_interval([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    assert stats.exact_median_interval([1.0, 3.0]) == (1.0, 3.0)  # medians 1, 2, 3 w.p. 1/4 1/2 1/4
+    assert stats.exact_median_interval([1.0, math.nan, 2.0, 3.0, 10.0]) == (
+        stats.exact_median_interval([1.0, 2.0, 3.0, 10.0])
+    )
+    # Five values 2..10: P(median* <= 2) = P(Bin(5, 0.2) >= 3) = 0.058 >= 0.025 and
+    # P(median* <= 8) = P(Bin(5, 0.8) >= 3) = 0.942 < 0.975: bounds 2 and 10.
+    assert stats.exact_median_interval([2, 4, 6, 8, 10]) == (2.0, 10.0)
+    with pytest.raises(ValueError, match="confidence"):
+        stats.exact_median_interval([1.0, 2.0], confidence=1.0)
+
+    assert all(math.isnan(v) for v in stats.exact_median_ratio_interval([], [1.0, 2.0]))
+    assert all(math.isnan(v) for v in stats.exact_median_ratio_interval([1.0], []))
+    assert all(math.isnan(v) for v in stats.exact_median_ratio_interval([1.0], [0.0, 0.0, 5]))
+    assert stats.exact_median_ratio_interval([3.0], [4.0]) == (0.75, 0.75, 0.75)
+    assert stats.exact_median_ratio_interval([3.0] * 4, [4.0] * 7) == (0.75, 0.75, 0.75)
+    with pytest.raises(ValueError, match="n_resamples"):
+        stats.exact_median_ratio_interval([1.0], [2.0], n_resamples=0)
+
+
+def test_median_bootstrap_distribution_rejects_bad_bands() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        stats.median_bootstrap_distribution([2.0, 1.0], [1, 1], 0, 2)
+    with pytest.raises(ValueError, match=">= 1"):
+        stats.median_bootstrap_distribution([1.0, 2.0], [1, 0], 0, 2)
+    with pytest.raises(ValueError, match="n_below"):
+        stats.median_bootstrap_distribution([1.0, 2.0], [3, 3], 5, 10)
+    with pytest.raises(ValueError, match="middle rank"):
+        stats.median_bootstrap_distribution([1.0, 2.0], [2, 2], 0, 11)
+    with pytest.raises(ValueError, match="same length"):
+        stats.median_bootstrap_distribution([1.0, 2.0], [2], 0, 2)

@@ -1171,9 +1171,9 @@ def _cycle_bands(
     """The bounded summary of each cohort's closed cycle hours around its median.
 
     ``sds`` None takes every value (no cuts). A cut is the engine's quantile at
-    the rank ``stats.median_band_ranks`` gives (min / max at the ends, no cut
-    when the band is the whole cohort); values below the lower cut come back as
-    one count per cohort, values above the upper cut not at all.
+    the rank ``stats.median_band_ranks`` gives (no cut on a side where the band
+    reaches the smallest or largest value); values below the lower cut come back
+    as one count per cohort, values above the upper cut not at all.
     """
     cuts: dict[str, tuple[float | None, float | None]] = {}
     exprs: dict[str, ir.Scalar] = {}

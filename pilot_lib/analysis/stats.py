@@ -254,7 +254,7 @@ def median_band_ranks(n_total: int, sds: float = MEDIAN_BAND_SDS) -> tuple[int, 
 
     The band keeps every value ranked within ``sds`` standard deviations
     (``sqrt(n) / 2`` ranks each) of the middle, plus two ranks for the even-``n``
-    pair and float rounding of the cuts: ``7 * sqrt(n) + 5`` ranks at most, the
+    pair and float rounding of the cuts: ``7 * sqrt(n) + 8`` ranks at most, the
     whole sample when that is more than ``n``.
     """
     if n_total < 1:
@@ -352,10 +352,8 @@ def median_bootstrap_distribution(
         raise ValueError("values and counts must be non-empty 1-D arrays of the same length")
     if np.isnan(v).any() or (np.diff(v) <= 0).any():
         raise ValueError("band values must be distinct, increasing and not NaN")
-    if not np.issubdtype(c.dtype, np.integer):
-        if not np.array_equal(c, np.round(c)):
-            raise ValueError("counts must be whole numbers")
-        c = c.astype(np.int64)
+    if not np.issubdtype(c.dtype, np.integer) and not np.array_equal(c, np.round(c)):
+        raise ValueError("counts must be whole numbers")
     c = c.astype(np.int64)
     if (c < 1).any():
         raise ValueError("counts must be >= 1")
@@ -374,7 +372,6 @@ def median_bootstrap_distribution(
     lost = median_band_lost_mass(n_below, int(c.sum()), n_total)
     n = float(n_total)
     f = cum / n
-    f_prev = np.concatenate(([n_below], cum[:-1])) / n
     sf = _st.binom.sf(a - 1, n_total, f)  # P(X*_(a) <= v_i)
     if a == b:
         return MedianBootstrap(v, sf, median, n_total, lost)

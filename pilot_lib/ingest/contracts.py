@@ -480,6 +480,28 @@ class ContractSplit:
     checked: ir.Table
     valid_columns: tuple[str, ...]
     quarantine_columns: dict[str, str]  # output name -> column of ``checked``
+    #: Unique keys (each a list of columns), with the rule label a later duplicate gets.
+    keys: tuple[tuple[tuple[str, ...], str], ...] = ()
+    #: Order that decides which row of a repeated key is kept (the first).
+    order_by: tuple[Any, ...] = ()
+    #: False when ``checked`` has not had its duplicate keys marked yet (``dedupe=False``).
+    deduplicated: bool = True
+
+    def mark_duplicates(self, checked: ir.Table) -> ir.Table:
+        """``checked`` (e.g. a materialized copy of an undeduplicated split) with the
+        later rows of every repeated key quarantined as ``duplicate <key>``."""
+        for key, label in self.keys:
+            checked = _mark_duplicates(checked, list(key), list(self.order_by), label)
+        return checked
+
+    def has_repeated_keys(self, checked: ir.Table) -> bool:
+        """Whether any key is held by more than one still-valid row of ``checked``."""
+        rule = checked[QUARANTINE_RULE_COLUMN]
+        for key, _ in self.keys:
+            counts = checked.filter(rule.isnull()).group_by(list(key)).aggregate(n=ibis._.count())
+            if int(counts.filter(counts.n > 1).count().execute()):
+                return True
+        return False
 
     def valid_from(self, checked: ir.Table) -> ir.Table:
         """The valid rows of ``checked`` (this split's table, or a materialized copy)."""
@@ -512,7 +534,12 @@ def _require_columns(name: str, table: ir.Table, schema: pa.DataFrameSchema, sou
 
 
 def validate_dataset(
-    name: str, table: ir.Table, pilot: Pilot | None = None, *, source: str | None = None
+    name: str,
+    table: ir.Table,
+    pilot: Pilot | None = None,
+    *,
+    source: str | None = None,
+    dedupe: bool = True,
 ) -> ContractSplit:
     """Check data set ``name`` against its contract, inside the engine.
 
@@ -527,6 +554,10 @@ def validate_dataset(
         Without it only the static contract is checked.
     source:
         How the source is shown in error messages (default: "the table").
+    dedupe:
+        Mark the later rows of repeated keys in ``checked`` (default). False leaves
+        that to :meth:`ContractSplit.mark_duplicates` on a materialized copy, which
+        is how the evidence store avoids evaluating the checks more than once.
 
     Returns
     -------
@@ -583,20 +614,28 @@ def validate_dataset(
     tie_break = [c for c in schema.columns if c != order_first]
     order_by = [ibis.asc(c, nulls_first=False) for c in ([order_first] if order_first else [])]
     order_by += [ibis.asc(c, nulls_first=False) for c in tie_break]
-    for key in keys:
-        label = f"duplicate {key[0]}" if len(key) == 1 else f"duplicate ({', '.join(key)})"
-        stage = _mark_duplicates(stage, key, order_by, label)
+    labelled = tuple(
+        (tuple(key), f"duplicate {key[0]}" if len(key) == 1 else f"duplicate ({', '.join(key)})")
+        for key in keys
+    )
+    if dedupe:
+        for key, label in labelled:
+            stage = _mark_duplicates(stage, list(key), order_by, label)
 
     helper = {QUARANTINE_RULE_COLUMN, *raw_copies}
     valid_columns = tuple(c for c in stage.columns if c not in helper)
     quarantine_columns = {QUARANTINE_RULE_COLUMN: QUARANTINE_RULE_COLUMN}
     for c in table.columns:
         quarantine_columns[c] = _raw_name(c) if _raw_name(c) in raw_copies else c
-    return ContractSplit(name, stage, valid_columns, quarantine_columns)
-
-
-_DUP_MARK = "__duplicated_key"
-_DUP_POSITION = "__key_position"
+    return ContractSplit(
+        name,
+        stage,
+        valid_columns,
+        quarantine_columns,
+        keys=labelled,
+        order_by=tuple(order_by),
+        deduplicated=dedupe,
+    )
 
 
 def _mark_duplicates(stage: ir.Table, key: list[str], order_by: list[Any], label: str) -> ir.Table:
@@ -609,23 +648,52 @@ def _mark_duplicates(stage: ir.Table, key: list[str], order_by: list[Any], label
     of the checks together. Row order of the result is not the input's.
     """
     rule = stage[QUARANTINE_RULE_COLUMN]
-    repeated = (
+    repeated = _small_table(
         stage.filter(rule.isnull())
         .group_by(key)
         .aggregate(__n=ibis._.count())
         .filter(ibis._.__n > 1)
         .select(*key)
-        .mutate(**{_DUP_MARK: ibis.literal(True)})
     )
-    marked = stage.left_join(repeated, key).select(*stage.columns, _DUP_MARK)
-    candidate = marked[_DUP_MARK].notnull() & marked[QUARANTINE_RULE_COLUMN].isnull()
-    single = marked.filter(~candidate).drop(_DUP_MARK)
-    ranked = marked.filter(candidate).drop(_DUP_MARK)
+    # Three branches that each read ``stage`` itself: rows already quarantined, valid
+    # rows whose key is held once, and valid rows with a repeated key, ranked. (A
+    # shared sub-expression read twice would be materialized whole by DuckDB.)
     position = ibis.row_number().over(group_by=key, order_by=order_by)
-    ranked = ranked.mutate(
-        **{QUARANTINE_RULE_COLUMN: (position > 0).ifelse(ibis.literal(label), ibis.null(_STRING))}
+    ranked = (
+        stage.semi_join(repeated, key)
+        .filter(stage[QUARANTINE_RULE_COLUMN].isnull())
+        .mutate(
+            **{
+                QUARANTINE_RULE_COLUMN: (position > 0).ifelse(
+                    ibis.literal(label), ibis.null(_STRING)
+                )
+            }
+        )
     )
-    return single.union(ranked.select(*single.columns))
+    columns = stage.columns
+    return ibis.union(
+        stage.filter(rule.notnull()).select(*columns),
+        stage.anti_join(repeated, key)
+        .filter(stage[QUARANTINE_RULE_COLUMN].isnull())
+        .select(*columns),
+        ranked.select(*columns),
+    )
+
+
+def _small_table(expr: ir.Table) -> ir.Table:
+    """A small result computed once in its engine (a temporary table; cached on Spark).
+
+    Only for small results (here: the keys more than one row holds); an expression
+    that is not bound to a backend is returned as is.
+    """
+    backend = _backend_of(expr)
+    if backend is None:
+        return expr
+    if backend.name == "duckdb":
+        return backend.create_table(ibis_util.gen_name("repeated_keys"), expr, temp=True)
+    if backend.name == "pyspark":
+        return expr.cache()
+    return expr
 
 
 # ---- loading a whole pilot -------------------------------------------------------------------

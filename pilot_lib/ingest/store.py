@@ -230,6 +230,13 @@ def _read(con: BaseBackend, path: Path) -> ir.Table:
     return con.read_parquet(str(path))
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _relative(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
@@ -368,8 +375,9 @@ def _ingest_one(
     quarantine: Path,
 ) -> dict[str, Any]:
     """Check one data set; write its checked rows and its quarantine. Returns its manifest entry."""
-    split = validate_dataset(name, raw, pilot, source=shown)
+    split = validate_dataset(name, raw, pilot, source=shown, dedupe=False)
     target = _store_file(tmp, name)
+    staged_path = tmp / f".staged_{name}.parquet"
     checked_rows = split.checked
     if name not in _LOG_SIZED:
         # small data sets keep a stable row order, so views and tables built from them
@@ -382,8 +390,24 @@ def _ingest_one(
             ]
         )
     try:
-        # One pass computes the casts, the rules and the duplicate-key windows.
-        _write(checked_rows, target)
+        # Pass 1 evaluates the casts and the rules once and writes the result.
+        _write(checked_rows, staged_path)
+        staged = _read(con, staged_path)
+        if split.has_repeated_keys(staged):
+            # Pass 2, only when some key repeats: mark the later rows of each repeated key.
+            marked = split.mark_duplicates(staged)
+            if name not in _LOG_SIZED:
+                marked = marked.order_by(
+                    [
+                        ibis.asc(c, nulls_first=False)
+                        for c in contract_columns(name)
+                        if c in marked.columns
+                    ]
+                )
+            _write(marked, target)
+            _remove(staged_path)
+        else:
+            os.replace(staged_path, target)
         checked = _read(con, target)
         counts = (
             checked.group_by(rule=checked[QUARANTINE_RULE_COLUMN])
