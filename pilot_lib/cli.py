@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from pilot_lib.ingest.contracts import validate_pilot
+    from pilot_lib.ingest.store import validate_pilot
 
     report = validate_pilot(args.pilot, quarantine_dir=args.quarantine_dir)
     print(report.to_text())

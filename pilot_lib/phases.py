@@ -185,8 +185,6 @@ def gather_results(
     (thresholds edited since) is not used: the phase is recomputed and the
     provenance says why.
     """
-    from pilot_lib.ingest.contracts import load_pilot_data
-
     wanted = phases or (
         "use_case_scoring",
         "kpi_baselining",
@@ -206,7 +204,7 @@ def gather_results(
             rows.append({"phase": phase, "source": "read from the run folder", "note": note})
             continue
         if ctx.data is None:
-            ctx.data = load_pilot_data(ctx.pilot, quarantine_dir=ctx.quarantine_dir)
+            ctx.load_data()
         results[phase] = _COMPUTE[phase](ctx.pilot, ctx.data).to_result()
         rows.append({"phase": phase, "source": "computed in this notebook", "note": note})
     return results, pd.DataFrame(rows, columns=["phase", "source", "note"])

@@ -71,7 +71,6 @@ __all__ = [
     "contract_columns",
     "load_pilot_data",
     "validate_dataset",
-    "validate_pilot",
 ]
 
 
@@ -1010,21 +1009,3 @@ def _text_table(frame: pd.DataFrame) -> list[str]:
     lines = [fmt([str(c) for c in frame.columns])]
     lines += [fmt([col[i] for col in cells]) for i in range(len(frame))]
     return lines
-
-
-def validate_pilot(
-    pilot_path: str | Path, quarantine_dir: str | Path | None = None
-) -> ValidationReport:
-    """Load a pilot file, open every data set and check every contract.
-
-    ``quarantine_dir`` defaults to ``runs/<pilot name>/quarantine`` under the current
-    directory. Raises the same errors as :func:`load_pilot_data`.
-    """
-    pilot = load_pilot(pilot_path)
-    out_dir = (
-        Path(quarantine_dir)
-        if quarantine_dir is not None
-        else Path("runs") / pilot.name / "quarantine"
-    )
-    data = load_pilot_data(pilot, quarantine_dir=out_dir)
-    return ValidationReport(pilot.name, pilot.path, data, out_dir)

@@ -53,6 +53,7 @@ from pilot_lib.ingest.contracts import (
     QUARANTINE_RULE_COLUMN,
     DatasetCheck,
     PilotData,
+    ValidationReport,
     contract_columns,
     engine_errors,
     validate_dataset,
@@ -70,6 +71,7 @@ __all__ = [
     "input_fingerprints",
     "open_store",
     "store_is_current",
+    "validate_pilot",
 ]
 
 #: Version of the store's layout; a store of another format is rebuilt.
@@ -612,3 +614,29 @@ def open_store(
         )
     data.manifest = manifest
     return data
+
+
+# ---- the validate command ------------------------------------------------------------
+
+
+def validate_pilot(
+    pilot_path: str | Path,
+    quarantine_dir: str | Path | None = None,
+    *,
+    store_dir: str | Path | None = None,
+    engine: EngineSettings | None = None,
+) -> ValidationReport:
+    """``pilot-workbook validate``: load a pilot file, check every data set once into a store.
+
+    The checked evidence store goes to ``store_dir`` (default
+    ``runs/<pilot name>/store`` under the current directory) and the quarantine to
+    ``quarantine_dir`` (default ``runs/<pilot name>/quarantine``). The store is
+    always rebuilt: validating means checking. Raises the errors of :func:`build_store`.
+    """
+    pilot = load_pilot(pilot_path)
+    base = Path("runs") / pilot.name
+    out_dir = Path(quarantine_dir) if quarantine_dir is not None else base / "quarantine"
+    store = Path(store_dir) if store_dir is not None else base / "store"
+    build_store(pilot, store, engine=engine or pilot.engine, quarantine_dir=out_dir)
+    data = open_store(store, pilot)
+    return ValidationReport(pilot.name, pilot.path, data, out_dir)

@@ -226,7 +226,32 @@ class PhaseContext:
     phase: str
     pilot: Pilot
     output_dir: Path | None
-    data: Any = None  # pilot_lib.ingest.contracts.PilotData, loaded on open_phase(load_data=True)
+    data: Any = None  # pilot_lib.ingest.contracts.PilotData, from the checked evidence store
+    store: Any = None  # pilot_lib.ingest.store.StoreInfo: where the store is, built or reused
+
+    @property
+    def store_dir(self) -> Path:
+        """The checked evidence store: ``<output_dir>/store``, else the analyst's cache."""
+        if self.output_dir is not None:
+            return self.output_dir / "store"
+        from pilot_lib.ingest.store import default_store_dir
+
+        return default_store_dir(self.pilot)
+
+    def load_data(self) -> Any:
+        """Open the checked evidence store read-only, building it first when it is
+        missing or stale (the pilot file or an input file changed)."""
+        from pilot_lib.ingest.store import ensure_store, open_store
+
+        self.store = ensure_store(self.pilot, self.store_dir, quarantine_dir=self.quarantine_dir)
+        self.data = open_store(self.store.path, self.pilot)
+        return self.data
+
+    def store_note(self) -> Any:
+        """One sentence: whether the checked evidence store was built now or reused."""
+        if self.store is None:
+            return md("_No data was loaded in this notebook._")
+        return md("{text}", text=self.store.note())
 
     @property
     def quarantine_dir(self) -> Path | None:
@@ -283,7 +308,10 @@ def open_phase(
 
     ``pilot`` is a pilot folder or file (see :func:`find_pilot`); ``output_dir``
     is where the phase result and quarantine files go (``None``: write nothing).
-    With ``load_data`` every data set is opened and checked against its contract.
+    With ``load_data`` the pilot's checked evidence store is opened read-only
+    (``<output_dir>/store``, or the analyst's cache without ``output_dir``); it is
+    built first when it is missing or the pilot file or an input file changed, and
+    reused otherwise (``ctx.store_note()`` says which).
     """
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {list(PHASES)}")
@@ -291,9 +319,7 @@ def open_phase(
     out = None if output_dir in (None, "") else Path(output_dir).expanduser().resolve()
     ctx = PhaseContext(phase=phase, pilot=loaded, output_dir=out)
     if load_data:
-        from pilot_lib.ingest.contracts import load_pilot_data
-
-        ctx.data = load_pilot_data(loaded, quarantine_dir=ctx.quarantine_dir)
+        ctx.load_data()
     return ctx
 
 
