@@ -814,9 +814,8 @@ def _check_one(
     try:
         if backend is not None and backend.name == "duckdb":
             # One pass computes the rules and windows; the split reads the temp table.
-            checked = backend.create_table(
-                ibis_util.gen_name(f"checked_{_safe_name(name)}"), checked, temp=True
-            )
+            checked_name = ibis_util.gen_name(f"checked_{_safe_name(name)}")
+            checked = backend.create_table(checked_name, checked, temp=True)
         elif backend is not None and backend.name == "pyspark":
             # Spark's twin of the temp table: computed once by the first query, then reused
             checked = checked.cache()
@@ -834,7 +833,9 @@ def _check_one(
             quarantined = backend.create_table(
                 ibis_util.gen_name(f"quarantine_{_safe_name(name)}"), quarantined, temp=True
             )
-            backend.raw_sql(f'DROP TABLE IF EXISTS "{checked.get_name()}"')
+            # drop_table quotes catalog, schema and name apart (a qualified name quoted
+            # whole names no table, and the checked rows stayed in memory twice)
+            backend.drop_table(checked_name, force=True)
         n_bad = int(counts.loc[counts["rule"].notna(), "rows"].sum())
         path = None
         if n_bad and quarantine_dir is not None:
