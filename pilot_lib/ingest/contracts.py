@@ -647,7 +647,7 @@ def _mark_duplicates(stage: ir.Table, key: list[str], order_by: list[Any], label
     of the checks together. Row order of the result is not the input's.
     """
     rule = stage[QUARANTINE_RULE_COLUMN]
-    repeated = _small_table(
+    repeated = small_table(
         stage.filter(rule.isnull())
         .group_by(key)
         .aggregate(__n=ibis._.count())
@@ -660,7 +660,7 @@ def _mark_duplicates(stage: ir.Table, key: list[str], order_by: list[Any], label
     position = ibis.row_number().over(group_by=key, order_by=order_by)
     ranked = (
         stage.semi_join(repeated, key)
-        .filter(stage[QUARANTINE_RULE_COLUMN].isnull())
+        .filter(ibis._[QUARANTINE_RULE_COLUMN].isnull())
         .mutate(
             **{
                 QUARANTINE_RULE_COLUMN: (position > 0).ifelse(
@@ -673,13 +673,13 @@ def _mark_duplicates(stage: ir.Table, key: list[str], order_by: list[Any], label
     return ibis.union(
         stage.filter(rule.notnull()).select(*columns),
         stage.anti_join(repeated, key)
-        .filter(stage[QUARANTINE_RULE_COLUMN].isnull())
+        .filter(ibis._[QUARANTINE_RULE_COLUMN].isnull())
         .select(*columns),
         ranked.select(*columns),
     )
 
 
-def _small_table(expr: ir.Table) -> ir.Table:
+def small_table(expr: ir.Table) -> ir.Table:
     """A small result computed once in its engine (a temporary table; cached on Spark).
 
     Only for small results (here: the keys more than one row holds); an expression

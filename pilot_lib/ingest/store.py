@@ -51,11 +51,13 @@ from pilot_lib.config import DATASET_NAMES, EngineSettings, Pilot, load_pilot
 from pilot_lib.errors import DataSourceError, WorkbookError
 from pilot_lib.ingest.contracts import (
     QUARANTINE_RULE_COLUMN,
+    ContractSplit,
     DatasetCheck,
     PilotData,
     ValidationReport,
     contract_columns,
     engine_errors,
+    small_table,
     validate_dataset,
 )
 from pilot_lib.ingest.engine import connect_engine, engine_label, remove_spill
@@ -366,6 +368,54 @@ def _disconnect(con: BaseBackend) -> None:
             con.disconnect()
 
 
+def _ordered(table: ir.Table, name: str) -> ir.Table:
+    """Small data sets keep a stable row order, so what is built from them is the same
+    from run to run; log-sized ones are written in whatever order the engine likes."""
+    if name in _LOG_SIZED:
+        return table
+    return table.order_by(
+        [ibis.asc(c, nulls_first=False) for c in contract_columns(name) if c in table.columns]
+    )
+
+
+def _write_in_parts(split: ContractSplit, folder: Path) -> Path:
+    """A log-sized data set with one unique key, on DuckDB: each row checked once.
+
+    The keys that more than one row holds are found first (a GROUP BY over the key
+    column alone; the result is small). Part 0 is every row whose key is not among
+    them, checked and written in one pass; part 1 holds the rows of repeated keys,
+    with the later ones of each key marked as duplicates. A clean log has no part 1.
+    """
+    (key, _label), *_ = split.keys
+    stage = split.checked
+    repeated = small_table(
+        stage.group_by(list(key)).aggregate(__n=ibis._.count()).filter(ibis._.__n > 1)
+    ).select(*key)
+    folder.mkdir()
+    if not int(repeated.count().execute()):
+        _write(stage, folder / "part-0.parquet")
+        return folder
+    _write(stage.anti_join(repeated, list(key)).select(*stage.columns), folder / "part-0.parquet")
+    held = stage.semi_join(repeated, list(key)).select(*stage.columns)
+    _write(split.mark_duplicates(held), folder / "part-1.parquet")
+    return folder
+
+
+def _write_in_two_passes(split: ContractSplit, name: str, con: BaseBackend, tmp: Path) -> Path:
+    """Pass 1 evaluates the casts and the rules once and writes them; pass 2, only when
+    some key repeats, marks the later rows of each repeated key in a rewrite."""
+    target = _store_file(tmp, name)
+    staged_path = tmp / f".staged_{name}.parquet"
+    _write(_ordered(split.checked, name), staged_path)
+    staged = _read(con, staged_path)
+    if split.has_repeated_keys(staged):
+        _write(_ordered(split.mark_duplicates(staged), name), target)
+        _remove(staged_path)
+    else:
+        os.replace(staged_path, target)
+    return target
+
+
 def _ingest_one(
     name: str,
     raw: ir.Table,
@@ -378,38 +428,11 @@ def _ingest_one(
 ) -> dict[str, Any]:
     """Check one data set; write its checked rows and its quarantine. Returns its manifest entry."""
     split = validate_dataset(name, raw, pilot, source=shown, dedupe=False)
-    target = _store_file(tmp, name)
-    staged_path = tmp / f".staged_{name}.parquet"
-    checked_rows = split.checked
-    if name not in _LOG_SIZED:
-        # small data sets keep a stable row order, so views and tables built from them
-        # are the same from run to run
-        checked_rows = checked_rows.order_by(
-            [
-                ibis.asc(c, nulls_first=False)
-                for c in contract_columns(name)
-                if c in checked_rows.columns
-            ]
-        )
     try:
-        # Pass 1 evaluates the casts and the rules once and writes the result.
-        _write(checked_rows, staged_path)
-        staged = _read(con, staged_path)
-        if split.has_repeated_keys(staged):
-            # Pass 2, only when some key repeats: mark the later rows of each repeated key.
-            marked = split.mark_duplicates(staged)
-            if name not in _LOG_SIZED:
-                marked = marked.order_by(
-                    [
-                        ibis.asc(c, nulls_first=False)
-                        for c in contract_columns(name)
-                        if c in marked.columns
-                    ]
-                )
-            _write(marked, target)
-            _remove(staged_path)
+        if con.name == "duckdb" and name in _LOG_SIZED and len(split.keys) == 1:
+            target = _write_in_parts(split, tmp / name)
         else:
-            os.replace(staged_path, target)
+            target = _write_in_two_passes(split, name, con, tmp)
         checked = _read(con, target)
         counts = (
             checked.group_by(rule=checked[QUARANTINE_RULE_COLUMN])
