@@ -1144,8 +1144,8 @@ def _cycle_distributions(
 ) -> dict[str, stats.MedianBootstrap]:
     """Exact bootstrap distribution of each cohort's median cycle time (``closed`` > 0 each).
 
-    Two queries whatever the number of cases: the cuts (order statistics
-    ``stats.median_band_ranks`` from the middle, by the engine's quantile) and,
+    Three small queries whatever the number of cases: the cuts (around the order
+    statistics ``stats.median_band_ranks`` from the middle, by a histogram) and,
     per cohort, the count below the lower cut and the distinct cycle times with
     their counts between the cuts: about ``7 * sqrt(closed)`` rows per cohort.
     The counts are exact whatever the cuts; if the cuts leave the band short
@@ -1165,36 +1165,73 @@ def _cycle_distributions(
     return {name: stats.median_bootstrap_distribution(*band) for name, band in bands.items()}
 
 
+#: Equal-width bins per cohort for finding the band's cuts (rows fetched: bins x cohorts).
+_CUT_BINS = 4096
+
+
+def _histogram_cuts(
+    scoped: ir.Table, closed: dict[str, int], sds: float
+) -> dict[str, tuple[float | None, float | None]]:
+    """Cuts that enclose the order statistics ``stats.median_band_ranks`` names.
+
+    Two streaming aggregates with memory bounded whatever the number of cases
+    (an exact quantile would hold every value): each cohort's range, then a
+    histogram of ``_CUT_BINS`` equal-width bins. The lower cut is the lower edge
+    of the bin holding the lower rank, the upper cut the upper edge of the bin
+    holding the upper rank, so the band holds at least the ranks asked for (plus
+    the rest of those two bins). The band's counts are exact whatever the cuts;
+    the caller widens the band if a bin edge fell the wrong side by rounding.
+    """
+    rows = scoped.filter(scoped.cycle_hours.notnull() & scoped.cohort.isin(list(closed)))
+    ranges = (
+        rows.group_by("cohort")
+        .aggregate(low=rows.cycle_hours.min(), high=rows.cycle_hours.max())
+        .execute()
+        .set_index("cohort")
+    )
+    cuts: dict[str, tuple[float | None, float | None]] = {n: (None, None) for n in closed}
+    widths: dict[str, tuple[float, float]] = {}
+    for name in closed:
+        low, high = float(ranges.at[name, "low"]), float(ranges.at[name, "high"])
+        if high > low:
+            widths[name] = (low, (high - low) / _CUT_BINS)
+    if not widths:
+        return cuts
+    cases = [
+        (rows.cohort == name, ((rows.cycle_hours - low) / width).floor())
+        for name, (low, width) in widths.items()
+    ]
+    raw_bin = ibis.cases(*cases, else_=ibis.null("float64"))
+    binned = rows.filter(rows.cohort.isin(list(widths))).mutate(
+        bin=ibis.least(ibis.greatest(raw_bin, 0), _CUT_BINS - 1).cast("int64")
+    )
+    hist = binned.group_by(["cohort", "bin"]).aggregate(n=binned.count()).execute()
+    for name, (low, width) in widths.items():
+        lo_rank, hi_rank = stats.median_band_ranks(closed[name], sds)
+        mine = hist[hist["cohort"] == name].sort_values("bin")
+        through = mine["n"].cumsum().to_numpy()
+        bins = mine["bin"].to_numpy()
+        lo_bin = int(bins[np.searchsorted(through, lo_rank + 1)])
+        hi_bin = int(bins[min(np.searchsorted(through, hi_rank + 1), len(bins) - 1)])
+        lo_cut = None if lo_rank == 0 else low + lo_bin * width
+        hi_cut = None if hi_rank >= closed[name] - 1 else low + (hi_bin + 1) * width
+        cuts[name] = (lo_cut, hi_cut)
+    return cuts
+
+
 def _cycle_bands(
     scoped: ir.Table, closed: dict[str, int], sds: float | None
 ) -> dict[str, stats.MedianBand]:
     """The bounded summary of each cohort's closed cycle hours around its median.
 
-    ``sds`` None takes every value (no cuts). A cut is the engine's quantile at
-    the rank ``stats.median_band_ranks`` gives (no cut on a side where the band
-    reaches the smallest or largest value); values below the lower cut come back
-    as one count per cohort, values above the upper cut not at all.
+    ``sds`` None takes every value (no cuts). The cuts come from
+    :func:`_histogram_cuts` (no cut on a side where the band reaches the smallest
+    or largest value); values below the lower cut come back as one count per
+    cohort, values above the upper cut not at all.
     """
-    cuts: dict[str, tuple[float | None, float | None]] = {}
-    exprs: dict[str, ir.Scalar] = {}
-    for i, (name, n) in enumerate(closed.items()):
-        cuts[name] = (None, None)
-        if sds is None:
-            continue
-        lo, hi = stats.median_band_ranks(n, sds)
-        hours, mine = scoped.cycle_hours, scoped.cohort == name
-        if lo > 0:
-            exprs[f"lo_{i}"] = hours.quantile(lo / (n - 1), where=mine)
-        if hi < n - 1:
-            exprs[f"hi_{i}"] = hours.quantile(hi / (n - 1), where=mine)
-    if exprs:
-        row = scoped.aggregate(**exprs).execute().iloc[0]
-        for i, name in enumerate(closed):
-            lo_cut, hi_cut = (_float(row.get(f"{end}_{i}")) for end in ("lo", "hi"))
-            cuts[name] = (
-                None if math.isnan(lo_cut) else lo_cut,
-                None if math.isnan(hi_cut) else hi_cut,
-            )
+    cuts = {name: (None, None) for name in closed}
+    if sds is not None:
+        cuts = _histogram_cuts(scoped, closed, sds)
 
     rows = scoped.filter(scoped.cycle_hours.notnull() & scoped.cohort.isin(list(closed)))
     hours = rows.cycle_hours
