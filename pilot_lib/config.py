@@ -358,7 +358,7 @@ class EngineSettings(_Strict):
     """Which engine computes the pilot, and how much of the machine it may use.
 
     - ``name``: ``duckdb`` (the default; embedded, in-process) or ``spark``.
-    - ``memory_limit``: DuckDB's memory limit per process (``"1GB"``, ``"512MB"``);
+    - ``memory_limit``: DuckDB's memory limit per process (default ``"512MB"``; ``"2GB"``);
       beyond it DuckDB spills to ``spill_dir``. Spark takes its memory from its
       own configuration (``spark.driver.memory`` for a local session).
     - ``threads``: DuckDB worker threads per process (default: all cores).
@@ -372,7 +372,7 @@ class EngineSettings(_Strict):
     """
 
     name: Literal["duckdb", "spark"] = "duckdb"
-    memory_limit: str = Field(default="1GB", pattern=_MEMORY_SIZE)
+    memory_limit: str = Field(default="512MB", pattern=_MEMORY_SIZE)
     threads: int | None = Field(default=None, ge=1)
     spill_dir: str | None = None
     master: str | None = None

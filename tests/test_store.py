@@ -228,7 +228,7 @@ def test_manifest_records_inputs_engine_and_counts(tmp_path: Path) -> None:
     pilot = load_pilot(folder)
     assert manifest["pilot_file_sha256"] == pilot.file_hash
     assert manifest["engine"]["name"] == "duckdb"
-    assert manifest["engine_label"] == "duckdb (memory limit 1GB)"
+    assert manifest["engine_label"] == "duckdb (memory limit 512MB)"
     files = manifest["inputs"]["decisions"]["files"]
     assert len(files) == 1 and len(files[0]["sha256"]) == 64
     assert files[0]["size"] == (folder / "decisions.parquet").stat().st_size
