@@ -43,7 +43,7 @@ def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(name)
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(store, "validate_dataset", counting)
+    monkeypatch.setattr(contracts, "validate_dataset", counting)
     return calls
 
 

@@ -40,7 +40,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from pandera.api.ibis.types import IbisData
 
 from pilot_lib.config import DATASET_NAMES, ESCALATION_REASONS, Pilot, load_pilot
 from pilot_lib.errors import ContractError, DataSourceError
+from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN, DatasetCheck, PilotData
 from pilot_lib.ingest.sources import connect, describe_source, open_dataset, open_source
 
 __all__ = [
@@ -89,8 +90,6 @@ def _register_pandera_ibis() -> None:
 
 _register_pandera_ibis()
 
-#: Column that names the first rule a quarantined row broke.
-QUARANTINE_RULE_COLUMN = "_quarantine_rule"
 
 _STRING = idt.String()
 _TIMESTAMP = idt.Timestamp(scale=6)  # DuckDB TIMESTAMP: microseconds, no time zone (UTC)
@@ -696,95 +695,6 @@ def small_table(expr: ir.Table) -> ir.Table:
 
 
 # ---- loading a whole pilot -------------------------------------------------------------------
-
-
-@dataclass
-class DatasetCheck:
-    """What checking one data set found. Counts are rows."""
-
-    name: str
-    source: str
-    rows: int
-    valid: int
-    quarantined: int
-    by_rule: pd.DataFrame  # columns: rule, rows (most rows first)
-    quarantine_path: Path | None = None
-
-
-_REPORT_COLUMNS = ["data set", "source", "rows", "valid", "quarantined"]
-_SUMMARY_COLUMNS = ["data set", "rule", "rows"]
-
-
-@dataclass
-class PilotData:
-    """The data of one pilot after its contracts ran: valid rows per data set.
-
-    ``table(name)`` is the valid rows in contract types (extra columns kept);
-    ``quarantined(name)`` the rows set aside with ``_quarantine_rule``. On DuckDB
-    both are temporary tables on ``con``; on Spark they read the checked rows cached
-    in the session. Tables from another backend stay on it (lazy expressions).
-    """
-
-    pilot: Pilot
-    con: BaseBackend
-    checks: dict[str, DatasetCheck] = field(default_factory=dict)
-    _valid: dict[str, ir.Table] = field(default_factory=dict, repr=False)
-    _quarantined: dict[str, ir.Table] = field(default_factory=dict, repr=False)
-    #: The evidence store's manifest when the data came from one (pilot_lib.ingest.store).
-    manifest: dict[str, Any] | None = field(default=None, repr=False)
-
-    def table(self, name: str) -> ir.Table | None:
-        """Valid rows of data set ``name``; None if the pilot file names no such data set."""
-        if name not in DATASET_NAMES:
-            raise KeyError(f"unknown data set {name!r}; known: {list(DATASET_NAMES)}")
-        return self._valid.get(name)
-
-    def quarantined(self, name: str) -> ir.Table | None:
-        """Quarantined rows of data set ``name`` (raw values + rule); None if not named."""
-        return self._quarantined.get(name)
-
-    @property
-    def decisions(self) -> ir.Table | None:
-        return self.table("decisions")
-
-    @property
-    def cases(self) -> ir.Table | None:
-        return self.table("cases")
-
-    @property
-    def adoption(self) -> ir.Table | None:
-        return self.table("adoption")
-
-    @property
-    def drill_events(self) -> ir.Table | None:
-        return self.table("drill_events")
-
-    @property
-    def approvals(self) -> ir.Table | None:
-        return self.table("approvals")
-
-    @property
-    def candidates(self) -> ir.Table | None:
-        return self.table("candidates")
-
-    def report(self) -> pd.DataFrame:
-        """One row per data set the pilot names: data set, source, rows, valid, quarantined."""
-        rows = [
-            [c.name, c.source, c.rows, c.valid, c.quarantined]
-            for n in DATASET_NAMES
-            if (c := self.checks.get(n)) is not None
-        ]
-        return pd.DataFrame(rows, columns=_REPORT_COLUMNS)
-
-    def quarantine_summary(self) -> pd.DataFrame:
-        """Quarantined rows per data set and rule (data sets in standard order, most rows first)."""
-        parts = [
-            [c.name, r.rule, int(r.rows)]
-            for n in DATASET_NAMES
-            if (c := self.checks.get(n)) is not None
-            for r in c.by_rule.itertuples(index=False)
-        ]
-        return pd.DataFrame(parts, columns=_SUMMARY_COLUMNS)
 
 
 def engine_errors() -> tuple[type[BaseException], ...]:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ibis
 import ibis.expr.types as ir
@@ -49,19 +49,18 @@ from ibis.backends import BaseBackend
 from pilot_lib import __version__
 from pilot_lib.config import DATASET_NAMES, EngineSettings, Pilot, load_pilot
 from pilot_lib.errors import DataSourceError, WorkbookError
-from pilot_lib.ingest.contracts import (
-    QUARANTINE_RULE_COLUMN,
-    ContractSplit,
-    DatasetCheck,
-    PilotData,
-    ValidationReport,
-    contract_columns,
-    engine_errors,
-    small_table,
-    validate_dataset,
+from pilot_lib.ingest.engine import (
+    connect_engine,
+    engine_label,
+    error_text,
+    remove_spill,
+    spark_errors,
 )
-from pilot_lib.ingest.engine import connect_engine, engine_label, remove_spill
+from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN, DatasetCheck, PilotData
 from pilot_lib.ingest.sources import describe_source, open_dataset, open_source
+
+if TYPE_CHECKING:  # the contracts (pandera) load only when a store is built
+    from pilot_lib.ingest.contracts import ContractSplit, ValidationReport
 
 __all__ = [
     "MANIFEST",
@@ -296,6 +295,8 @@ def build_store(
     PilotFileError, DataSourceError, ContractError
         A bad pilot file, an unreadable source, a missing required column.
     """
+    from pilot_lib.ingest.contracts import contract_columns
+
     if not isinstance(pilot, Pilot):
         pilot = load_pilot(pilot)
     engine = engine or pilot.engine
@@ -371,6 +372,8 @@ def _disconnect(con: BaseBackend) -> None:
 def _ordered(table: ir.Table, name: str) -> ir.Table:
     """Small data sets keep a stable row order, so what is built from them is the same
     from run to run; log-sized ones are written in whatever order the engine likes."""
+    from pilot_lib.ingest.contracts import contract_columns
+
     if name in _LOG_SIZED:
         return table
     return table.order_by(
@@ -386,6 +389,8 @@ def _write_in_parts(split: ContractSplit, folder: Path) -> Path:
     them, checked and written in one pass; part 1 holds the rows of repeated keys,
     with the later ones of each key marked as duplicates. A clean log has no part 1.
     """
+    from pilot_lib.ingest.contracts import small_table
+
     (key, _label), *_ = split.keys
     stage = split.checked
     repeated = small_table(
@@ -427,6 +432,8 @@ def _ingest_one(
     quarantine: Path,
 ) -> dict[str, Any]:
     """Check one data set; write its checked rows and its quarantine. Returns its manifest entry."""
+    from pilot_lib.ingest.contracts import engine_errors, validate_dataset
+
     split = validate_dataset(name, raw, pilot, source=shown, dedupe=False)
     try:
         if con.name == "duckdb" and name in _LOG_SIZED and len(split.keys) == 1:
@@ -448,10 +455,10 @@ def _ingest_one(
             if q_path.is_dir():
                 shutil.rmtree(q_path)
             _write_quarantine(split.quarantined_from(checked), q_path)
-    except engine_errors() as exc:
+    except (*engine_errors(), *spark_errors()) as exc:
         raise DataSourceError(
             f"data set {name!r} ({shown}): reading or checking it failed: "
-            f"{' '.join(str(exc).split())[:400]}. Check the file for malformed rows."
+            f"{error_text(exc)}. Check the file for malformed rows."
         ) from exc
     by_rule = (
         bad[["rule", "rows"]]
@@ -481,6 +488,16 @@ def _write_quarantine(table: ir.Table, path: Path) -> None:
     backend = table.get_backend()
     if backend.name == "duckdb":
         table.to_parquet(path)
+        return
+    if backend.name == "pyspark":
+        # Spark writes it in one task (no row passes through this process) into a
+        # folder; its one part file becomes the quarantine file
+        folder = path.with_name(f".{path.name}.spark")
+        frame = backend.raw_sql(backend.compile(table))
+        frame.coalesce(1).write.mode("overwrite").parquet(str(folder))
+        (part,) = folder.glob("part-*.parquet")
+        os.replace(part, path)
+        shutil.rmtree(folder)
         return
     import pyarrow.parquet as pq
 
@@ -656,6 +673,8 @@ def validate_pilot(
     ``quarantine_dir`` (default ``runs/<pilot name>/quarantine``). The store is
     always rebuilt: validating means checking. Raises the errors of :func:`build_store`.
     """
+    from pilot_lib.ingest.contracts import ValidationReport
+
     pilot = load_pilot(pilot_path)
     base = Path("runs") / pilot.name
     out_dir = Path(quarantine_dir) if quarantine_dir is not None else base / "quarantine"
