@@ -13,11 +13,17 @@ runtime is found.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,7 @@ if _java_runtime() is None:
     )
 
 import ibis  # noqa: E402
+import ibis.expr.operations as ops  # noqa: E402
 from conftest import tiny_frames, write_frame, write_pilot  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 from test_contracts import (  # noqa: E402  (same broken rows and expected rules as there)
@@ -64,9 +71,11 @@ from test_contracts import (  # noqa: E402  (same broken rows and expected rules
 
 from pilot_lib.analysis.calibration import expected_calibration_error  # noqa: E402
 from pilot_lib.analysis.drift import drift_windows, feature_drift  # noqa: E402
+from pilot_lib.analysis.gate import evaluate_gate  # noqa: E402
+from pilot_lib.analysis.integrity import check_thresholds  # noqa: E402
 from pilot_lib.analysis.kpis import compute_kpis, compute_kpis_from_tables  # noqa: E402
 from pilot_lib.analysis.spc import daily_escalation, prompt_version_rates  # noqa: E402
-from pilot_lib.config import DATASET_NAMES, Pilot, load_pilot  # noqa: E402
+from pilot_lib.config import DATASET_NAMES, EngineSettings, Pilot, load_pilot  # noqa: E402
 from pilot_lib.errors import DataSourceError  # noqa: E402
 from pilot_lib.ingest.contracts import (  # noqa: E402
     QUARANTINE_RULE_COLUMN,
@@ -74,10 +83,20 @@ from pilot_lib.ingest.contracts import (  # noqa: E402
     load_pilot_data,
     validate_dataset,
 )
+from pilot_lib.ingest.engine import connect_engine  # noqa: E402
 from pilot_lib.ingest.sources import connect  # noqa: E402
+from pilot_lib.ingest.store import build_store, open_store  # noqa: E402
+from pilot_lib.phases import (  # noqa: E402
+    drift_phase,
+    incident_phase,
+    kpi_phase,
+    use_case_phase,
+)
+from pilot_lib.results import to_jsonable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CLAIMS_AUTO = REPO / "data" / "pilots" / "claims-auto"
+SAMPLES = REPO / "data" / "pilots"
+CLAIMS_AUTO = SAMPLES / "claims-auto"
 
 #: Key columns per data set, to line rows up across engines.
 KEYS = {
@@ -480,3 +499,470 @@ def test_calibration_on_spark_matches_duckdb(
     expected = expected_calibration_error(current_duckdb, bins=bins, strategy=strategy)
     _assert_same(got, expected, f"ECE ({strategy})")
     assert got.n_used > 0 and got.ece > 0
+
+
+# ---- the checked evidence store on Spark: built, opened, four phases and the gate -----------
+
+#: The phase functions the notebooks and the runner call, in order (phase 5 is the gate).
+PHASE_FUNCTIONS = {
+    "use_case_scoring": use_case_phase,
+    "kpi_baselining": kpi_phase,
+    "drift_analysis": drift_phase,
+    "incident_drill_review": incident_phase,
+}
+SPARK_LOCAL = EngineSettings(name="spark", master="local[2]")
+
+
+@dataclasses.dataclass
+class SampleRun:
+    """A sample pilot's store built on one engine, opened, and every phase computed from it."""
+
+    pilot: Pilot
+    store: Path
+    manifest: dict[str, Any]
+    data: PilotData
+    results: dict[str, Any]  # phase -> its result, as written to the result file
+    gate: dict[str, Any]  # evaluate_gate(...).to_result(), as notebook 05 computes it
+    seconds: dict[str, float]  # "build", "open" and each phase
+    #: Spark only: every result Spark sent back to Python (build, open, phases)
+    returned: list[Returned] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Returned:
+    """One result a Spark query handed to Python."""
+
+    rows: int
+    aggregated: bool  # a GROUP BY / reduction (maybe sorted, limited, filtered), not rows
+    tables: frozenset[str]  # the Spark tables and views it reads
+    caller: str  # the pilot_lib function that asked, file:line
+
+
+def _aggregated(op: Any) -> bool:
+    while isinstance(op, (ops.Sort, ops.Limit, ops.Project, ops.Filter)):
+        op = op.parent
+    return isinstance(op, (ops.Aggregate, ops.Distinct))
+
+
+@contextlib.contextmanager
+def _results_from_spark() -> Iterator[list[Returned]]:
+    """Record every result the Ibis PySpark backend hands to Python.
+
+    ``execute`` is the one way a result leaves Spark (``to_pyarrow``,
+    ``to_pyarrow_batches`` and ``to_pandas`` go through it).
+    """
+    import traceback
+
+    from ibis.backends.pyspark import Backend
+
+    returned: list[Returned] = []
+    real = Backend.execute
+
+    def recording(self: Any, expr: Any, /, **kwargs: Any) -> Any:
+        out = real(self, expr, **kwargs)
+        op = expr.as_table().op()
+        caller = [f for f in traceback.extract_stack()[:-1] if "pilot_lib" in f.filename]
+        returned.append(
+            Returned(
+                rows=len(out) if isinstance(out, (pd.DataFrame, pd.Series)) else 1,
+                aggregated=_aggregated(op),
+                tables=frozenset(t.name for t in op.find(ops.DatabaseTable)),
+                caller=(
+                    f"{Path(caller[-1].filename).name}:{caller[-1].lineno} {caller[-1].name}"
+                    if caller
+                    else "?"
+                ),
+            )
+        )
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Backend, "execute", recording)
+        yield returned
+
+
+def _run_sample(name: str, engine: EngineSettings, root: Path) -> SampleRun:
+    pilot = load_pilot(SAMPLES / name)
+    store_dir = root / f"{name}-{engine.name}" / "store"  # as in a run folder
+    started = time.perf_counter()
+    info = build_store(pilot, store_dir, engine=engine)
+    seconds = {"build": time.perf_counter() - started}
+    started = time.perf_counter()
+    data = open_store(store_dir, pilot)
+    seconds["open"] = time.perf_counter() - started
+    results = {}
+    for phase, compute in PHASE_FUNCTIONS.items():
+        started = time.perf_counter()
+        results[phase] = to_jsonable(compute(pilot, data).to_result())
+        seconds[phase] = time.perf_counter() - started
+    warnings, _ = check_thresholds(pilot)
+    gate = to_jsonable(evaluate_gate(pilot, results, warnings).to_result())
+    return SampleRun(pilot, store_dir, info.manifest, data, results, gate, seconds)
+
+
+@pytest.fixture(scope="module")
+def sample_runs(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], tuple[SampleRun, SampleRun]]:
+    """``sample_runs(name)``: (on Spark, on DuckDB) for a bundled sample, computed once."""
+    root = tmp_path_factory.mktemp("sample-stores")
+    done: dict[str, tuple[SampleRun, SampleRun]] = {}
+
+    def runs(name: str) -> tuple[SampleRun, SampleRun]:
+        if name not in done:
+            with _results_from_spark() as returned:
+                on_spark = _run_sample(name, SPARK_LOCAL, root)
+            on_spark.returned = returned
+            done[name] = on_spark, _run_sample(name, EngineSettings(), root)
+        return done[name]
+
+    return runs
+
+
+SAMPLE_NAMES = ("claims-auto", "it-ticket-routing")
+
+
+@pytest.mark.parametrize("sample", SAMPLE_NAMES)
+def test_store_on_spark_gives_duckdbs_decision_and_figures(
+    spark: SparkSession, sample_runs: Callable[[str], tuple[SampleRun, SampleRun]], sample: str
+) -> None:
+    on_spark, on_duckdb = sample_runs(sample)
+
+    # the store was built and is read by Spark, in this module's session
+    assert on_spark.manifest["engine"]["name"] == "spark"
+    assert on_spark.manifest["engine_label"] == "spark (local[2])"
+    assert on_spark.data.con._session is spark  # connect_engine reused the running session
+    assert {on_spark.data.table(n).get_backend().name for n in on_spark.data.checks} == {"pyspark"}
+    for name, entry in on_spark.manifest["datasets"].items():
+        written = on_spark.store / entry["file"]
+        assert (written / "_SUCCESS").is_file() and list(written.glob("part-*.parquet")), name
+        quarantine = entry["quarantine_file"]
+        if quarantine:  # one file, whatever Spark's writer does
+            assert (on_spark.store / quarantine).is_file(), name
+            rows = len(pd.read_parquet(on_spark.store / quarantine))
+            assert rows == entry["quarantined"], name
+    counts = ("rows", "valid", "quarantined", "by_rule", "valid_columns")
+    for name, entry in on_duckdb.manifest["datasets"].items():
+        spark_entry = on_spark.manifest["datasets"][name]
+        assert {k: spark_entry[k] for k in counts} == {k: entry[k] for k in counts}, name
+        # the same quarantine columns (from a raw copy where the reader's type was not
+        # the contract's: Spark reads a Parquet timestamp at another precision)
+        assert list(spark_entry["quarantine_columns"]) == list(entry["quarantine_columns"])
+
+    # every phase result, leaf by leaf (numbers to RTOL, text exactly), and the gate
+    assert on_spark.gate["decision"] == on_duckdb.gate["decision"]
+    _assert_same(on_spark.results, on_duckdb.results, "results")
+    _assert_same(on_spark.gate, on_duckdb.gate, "gate")
+    kpis = on_spark.results["kpi_baselining"]["kpis"]
+    assert kpis and all(k["n"] > 0 for k in kpis)  # not an empty comparison
+    assert on_spark.results["drift_analysis"] and on_spark.results["incident_drill_review"]
+
+
+@pytest.mark.parametrize("sample", SAMPLE_NAMES)
+def test_only_aggregates_come_back_from_spark(
+    sample_runs: Callable[[str], tuple[SampleRun, SampleRun]], sample: str
+) -> None:
+    # Building, opening and the four phases: Spark sends back counts, sums, quantiles,
+    # histograms, never rows of the decision log or the cases. Rows come back only from
+    # the data sets that are small by design: candidates (scoring), drill events
+    # (drills), approvals (the rows a finding lists). Spark writes the quarantine itself.
+    on_spark, _ = sample_runs(sample)
+    small_by_design = ("candidates", "drill_events", "approvals")
+    tables_of = {
+        name: {t.name for t in on_spark.data.table(name).op().find(ops.DatabaseTable)}
+        for name in on_spark.data.checks
+    }
+    logs = {n: on_spark.manifest["datasets"][n]["valid"] for n in ("decisions", "cases")}
+    largest_small = max(on_spark.manifest["datasets"][n]["rows"] for n in small_by_design)
+    assert on_spark.returned, "no result came back from Spark"
+    rows_back = [r for r in on_spark.returned if not r.aggregated]
+    log_tables = tables_of["decisions"] | tables_of["cases"]
+    assert not [r for r in rows_back if r.tables & log_tables]
+    # rows through a cached intermediate table (its lineage is not in the plan): a few
+    assert all(r.rows <= largest_small for r in rows_back), rows_back
+    # an aggregate over a log is far smaller than the log (bins, distinct values, days)
+    assert max(r.rows for r in on_spark.returned if r.aggregated) < min(logs.values()) / 4
+
+
+def _types(schema: Any) -> dict[str, Any]:
+    """Column types up to nullability and timestamp precision (Spark: micro, unstated)."""
+    return {
+        c: (t.copy(scale=None) if t.is_timestamp() else t).copy(nullable=True)
+        for c, t in schema.items()
+    }
+
+
+@pytest.mark.parametrize("sample", SAMPLE_NAMES)
+def test_store_timestamps_read_back_on_spark_as_written(
+    sample_runs: Callable[[str], tuple[SampleRun, SampleRun]], sample: str
+) -> None:
+    # Spark writes timestamps as UTC instants (INT96); read back in the session's UTC
+    # they are the wall-clock values DuckDB stored, to the microsecond
+    on_spark, on_duckdb = sample_runs(sample)
+    compared = 0
+    for name in on_duckdb.data.checks:
+        spark_table, duckdb_table = on_spark.data.table(name), on_duckdb.data.table(name)
+        schema = duckdb_table.schema()
+        assert _types(spark_table.schema()) == _types(schema), name
+        for column, dtype in schema.items():
+            if not (dtype.is_timestamp() or dtype.is_date()):
+                continue
+
+            def summary(table: Any, column: str = column, dtype: Any = dtype) -> dict[str, Any]:
+                col = table[column]
+                aggs = {"n": col.count(), "low": col.min(), "high": col.max()}
+                if dtype.is_timestamp():
+                    aggs["seconds"] = col.epoch_seconds().sum()
+                    aggs["millis"] = col.millisecond().sum()
+                    aggs["hours"] = col.hour().sum()
+                return table.aggregate(**aggs).to_pandas().iloc[0].to_dict()
+
+            assert summary(spark_table) == summary(duckdb_table), f"{name}.{column}"
+            key = KEYS[name][0]
+            first = [key, column] if key != column else [column]
+
+            def head(table: Any, first: list[str] = first) -> pd.DataFrame:
+                return table.select(*first).order_by(first).limit(5).to_pandas()
+
+            pd.testing.assert_frame_equal(head(spark_table), head(duckdb_table), obj=name)
+            compared += 1
+    assert compared >= 5  # decisions, cases (2), adoption, drill events, approvals (3)
+
+
+def test_text_columns_of_a_csv_keep_their_text_on_spark(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # Spark's CSV inference would read prompt version "1.10" as 1.1 (one version with
+    # "1.1") and user "0042" as 42; the store keeps the text, as DuckDB does
+    frames = tiny_frames()
+    decisions = frames["decisions"].copy()
+    decisions["prompt_version"] = ["1.10" if i % 2 else "1.1" for i in range(len(decisions))]
+    decisions["user_id"] = [f"{i % 5:04d}" for i in range(len(decisions))]
+    folder = write_pilot(
+        tmp_path / "p",
+        {"decisions": decisions, "cases": frames["cases"]},
+        files={"decisions": "decisions.csv"},
+    )
+    stored = {}
+    for engine in (SPARK_LOCAL, EngineSettings()):
+        build_store(folder, tmp_path / engine.name, engine=engine)
+        table = open_store(tmp_path / engine.name, folder).decisions
+        stored[engine.name] = (
+            table.group_by(["prompt_version", "user_id"])
+            .aggregate(n=table.count())
+            .order_by(["prompt_version", "user_id"])
+            .to_pandas()
+        )
+    _assert_same(stored["spark"], stored["duckdb"], "text columns")
+    assert set(stored["spark"]["prompt_version"]) == {"1.1", "1.10"}
+    assert set(stored["spark"]["user_id"]) == {"0000", "0001", "0002", "0003", "0004"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _connect_extra_installed() -> bool:
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "master", ["foo://bar", "local[x]", "local[0]", "spark://no-port", "sc://", "yarn-client"]
+)
+def test_a_bad_master_url_is_one_clear_error(spark: SparkSession, master: str) -> None:
+    # checked before any session is used, so even with this module's session running
+    with pytest.raises(DataSourceError) as info:
+        connect_engine(EngineSettings(name="spark", master=master))
+    message = str(info.value)
+    assert f"{master!r} is not a Spark master URL" in message
+    assert "local[*]" in message and "spark://host:7077" in message and "sc://" in message
+    assert "\n" not in message
+
+
+def test_an_unreachable_spark_connect_url_is_one_clear_error(spark: SparkSession) -> None:
+    port = _free_port()  # nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(DataSourceError) as info:
+        connect_engine(EngineSettings(name="spark", master=f"sc://127.0.0.1:{port}"))
+    message = str(info.value)
+    assert f"nothing answers at 127.0.0.1:{port}" in message
+    if not _connect_extra_installed():
+        assert "pip install 'pyspark[connect]'" in message
+    assert time.perf_counter() - started < 30
+    assert "\n" not in message
+
+
+@pytest.mark.skipif(_connect_extra_installed(), reason="pyspark's connect extra is installed")
+def test_spark_connect_without_the_connect_extra_names_the_extra(spark: SparkSession) -> None:
+    with socket.socket() as server:  # something answers, so only the extra is missing
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"sc://127.0.0.1:{server.getsockname()[1]}/;user_id=analyst"
+        with pytest.raises(DataSourceError) as info:
+            connect_engine(EngineSettings(name="spark", master=url))
+    message = str(info.value)
+    assert "pyspark's connect extra" in message and "pip install 'pyspark[connect]'" in message
+    assert "grpcio" in message  # the package found missing
+    assert "nothing answers" not in message
+
+
+#: A fresh process starting Spark through the workbook, as the CLI and a kernel do.
+_START_SPARK = """
+import sys
+from pilot_lib.config import EngineSettings
+from pilot_lib.errors import DataSourceError
+from pilot_lib.ingest.engine import connect_engine
+try:
+    connect_engine(EngineSettings(name="spark", master=sys.argv[1]))
+except DataSourceError as exc:
+    print(exc)
+    sys.exit(3)
+print("started")
+"""
+
+
+def _old_java(folder: Path) -> Path:
+    """A JAVA_HOME whose java says it is Java 11 (too old for Spark 4) and exits."""
+    java = folder / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.22\" 2024-01-16' >&2\nexit 1\n")
+    java.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("JAVA_HOME without java", "no Java runtime: JAVA_HOME is {tmp}/no-java, which holds no"),
+        ("no java on PATH", "no Java runtime: JAVA_HOME is not set and no java is on PATH"),
+        ("Java 11", "{tmp}/java11/bin/java is Java 11"),
+        ("master down", "no Spark master answers at spark://127.0.0.1:{port}"),
+    ],
+)
+def test_spark_that_cannot_start_is_one_message_in_a_fresh_process(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
+    master = "local[1]"
+    port = _free_port()
+    if case == "JAVA_HOME without java":
+        (tmp_path / "no-java").mkdir()
+        env["JAVA_HOME"] = str(tmp_path / "no-java")
+    elif case == "no java on PATH":
+        env.pop("JAVA_HOME", None)
+        env["PATH"] = str(Path(sys.executable).parent)
+    elif case == "Java 11":
+        env["JAVA_HOME"] = str(_old_java(tmp_path / "java11"))
+    else:
+        master = f"spark://127.0.0.1:{port}"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _START_SPARK, master],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    message = proc.stdout.strip()
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert message.startswith("engine spark:") and "\n" not in message
+    assert expected.format(tmp=tmp_path, port=port) in message
+    if case != "master down":
+        assert "Java 17" in message and "--engine duckdb" in message
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - started < 60  # found before any JVM or network wait
+
+
+def test_unreadable_input_while_building_on_spark_is_a_data_source_error(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # two Parquet files of one data set whose confidence column disagrees in type: Spark
+    # finds out only while it writes the store (an error from inside a Spark task)
+    frames = tiny_frames()
+    folder = _small_pilot(tmp_path / "p")
+    (folder / "decisions").mkdir()
+    decisions = frames["decisions"]
+    write_frame(decisions.iloc[:20], folder / "decisions" / "a.parquet")
+    text = decisions.iloc[20:].astype({"confidence": str})
+    write_frame(text, folder / "decisions" / "b.parquet")
+    doc = yaml.safe_load((folder / "pilot.yaml").read_text(encoding="utf-8"))
+    doc["datasets"]["decisions"] = {"path": "decisions/*.parquet"}
+    (folder / "pilot.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+    with pytest.raises(DataSourceError) as info:
+        build_store(folder, tmp_path / "store", engine=SPARK_LOCAL)
+    message = str(info.value)
+    assert message.startswith("data set 'decisions' (decisions/*.parquet)")
+    assert "b.parquet" in message and "confidence" in message
+    assert "\tat " not in message and " at org.apache" not in message  # no Java stack trace
+    assert not (tmp_path / "store").exists()  # nothing half-written
+
+
+#: A phase notebook's first cell in a fresh kernel (no Spark yet), on a Spark-built store.
+_PHASE_KERNEL = """
+import json, sys, time
+started = time.perf_counter()
+from pilot_lib.phases import kpi_phase
+from pilot_lib.report import notebook as nb
+ctx = nb.open_phase("kpi_baselining", sys.argv[1], sys.argv[2])
+opened = time.perf_counter()
+result = kpi_phase(ctx.pilot, ctx.data).to_result()
+done = time.perf_counter()
+session = ctx.data.con._session
+print(json.dumps({
+    "action": ctx.store.action,
+    "backends": sorted({ctx.data.table(n).get_backend().name for n in ctx.data.checks}),
+    "master": session.sparkContext.master,
+    "time_zone": session.conf.get("spark.sql.session.timeZone"),
+    "open_seconds": opened - started,
+    "phase_seconds": done - opened,
+    "result": result,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_a_phase_kernel_opens_a_spark_built_store_in_a_fresh_process(
+    sample_runs: Callable[[str], tuple[SampleRun, SampleRun]],
+    record_property: Callable[[str, Any], None],
+) -> None:
+    on_spark, on_duckdb = sample_runs("claims-auto")
+    run_dir = on_spark.store.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
+    env["TZ"] = "America/New_York"  # the kernel's local time must not move a timestamp
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _PHASE_KERNEL, "data/pilots/claims-auto", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    wall = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the kernel started its own local session from the manifest's engine and reused the store
+    assert out["action"] == "reused"
+    assert out["backends"] == ["pyspark"]
+    assert out["master"] == "local[2]" and out["time_zone"] == "UTC"
+    _assert_same(to_jsonable(out["result"]), on_duckdb.results["kpi_baselining"], "kernel KPIs")
+    for key in ("open_seconds", "phase_seconds"):
+        record_property(key, round(out[key], 1))
+    record_property("process_seconds", round(wall, 1))
+    print(
+        f"fresh kernel on a Spark store: open {out['open_seconds']:.1f} s (JVM start included), "
+        f"KPI phase {out['phase_seconds']:.1f} s, whole process {wall:.1f} s; in this module's "
+        f"session: build {on_spark.seconds['build']:.1f} s, "
+        + ", ".join(f"{p} {on_spark.seconds[p]:.1f} s" for p in PHASE_FUNCTIONS)
+    )

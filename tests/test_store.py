@@ -17,7 +17,7 @@ import yaml
 
 from pilot_lib.config import DATASET_NAMES, EngineSettings, PilotFileError, load_pilot
 from pilot_lib.errors import ContractError
-from pilot_lib.ingest import contracts, store
+from pilot_lib.ingest import contracts
 from pilot_lib.ingest.contracts import QUARANTINE_RULE_COLUMN, load_pilot_data
 from pilot_lib.ingest.engine import connect_engine, resolve_engine
 from pilot_lib.ingest.store import (

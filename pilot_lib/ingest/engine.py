@@ -8,15 +8,22 @@ turns that choice into an Ibis connection:
 - **DuckDB**: an in-process connection with a memory limit and a spill folder,
   so a decision log larger than memory is processed in bounded memory (DuckDB
   spills sorts, joins and aggregates to disk instead of growing).
-- **Spark**: an Ibis PySpark backend on a Spark session: a local one
-  (``master: local[*]``, the default), a cluster master URL, or a Spark Connect
-  URL (``sc://host:15002``). An error while starting Spark (no Java, no pyspark,
-  an unreachable master) is one :class:`~pilot_lib.errors.DataSourceError`.
+- **Spark**: an Ibis PySpark backend on a Spark session: the one already
+  running in the process if there is one (a notebook's, a test's), else a new
+  one on ``master``: a local one (``local[*]``, the default), a cluster master URL,
+  or a Spark Connect URL (``sc://host:15002``). A session the workbook starts runs
+  in UTC, without UI, progress bars or Spark's console log. An error while starting
+  Spark is one :class:`~pilot_lib.errors.DataSourceError` naming its cause: a master
+  URL Spark does not accept, no Java runtime or one older than 17, a master or
+  Spark Connect server nothing answers at, Spark Connect without pyspark's
+  ``connect`` extra (checked before a JVM starts), or Spark's own root cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,7 +34,7 @@ from ibis.backends import BaseBackend
 from pilot_lib.config import EngineSettings
 from pilot_lib.errors import DataSourceError
 
-__all__ = ["connect_engine", "engine_label", "resolve_engine"]
+__all__ = ["connect_engine", "engine_label", "error_text", "resolve_engine", "spark_errors"]
 
 #: Default Spark master for a session the workbook starts itself.
 DEFAULT_SPARK_MASTER = "local[*]"
@@ -102,8 +109,42 @@ def remove_spill(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def spark_errors() -> tuple[type[BaseException], ...]:
+    """Errors Spark raises for data it cannot read or a query it cannot run (empty
+    without pyspark): PySpark's own errors and those coming from the JVM."""
+    try:
+        from py4j.protocol import Py4JError
+        from pyspark.errors import PySparkException
+    except ImportError:
+        return ()
+    return (PySparkException, Py4JError)
+
+
+def error_text(exc: BaseException, limit: int = 400) -> str:
+    """One line for an engine error: for an error from Spark's JVM, Spark's own message
+    (``[FAILED_READ_FILE...] ... <file> ...``) without the Java stack trace."""
+    text = str(exc)
+    java = getattr(exc, "java_exception", None)  # py4j's Py4JJavaError
+    if java is not None:
+        with contextlib.suppress(Exception):  # the JVM may be gone: keep str(exc)
+            text = str(java.getMessage() or java.toString())
+    text = " ".join(text.split("JVM stacktrace:")[0].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _connect_spark(settings: EngineSettings) -> BaseBackend:
-    master = settings.master or DEFAULT_SPARK_MASTER
+    """The Ibis PySpark backend on the session already running in this process, if any,
+    else on a new one for ``settings.master``.
+
+    Every problem is one :class:`DataSourceError` naming the cause: a master URL
+    Spark does not accept, no Java runtime (or one too old), a cluster master or a
+    Spark Connect server nothing answers at, Spark Connect without pyspark's
+    ``connect`` extra. Those are checked before a JVM starts, so the user sees one
+    line instead of a Java stack trace; anything else Spark raises while starting is
+    reduced to its root cause.
+    """
+    master = (settings.master or DEFAULT_SPARK_MASTER).strip()
+    _check_master_url(master)
     try:
         import ibis
         from pyspark.sql import SparkSession
@@ -112,30 +153,269 @@ def _connect_spark(settings: EngineSettings) -> BaseBackend:
             "engine spark: pyspark is not installed; install the spark extra "
             "(pip install 'agentic-pilot-workbook[spark]') or run with --engine duckdb"
         ) from exc
+    remote = master.startswith("sc://")
+    session = None if remote else _running_session(SparkSession)
+    if session is None:
+        _preflight(master)
     try:
-        session = _spark_session(SparkSession, master)
+        if session is None:
+            session = _spark_session(SparkSession, master)
+        # the contract checks are wide projections on which Spark's constraint
+        # propagation grows exponentially (SPARK-33152); it only infers extra filters.
+        # A managed service may refuse the setting: then it stays as it is.
+        with contextlib.suppress(Exception):
+            session.conf.set("spark.sql.constraintPropagation.enabled", "false")
         return ibis.pyspark.connect(session)
-    except Exception as exc:  # Java missing, master unreachable: one readable line
-        first = " ".join(str(exc).split())[:300]
+    except Exception as exc:  # whatever Spark raised while starting: its root cause, one line
+        raise DataSourceError(_start_failure(master, exc)) from exc
+
+
+#: The master URLs Spark accepts, for messages.
+_MASTER_FORMS = (
+    "local[*], local[N], spark://host:7077, yarn, k8s://https://host:port, "
+    "or a Spark Connect URL sc://host:15002"
+)
+_LOCAL = re.compile(r"local(\[(\*|[1-9][0-9]*)(,\s*[1-9][0-9]*)?\])?")
+_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*[1-9][0-9]*(\s*,\s*[1-9][0-9]*){2}\s*\]")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+_JAVA_HINT = (
+    "Spark needs a Java 17 (or newer) runtime: install one (e.g. apt-get install "
+    "openjdk-17-jre-headless) and set JAVA_HOME to it or put its java on PATH, "
+    "or run with --engine duckdb"
+)
+_CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster master or Spark Connect server
+
+
+def _check_master_url(master: str) -> None:
+    """Raise when ``master`` is not a URL Spark accepts (Spark would fail at JVM start)."""
+    ok = (
+        _LOCAL.fullmatch(master)
+        or _LOCAL_CLUSTER.fullmatch(master)
+        or master == "yarn"
+        or (master.startswith("k8s://") and len(master) > len("k8s://"))
+        or (master.startswith("spark://") and _spark_master_addresses(master) is not None)
+        or (master.startswith("sc://") and _connect_address(master) is not None)
+    )
+    if not ok:
         raise DataSourceError(
-            f"engine spark: cannot start a Spark session on {master}: "
-            f"{type(exc).__name__}: {first}. A local session needs Java 17 or newer "
-            "(JAVA_HOME or java on PATH); a cluster needs a reachable master URL "
-            "(engine.master in the pilot file, or --spark-master)."
-        ) from exc
+            f"engine spark: {master!r} is not a Spark master URL; use {_MASTER_FORMS} "
+            "(engine.master in the pilot file, or --spark-master)"
+        )
 
 
-def _spark_session(session_class: Any, master: str) -> Any:
-    if master.startswith("sc://"):
-        return session_class.builder.remote(master).getOrCreate()
+def _spark_master_addresses(master: str) -> list[tuple[str, int]] | None:
+    """``spark://h1:7077,h2:7077`` -> [(h1, 7077), (h2, 7077)]; None when malformed."""
+    out = []
+    for part in master[len("spark://") :].split(","):
+        match = _HOST_PORT.fullmatch(part.strip())
+        if match is None or not 0 < int(match.group(2)) < 65536:
+            return None
+        out.append((match.group(1).strip("[]"), int(match.group(2))))
+    return out
+
+
+def _connect_address(master: str) -> tuple[str, int] | None:
+    """``sc://host[:port][/;param=value...]`` -> (host, port); port 15002 by default."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit("http://" + master[len("sc://") :])
+        host, port = parts.hostname, parts.port or 15002
+    except ValueError:
+        return None
+    return (host, port) if host else None
+
+
+def _running_session(session_class: Any) -> Any:
+    """The Spark session this process already runs (the caller's, a notebook's), or None."""
     active = session_class.getActiveSession()
     if active is not None:
         return active
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:  # started in another thread
+        return session_class.builder.getOrCreate()
+    return None
+
+
+def _preflight(master: str) -> None:
+    """Before a JVM starts: the Java runtime, the extras and the addresses ``master`` needs."""
+    if master.startswith("sc://"):
+        address = _connect_address(master)
+        assert address is not None
+        problems = []
+        unreachable = _unreachable(*address)
+        if unreachable:
+            problems.append(
+                f"nothing answers at {address[0]}:{address[1]} ({unreachable}); check the "
+                "URL (engine.master in the pilot file, or --spark-master) and that the "
+                "Spark Connect server is running"
+            )
+        missing = _connect_extra_missing()
+        if missing:
+            problems.append(
+                f"Spark Connect needs pyspark's connect extra, not installed here ({missing}): "
+                "pip install 'pyspark[connect]'"
+            )
+        if problems:
+            raise DataSourceError(
+                f"engine spark: cannot use the Spark Connect server {master}: "
+                + "; and ".join(problems)
+            )
+        return
+    java = _java_problem()
+    if java:
+        raise DataSourceError(
+            f"engine spark: cannot start a Spark session on {master}: {java}. {_JAVA_HINT}."
+        )
+    if master.startswith("spark://"):
+        addresses = _spark_master_addresses(master) or []
+        reasons = [_unreachable(host, port) for host, port in addresses]
+        if all(reasons):
+            shown = "; ".join(f"{h}:{p}: {r}" for (h, p), r in zip(addresses, reasons, strict=True))
+            raise DataSourceError(
+                f"engine spark: no Spark master answers at {master} ({shown}); check the URL "
+                "(engine.master in the pilot file, or --spark-master) and that the master is "
+                "running, or use a local session (--spark-master 'local[*]')"
+            )
+    if master == "yarn" and not (
+        os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")
+    ):
+        raise DataSourceError(
+            "engine spark: master yarn needs HADOOP_CONF_DIR or YARN_CONF_DIR set to the "
+            "folder of the cluster's Hadoop configuration"
+        )
+
+
+def _unreachable(host: str, port: int) -> str | None:
+    """Why nothing answers at ``host:port`` (refused, no such host, timed out), or None."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT):
+            return None
+    except TimeoutError:
+        return f"no answer within {_CONNECT_TIMEOUT:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def _connect_extra_missing() -> str | None:
+    """What of pyspark's ``connect`` extra (grpcio, ...) is missing, or None."""
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies()
+    except Exception as exc:  # PySparkImportError / ImportError: the package it names
+        return " ".join(str(exc).split()).removeprefix("[PACKAGE_NOT_INSTALLED] ").rstrip(".")
+    return None
+
+
+def _java_executable() -> tuple[str | None, str]:
+    """The ``java`` Spark's launcher would run (``$JAVA_HOME/bin/java``, else on PATH),
+    and where it was looked for."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = Path(home) / "bin" / "java"
+        ok = java.is_file() and os.access(java, os.X_OK)
+        return (str(java) if ok else None), f"JAVA_HOME is {home}, which holds no bin/java"
+    return shutil.which("java"), "JAVA_HOME is not set and no java is on PATH"
+
+
+def _java_problem() -> str | None:
+    """Why no JVM can start (no Java runtime), or None. None too when a JVM already runs."""
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return None
+    java, looked = _java_executable()
+    return None if java else f"no Java runtime: {looked}"
+
+
+def _java_version(java: str) -> tuple[int | None, str]:
+    """The major version of ``java`` and its first line of ``java -version`` (or the error)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    text = (out.stderr or out.stdout).strip()
+    first = text.splitlines()[0] if text else f"exit code {out.returncode}"
+    match = re.search(r'version "(1\.)?([0-9]+)', text)
+    return (int(match.group(2)) if match else None), first
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost Java exception of a Py4J error, else the exception itself; one line."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            while java.getCause() is not None:
+                java = java.getCause()
+            text = str(java.toString())
+        except Exception:  # the JVM is gone: what Python has
+            text = f"{type(exc).__name__}: {exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _start_failure(master: str, exc: BaseException) -> str:
+    """One message for a Spark session that did not start."""
+    head = f"engine spark: cannot start a Spark session on {master}"
+    condition = None
+    for getter in ("getCondition", "getErrorClass"):  # pyspark 4 / 3.5
+        if condition is None and callable(getattr(exc, getter, None)):
+            condition = getattr(exc, getter)()
+    if condition == "JAVA_GATEWAY_EXITED":  # the JVM exited before it answered
+        java, looked = _java_executable()
+        if java is None:
+            return f"{head}: no Java runtime: {looked}. {_JAVA_HINT}."
+        major, line = _java_version(java)
+        if major is None:
+            return f"{head}: {java} does not run ({line}). {_JAVA_HINT}."
+        if major < 17:
+            return f"{head}: {java} is Java {major} ({line}); {_JAVA_HINT}."
+        return (
+            f"{head}: the Spark driver exited while starting (Java {major} at {java}); "
+            "its own messages above say why"
+        )
+    if master.startswith("sc://"):
+        hint = "Check the URL and that the Spark Connect server is running"
+    elif _LOCAL.fullmatch(master):
+        hint = "A local session needs Java 17 or newer and some free memory"
+    else:
+        hint = "Check that the master is running and accepts applications from this machine"
+    return (
+        f"{head}: {_root_cause(exc)}. {hint} "
+        "(engine.master in the pilot file, or --spark-master), or run with --engine duckdb."
+    )
+
+
+def _spark_session(session_class: Any, master: str) -> Any:
+    """A new session (nothing runs yet in this process): UTC, no UI, quiet logs."""
+    if master.startswith("sc://"):
+        return session_class.builder.remote(master).getOrCreate()
     builder = (
         session_class.builder.master(master)
         .appName("pilot-workbook")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
+        # no progress bars on the console (they land in notebook outputs and CLI logs)
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "8")
     )
-    return builder.getOrCreate()
+    if _LOCAL.fullmatch(master):
+        # a local session talks to itself only: loopback, whatever the host name resolves to
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
+    session = builder.getOrCreate()
+    # Spark's own log (task failures with Java stack traces) stays off the console: an
+    # error reaches the user as one DataSourceError; setLogLevel("WARN") shows it again
+    session.sparkContext.setLogLevel("FATAL")
+    return session

@@ -311,7 +311,7 @@ def _open_file(
 def _read_text_format(
     con: BaseBackend, path: str, label: str, fmt: str, text_columns: Collection[str]
 ) -> ir.Table:
-    """CSV / JSON-lines with DuckDB's reader; contract columns come back as text."""
+    """CSV / JSON-lines with the engine's reader; contract columns come back as text."""
 
     def read(**overrides: Any) -> ir.Table:
         name = _table_name(label, "src")
@@ -323,18 +323,36 @@ def _read_text_format(
         return con.read_json(path, table_name=name, format=json_format, **overrides)
 
     table = read()
-    if con.name != "duckdb":
+    if con.name not in ("duckdb", "pyspark"):
         return table
     wanted = set(text_columns)
     retype = [c for c in table.columns if c in wanted and not table[c].type().is_string()]
     if not retype:
         return table
+    if con.name == "pyspark":
+        # Spark's inference would turn user id "0042" into 42 and prompt version "1.10"
+        # into 1.1: read again with the inferred schema, contract columns as text. The
+        # contract's casts of text columns make a wide plan on which Spark's constraint
+        # propagation grows exponentially (SPARK-33152: out of memory); it only adds
+        # filters, so it is switched off in this session (as connect_engine does)
+        con.raw_sql("SET spark.sql.constraintPropagation.enabled = false")
+        return read(schema=_spark_text_schema(con, table, retype))
     schema = table.schema()
     if fmt == "csv":
         return read(types={c: "VARCHAR" for c in retype})
     # read_json takes either no types or the type of every column.
     columns = {c: ("VARCHAR" if c in retype else _duckdb_type(schema[c])) for c in table.columns}
     return read(columns=columns)
+
+
+def _spark_text_schema(con: BaseBackend, table: ir.Table, text: Collection[str]) -> Any:
+    """The Spark schema ``table`` was read with, the ``text`` columns as strings."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    inferred = con.raw_sql(f"SELECT * FROM `{table.get_name()}`").schema
+    return StructType(
+        [StructField(f.name, StringType(), True) if f.name in text else f for f in inferred.fields]
+    )
 
 
 def _duckdb_type(dtype: Any) -> str:
