@@ -367,3 +367,139 @@ def test_result_is_json_serializable():
     text = json.dumps(result, allow_nan=False)
     assert result["passed"] is False
     assert "approval_above_authority" in text
+
+
+# ---------------------------------------------------------------------------
+# The review in the engine, and the SLA what-if from the review's distribution
+# ---------------------------------------------------------------------------
+
+
+def messy_rows() -> list[dict]:
+    """Every kind of violation, data problem and edge latency in one table."""
+    return [
+        *clean_rows(),
+        action("late-appr", 4000, 300, "approved", "adjuster", 301),
+        action("to-exec", 4000, None, "timed_out", None, 400),
+        action("over", 9000, 20, "approved", "adjuster", 25, required="adjuster"),
+        action("rej-exec", 4000, 30, "rejected", "adjuster", 40),
+        action("auto-noexec", 3000, None, "auto", None, None),
+        action("early", 4000, 60, "approved", "adjuster", 10),
+        action("who", 4000, 60, "approved", None, 70),
+        action("intern", 4000, 30, "approved", "intern", 31),
+        action("maybe", 4000, 30, "pending", "adjuster", None),
+        action("clock", 4000, -30, "approved", "adjuster", 5),
+        action("late-esc", 4000, 260, "escalated", "adjuster", None),
+        action("sub-sec", 4000, 240 + 1e-6 / 60, "approved", "adjuster", 250),  # 1 us late
+        action(" padded\t", 5000, 239.5, "approved", "\u3000adjuster ", 241),
+    ]
+
+
+def same_review(a, b) -> None:
+    assert a.summary.keys() == b.summary.keys()
+    for key, value in a.summary.items():
+        other = b.summary[key]
+        assert value == other or (value != value and other != other), key
+    pd.testing.assert_frame_equal(a.latency, b.latency)
+    for name in ("violations", "timeouts"):
+        pd.testing.assert_frame_equal(
+            getattr(a, name).astype(object), getattr(b, name).astype(object), check_dtype=False
+        )
+    assert [(f.code, f.message, f.evidence) for f in a.findings] == [
+        (f.code, f.message, f.evidence) for f in b.findings
+    ]
+
+
+@pytest.mark.parametrize("rows", [clean_rows, messy_rows], ids=["clean", "messy"])
+@pytest.mark.parametrize("sla", [None, 60, 239.5, 240])
+def test_engine_review_equals_the_pandas_review(rows, sla):
+    frame = table(rows())
+    from_pandas = review_approvals(frame, POLICY, sla_minutes=sla)
+    in_engine = review_approvals(ibis.memtable(frame), POLICY, sla_minutes=sla)
+    same_review(from_pandas, in_engine)
+
+
+def test_engine_strips_text_as_python_does():
+    from pilot_lib.analysis.approvals import _WHITESPACE
+
+    assert set(_WHITESPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    values = [" a ", "\u3000b\u2028", "\x1c\x85c\xa0", "", "  ", None, "d\u200b", "e f"]
+    frame = table([action(f"x{i}", 4000, 10, "approved", "adjuster", 11) for i in range(8)])
+    frame["trace_id"] = values
+    review = review_approvals(ibis.memtable(frame), POLICY)
+    got = review.actions.select("action_id", "trace_id").to_pandas().set_index("action_id")
+    expected = [None if v is None else (v.strip() or None) for v in values]
+    assert [None if pd.isna(v) else v for v in got.loc[frame["action_id"], "trace_id"]] == expected
+
+
+def test_engine_review_pulls_a_distribution_not_the_rows():
+    n = 3000
+    rng = np.random.default_rng(3)
+    rows = [
+        action(f"r{i:05d}", 3000, float(rng.integers(1, 200)), "approved", "adjuster", 300)
+        for i in range(n)
+    ]
+    review = review_approvals(ibis.memtable(table(rows)), POLICY)
+    facts = review.latency_facts
+    assert len(facts.distribution) < 200  # one row per distinct latency, not per request
+    assert int(facts.distribution["n"].sum()) == n
+    assert review.summary["n_requests"] == n and review.summary["n_within_sla"] == n
+    assert review.timeouts.empty and review.violations.empty
+    assert isinstance(review.actions, ibis.expr.types.Table)  # the drill-down stays lazy
+    assert review.actions.count().execute() == n
+
+
+@pytest.mark.parametrize("rows", [clean_rows, messy_rows], ids=["clean", "messy"])
+def test_sla_what_if_equals_a_fresh_review_at_that_sla(rows):
+    frame = table(rows())
+    review = review_approvals(ibis.memtable(frame), POLICY)
+    keys = ["n_requests", "n_within_sla", "share_within_sla", "ci_low", "ci_high", "n_timeouts"]
+    for sla in (5, 15, 30, 59.9, 60, 239.5, 240, 241, 300, 1440):
+        fresh = review_approvals(ibis.memtable(frame), POLICY, sla_minutes=sla).summary
+        what_if = review.sla_what_if(sla)
+        assert what_if["sla_minutes"] == sla
+        assert {k: what_if[k] for k in keys} == {k: fresh[k] for k in keys}, sla
+    with pytest.raises(ValueError, match="sla_minutes"):
+        review.sla_what_if(0)
+
+
+def test_sla_what_if_does_not_depend_on_the_reviews_own_sla():
+    frame = table(messy_rows())
+    at_60 = review_approvals(frame, POLICY, sla_minutes=60)
+    at_240 = review_approvals(frame, POLICY)
+    for sla in (30, 60, 240, 480):
+        assert at_60.sla_what_if(sla) == at_240.sla_what_if(sla)
+
+
+def test_phase_four_reviews_the_approvals_once(tiny_pilot, tmp_path, monkeypatch):
+    import ipywidgets
+
+    from pilot_lib.analysis import approvals as approvals_module
+    from pilot_lib.phases import incident_phase
+    from pilot_lib.report import notebook as nb
+
+    calls = []
+    real = approvals_module.review_approvals
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("sla_minutes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(approvals_module, "review_approvals", counting)
+    ctx = nb.open_phase("incident_drill_review", tiny_pilot, tmp_path / "run")
+    review = incident_phase(ctx.pilot, ctx.data)
+    box = nb.sla_widget(ctx, review)
+    slider = box.children[0]
+    for sla in (15, 60, 1440, int(ctx.pilot.approvals.sla_minutes)):
+        slider.value = sla
+    assert len(calls) == 1  # the phase's review; the slider reuses it
+
+    (out,) = [c for c in box.children if isinstance(c, ipywidgets.Output)]
+    first = "".join(o.get("text", "") for o in out.outputs)
+    sla = int(ctx.pilot.approvals.sla_minutes)
+    fresh = real(ctx.data.table("approvals"), ctx.pilot.approvals, sla_minutes=sla).summary
+    assert f"Within a {sla}-minute SLA" in first
+    assert f"of {fresh['n_requests']:,} requests; {fresh['n_timeouts']:,} timed out." in first
+
+    assert isinstance(nb.sla_widget(ctx, review.approvals), ipywidgets.VBox)
+    no_approvals = type(review)(drills=review.drills, approvals=None, findings=[])
+    assert "No approvals data set" in nb.sla_widget(ctx, no_approvals).data

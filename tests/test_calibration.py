@@ -134,6 +134,47 @@ def test_engine_path_equals_the_array_path():
             pd.testing.assert_frame_equal(res.table, memory.table, rtol=1e-12)
 
 
+def test_engine_path_counts_in_one_query_and_checks_the_values(monkeypatch):
+    rng = np.random.default_rng(8)
+    n = 3000
+    conf = rng.beta(4, 2, n)
+    correct = pd.array(rng.random(n) < conf, dtype="boolean")
+    correct[:100] = pd.NA
+    conf[50:160] = np.nan  # 50 rows miss both: counted once, under confidence
+    frame = pd.DataFrame({"confidence": conf, "correct": correct})
+    table = ibis.memtable(frame)
+    queries = []
+    original = ibis.expr.types.Table.to_pandas
+
+    def spy(self, *args, **kwargs):
+        queries.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ibis.expr.types.Table, "to_pandas", spy)
+    engine = expected_calibration_error(table)
+    monkeypatch.undo()
+    assert len(queries) == 1
+    memory = expected_calibration_error(frame["confidence"], frame["correct"])
+    assert (engine.n_missing_confidence, engine.n_missing_outcome) == (110, 50)
+    assert (engine.n_missing_confidence, engine.n_missing_outcome) == (
+        memory.n_missing_confidence,
+        memory.n_missing_outcome,
+    )
+    assert engine.ece == pytest.approx(memory.ece, rel=1e-12)
+    pd.testing.assert_frame_equal(engine.table, memory.table, rtol=1e-12)
+    # out-of-range confidence and non-binary outcomes are refused on the used rows only
+    bad_conf = pd.DataFrame(
+        {"confidence": [0.2, 1.5, np.nan, -3.0], "correct": [1.0, 0.0, 1.0, None]}
+    )
+    with pytest.raises(ValueError, match=r"from 0.2 to 1.5"):
+        expected_calibration_error(ibis.memtable(bad_conf))
+    bad_outcome = pd.DataFrame({"confidence": [0.2, 0.5, np.nan], "correct": [1.0, 0.0, 2.0]})
+    expected_calibration_error(ibis.memtable(bad_outcome))  # the 2.0 row has no confidence
+    bad_outcome.loc[2, "confidence"] = 0.9
+    with pytest.raises(ValueError, match="true/false"):
+        expected_calibration_error(ibis.memtable(bad_outcome))
+
+
 def test_no_usable_rows_is_no_data_and_bad_values_are_refused():
     res = expected_calibration_error([0.5, np.nan], [None, True])
     assert math.isnan(res.ece) and res.n_used == 0 and res.n_excluded == 2

@@ -16,6 +16,7 @@ from pilot_lib.analysis.spc import (
     control_chart,
     daily_escalation,
     detect_contamination_spiral,
+    escalation_tables,
     prompt_version_rates,
 )
 from pilot_lib.config import DateWindow
@@ -268,6 +269,46 @@ def test_prompt_version_rates_match_pandas_and_statsmodels():
     low, high = proportion_confint(g["overridden"], g["decisions"], alpha=0.05, method="wilson")
     np.testing.assert_allclose(got["override_low"], low, rtol=1e-9)
     np.testing.assert_allclose(got["override_high"], high, rtol=1e-9)
+
+
+def test_escalation_tables_equal_the_two_functions_from_one_scan(monkeypatch):
+    rng = np.random.default_rng(9)
+    n = 6000
+    frame = pd.DataFrame(
+        {
+            # a few days before and after the window, and a gap inside it
+            "timestamp": START
+            + pd.to_timedelta(rng.integers(-3 * 86_400, 33 * 86_400, n), unit="s"),
+            "escalated": pd.array(rng.random(n) < 0.15, dtype="boolean"),
+            "overridden": pd.array(rng.random(n) < 0.07, dtype="boolean"),
+            "prompt_version": rng.choice(["v1", "v2", "v3"], n).astype(object),
+        }
+    )
+    frame = frame.loc[
+        ~frame["timestamp"].between(START + pd.Timedelta(days=12), START + pd.Timedelta(days=14))
+    ]
+    frame.loc[frame.index[:40], "escalated"] = pd.NA
+    frame.loc[frame.index[40:90], "prompt_version"] = None
+    table = ibis.memtable(frame.reset_index(drop=True))
+    window = DateWindow(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 29))
+    queries = []
+    original = ibis.expr.types.Table.to_pandas
+
+    def spy(self, *args, **kwargs):
+        queries.append(1)
+        return original(self, *args, **kwargs)
+
+    for w in (window, None):
+        queries.clear()
+        monkeypatch.setattr(ibis.expr.types.Table, "to_pandas", spy)
+        daily, versions = escalation_tables(table, window=w)
+        monkeypatch.undo()
+        assert len(queries) == 1
+        pd.testing.assert_frame_equal(daily, daily_escalation(table, window=w))
+        pd.testing.assert_frame_equal(versions, prompt_version_rates(table))
+    assert "(missing)" in versions["prompt_version"].tolist()
+    in_window, _ = escalation_tables(table, window=window)
+    assert len(in_window) == 28 and in_window["decisions"].iloc[12:14].tolist() == [0, 0]
 
 
 def test_contamination_spiral_needs_a_real_rise_over_three_versions():

@@ -34,8 +34,10 @@ the ECE is NaN, labelled "no data".
 
 Engine
 ------
-Ibis inputs are aggregated in the engine (bin index as a ``CASE`` expression,
-``group_by`` bin); only one row per bin comes back.
+Ibis inputs are aggregated in the engine in one pass (bin index as a ``CASE``
+expression, ``group_by`` bin, with the counts of the rows left out beside it);
+only one row per bin comes back. The quantile strategy first computes its edges
+in one aggregate.
 """
 
 from __future__ import annotations
@@ -299,46 +301,51 @@ def _from_table(table: ir.Table, bins: int, strategy: str) -> CalibrationResult:
         conf_missing = conf_missing | conf.isnan().fill_null(True)
     used = ~conf_missing & corr.notnull()
     corr_num = corr.cast("float64") if not corr.type().is_boolean() else corr.cast("int64")
-    summary_aggs: dict[str, Any] = {
-        "n_missing_confidence": conf_missing.cast("int64").sum(),
-        "n_missing_outcome": (~conf_missing & corr.isnull()).cast("int64").sum(),
-        "low": conf.min(where=used).cast("float64"),
-        "high": conf.max(where=used).cast("float64"),
-        "bad_outcome": (used & ~corr_num.isin([0, 1])).cast("int64").sum(),
-    }
-    if strategy == "quantile" and bins > 1:
-        summary_aggs["q"] = conf.quantile(list(np.linspace(0, 1, bins + 1)[1:-1]), where=used)
-    s = table.aggregate(**summary_aggs).to_pandas().iloc[0]
-    n_mc = int(s["n_missing_confidence"] or 0)
-    n_mo = int(s["n_missing_outcome"] or 0)
-    if pd.notna(s["low"]) and (s["low"] < 0 or s["high"] > 1):
-        raise _range_error(float(s["low"]), float(s["high"]), "confidence")
-    if int(s["bad_outcome"] or 0):
-        raise ValueError("correct must be true/false (or 1/0); found other values")
-    if strategy == "quantile" and pd.notna(s["low"]) and bins > 1:
-        edges = _edges_from_interior(list(s["q"]))
+    quantile_edges = strategy == "quantile" and bins > 1
+    if quantile_edges:
+        # the edges are quantiles of the used confidences: one aggregate first
+        q = table.aggregate(
+            low=conf.min(where=used).cast("float64"),
+            q=conf.quantile(list(np.linspace(0, 1, bins + 1)[1:-1]), where=used),
+        ).to_pandas()
+        qs = q.iloc[0]
+        edges = _edges_from_interior(list(qs["q"])) if pd.notna(qs["low"]) else _uniform_edges(bins)
     else:
         edges = _uniform_edges(bins)
     interior = edges[1:-1]
-    used_rows = table.filter(used)
+    # One pass: the per-bin sums of the used rows (bin -1 gathers the rows left out)
+    # and the counts behind the checks and the exclusions.
     grouped = (
-        used_rows.group_by(bin=_bucket(used_rows["confidence"], interior))
+        table.group_by(bin=ibis.ifelse(used, _bucket(conf, interior), -1))
         .aggregate(
-            n=used_rows.count(),
-            sum_conf=used_rows["confidence"].cast("float64").sum(),
+            n=table.count(),
+            sum_conf=conf.cast("float64").sum(),
             sum_corr=(
-                used_rows["correct"].cast("int64")
-                if used_rows["correct"].type().is_boolean()
-                else used_rows["correct"].cast("float64")
+                corr.cast("int64") if corr.type().is_boolean() else corr.cast("float64")
             ).sum(),
+            n_missing_confidence=conf_missing.cast("int64").sum(),
+            n_missing_outcome=(~conf_missing & corr.isnull()).cast("int64").sum(),
+            low=conf.min().cast("float64"),
+            high=conf.max().cast("float64"),
+            bad_outcome=(~corr_num.isin([0, 1])).fill_null(False).cast("int64").sum(),
         )
         .to_pandas()
     )
+    left_out = grouped["bin"] == -1
+    bins_found = grouped.loc[~left_out]
+    n_mc = int(grouped["n_missing_confidence"].fillna(0).sum())
+    n_mo = int(grouped["n_missing_outcome"].fillna(0).sum())
+    if not bins_found.empty:
+        low, high = bins_found["low"].min(), bins_found["high"].max()
+        if low < 0 or high > 1:
+            raise _range_error(float(low), float(high), "confidence")
+    if int(bins_found["bad_outcome"].fillna(0).sum()):
+        raise ValueError("correct must be true/false (or 1/0); found other values")
     k = len(edges) - 1
     counts = np.zeros(k, dtype=np.int64)
     sum_conf = np.zeros(k)
     sum_corr = np.zeros(k)
-    for b, n, sc, sy in grouped[["bin", "n", "sum_conf", "sum_corr"]].itertuples(index=False):
+    for b, n, sc, sy in bins_found[["bin", "n", "sum_conf", "sum_corr"]].itertuples(index=False):
         counts[int(b)] += int(n)
         sum_conf[int(b)] += float(sc)
         sum_corr[int(b)] += float(sy)

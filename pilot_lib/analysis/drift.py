@@ -41,11 +41,14 @@ all) gives NaN, labelled "no data" in tables.
 
 Engine
 ------
-Ibis inputs are aggregated in the engine: one quantile aggregate over the
-reference, then a ``CASE`` bucket expression and a ``group_by`` per feature and
-window. Only the bin counts come back, never the raw rows, so a 10-million-row
-decision log goes through unchanged. numpy arrays and pandas Series/DataFrames
-take an in-memory path with the same semantics.
+Ibis inputs are aggregated in the engine: a quantile aggregate per numeric
+feature over the reference, then one query per window: each feature's bin as a
+small ``CASE`` code, a ``group_by`` over all the codes, and those counts summed
+per feature and bin in the engine (a categorical feature with very many
+categories gets a ``group_by`` of its own). Only the bin counts come back, never
+the raw rows, so a 10-million-row decision log goes through unchanged. numpy
+arrays and pandas Series/DataFrames take an in-memory path with the same
+semantics.
 """
 
 from __future__ import annotations
@@ -65,9 +68,8 @@ from pilot_lib.analysis.findings import Finding
 from pilot_lib.analysis.spc import (
     ControlChart,
     control_chart,
-    daily_escalation,
     detect_contamination_spiral,
-    prompt_version_rates,
+    escalation_tables,
 )
 from pilot_lib.config import DateWindow, Pilot
 from pilot_lib.errors import ContractError, WorkbookError
@@ -326,13 +328,20 @@ def _binnings_from_table(
     bins: int,
     quantiles: Literal["exact", "approx"],
 ) -> dict[str, _Binning]:
-    """Reference binnings: one aggregate for all numeric features, a group_by per categorical."""
+    """Reference binnings: quantile aggregates for the numeric features, a distinct per
+    categorical one.
+
+    Exact quantiles hold every value of their feature in the engine, so each numeric
+    feature gets its own aggregate (the engine's peak memory is then that of one
+    feature, for about the same time); approximate ones share one aggregate.
+    """
     out: dict[str, _Binning] = {}
     numeric = [f for f in features if kinds[f] == "numeric"]
-    if numeric:
+    batches = [[f] for f in numeric] if quantiles == "exact" else [numeric] if numeric else []
+    probs = _quantile_probs(bins)
+    for batch in batches:
         aggs: dict[str, ir.Scalar] = {}
-        probs = _quantile_probs(bins)
-        for i, f in enumerate(numeric):
+        for i, f in enumerate(batch):
             col = _typed_column(table, f, "numeric")
             ok = ~_ibis_missing(col)
             if probs:
@@ -343,7 +352,7 @@ def _binnings_from_table(
             aggs[f"min{i}"] = col.min(where=ok).cast("float64")
             aggs[f"max{i}"] = col.max(where=ok).cast("float64")
         row = table.aggregate(**aggs).to_pandas().iloc[0]
-        for i, f in enumerate(numeric):
+        for i, f in enumerate(batch):
             lo, hi = row[f"min{i}"], row[f"max{i}"]
             if pd.isna(lo):  # no non-missing reference value
                 out[f] = _Binning("numeric")
@@ -433,6 +442,86 @@ def _counts_from_table(table: ir.Table, feature: str, binning: _Binning) -> _Cou
     return _Counts(regular, unseen, n_missing, 0)
 
 
+#: A categorical feature with more reference categories than this gets a ``group_by``
+#: of its own instead of a place in the joint count of its window.
+_FOLD_MAX_CATEGORIES = 64
+#: Features are counted jointly while the product of their code counts stays below
+#: this, which bounds the engine's table of combinations.
+_MAX_JOINT_CODES = 250_000
+
+
+def _feature_code(table: ir.Table, feature: str, binning: _Binning) -> ir.IntegerValue:
+    """Each row's bin of ``feature`` as a small integer.
+
+    -1 is missing. Numeric: the bin ``i``, or ``n_regular + i`` when the value is
+    also outside the reference's [min, max]. Categorical: the category's position,
+    or -2 for a category the reference never had.
+    """
+    col = _typed_column(table, feature, binning.kind)
+    missing = _ibis_missing(col)
+    if binning.kind == "numeric":
+        bucket = _bucket_expr(col, binning.edges).cast("int32")
+        if not math.isnan(binning.reference_min):
+            outside = (col < binning.reference_min) | (col > binning.reference_max)
+            bucket = bucket + ibis.ifelse(outside, binning.n_regular, 0).cast("int32")
+        return ibis.ifelse(missing, -1, bucket).cast("int32")
+    return ibis.cases(
+        (missing, -1),
+        *[(col == c, i) for i, c in enumerate(binning.categories)],
+        else_=-2,
+    ).cast("int32")
+
+
+def _counts_many_from_table(
+    table: ir.Table, features: Sequence[str], binnings: dict[str, _Binning]
+) -> dict[str, _Counts]:
+    """Bin counts of several features of one window, from one scan of the table.
+
+    Each feature's bin becomes a small integer code (:func:`_feature_code`). In
+    the engine, one ``group_by`` over all the codes counts the rows of every
+    combination present, and those counts are summed per feature and code: one
+    row per feature and bin comes back. The same numbers as
+    :func:`_counts_from_table` per feature. Features whose combinations could
+    be very many are split over several such queries; a categorical feature with
+    very many categories gets its own ``group_by``.
+    """
+    out: dict[str, _Counts] = {}
+    groups: list[list[str]] = []
+    size = math.inf
+    for f in features:
+        b = binnings[f]
+        if b.kind == "categorical" and len(b.categories) > _FOLD_MAX_CATEGORIES:
+            out[f] = _counts_from_table(table, f, b)
+            continue
+        n_codes = b.n_regular + 2
+        if size * n_codes > _MAX_JOINT_CODES:
+            groups.append([])
+            size = 1
+        groups[-1].append(f)
+        size *= n_codes
+    for group in groups:
+        codes = {f"c{j}": _feature_code(table, f, binnings[f]) for j, f in enumerate(group)}
+        joint = table.group_by(**codes).aggregate(n=table.count())
+        long = joint.pivot_longer(list(codes), names_to="feature", values_to="code")
+        counts = long.group_by("feature", "code").aggregate(n=long.n.sum()).to_pandas()
+        for j, f in enumerate(group):
+            b = binnings[f]
+            k = b.n_regular
+            mine = counts.loc[counts["feature"] == f"c{j}"]
+            code = mine["code"].to_numpy(dtype=np.int64)
+            n = mine["n"].to_numpy(dtype=np.int64)
+            n_missing = int(n[code == -1].sum())
+            present = code >= 0
+            regular = np.zeros(k, dtype=np.int64)
+            if k:
+                np.add.at(regular, code[present] % k, n[present])
+            if b.kind == "numeric":
+                out[f] = _Counts(regular, 0, n_missing, int(n[code >= k].sum()))
+            else:
+                out[f] = _Counts(regular, int(n[code == -2].sum()), n_missing, 0)
+    return {f: out[f] for f in features}
+
+
 def _native(v: Any) -> Any:
     """numpy scalars back to Python values (dictionary lookups by category)."""
     return v.item() if isinstance(v, np.generic) else v
@@ -476,6 +565,14 @@ class _Source:
         if self.is_ibis:
             return _counts_from_table(self.table, feature, binning)
         return _counts_from_series(self.table[feature].reset_index(drop=True), binning)
+
+    def counts_many(
+        self, features: Sequence[str], binnings: dict[str, _Binning]
+    ) -> dict[str, _Counts]:
+        """Counts of every feature: on an engine, one aggregate for the whole window."""
+        if self.is_ibis:
+            return _counts_many_from_table(self.table, features, binnings)
+        return {f: self.counts(f, binnings[f]) for f in features}
 
 
 def _column_source(values: Values, label: str) -> _Source:
@@ -636,15 +733,10 @@ def _analyse(
             )
     resolved = {f: _resolve_kind(ref, cur, f, kinds.get(f)) for f in features}
     binnings = ref.binnings(features, resolved, bins, quantiles)
+    ref_counts = ref.counts_many(features, binnings)
+    cur_counts = cur.counts_many(features, binnings)
     return [
-        _FeatureResult(
-            f,
-            resolved[f],
-            binnings[f],
-            ref.counts(f, binnings[f]),
-            cur.counts(f, binnings[f]),
-            epsilon,
-        )
+        _FeatureResult(f, resolved[f], binnings[f], ref_counts[f], cur_counts[f], epsilon)
         for f in features
     ]
 
@@ -1388,7 +1480,7 @@ def drift_report(pilot: Pilot, data: Any) -> DriftReport:
     features, distributions = _feature_drift_details(
         reference, current, settings.features, settings.bins, settings.epsilon, None, "exact"
     )
-    daily = daily_escalation(decisions, window=pilot.pilot_window)
+    daily, versions = escalation_tables(decisions, window=pilot.pilot_window)
     try:
         chart: ControlChart | None = control_chart(
             daily,
@@ -1406,7 +1498,6 @@ def drift_report(pilot: Pilot, data: Any) -> DriftReport:
         "reference": expected_calibration_error(reference, bins=settings.calibration_bins),
         "current": expected_calibration_error(current, bins=settings.calibration_bins),
     }
-    versions = prompt_version_rates(decisions)
     spirals = detect_contamination_spiral(versions)
     report = DriftReport(
         pilot_name=pilot.name,

@@ -165,12 +165,7 @@ def _small_frame(
                 f"got {type(data).__name__}"
             )
         columns = list(data.columns)
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise ContractError(
-            f"{dataset}: required column(s) {missing} not found (columns present: {columns}); "
-            f"rename or add them as docs/data-contracts.md describes for '{dataset}'"
-        )
+    _require_columns(dataset, columns, required)
     keep = [c for c in (*required, *optional) if c in columns]
     if isinstance(data, pd.DataFrame):
         frame = data.loc[:, keep].copy()
@@ -180,6 +175,17 @@ def _small_frame(
         if c not in frame.columns:
             frame[c] = None
     return frame.reset_index(drop=True)
+
+
+def _require_columns(dataset: str, columns: Sequence[str], required: Sequence[str]) -> None:
+    """Raise :class:`ContractError` naming the data set and any required column not in ``columns``."""
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ContractError(
+            f"{dataset}: required column(s) {missing} not found (columns present: "
+            f"{list(columns)}); rename or add them as docs/data-contracts.md describes for "
+            f"'{dataset}'"
+        )
 
 
 def _is_missing(value: Any) -> bool:

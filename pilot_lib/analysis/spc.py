@@ -80,6 +80,7 @@ __all__ = [
     "control_chart",
     "daily_escalation",
     "detect_contamination_spiral",
+    "escalation_tables",
     "prompt_version_rates",
 ]
 
@@ -559,6 +560,12 @@ def prompt_version_rates(decisions: ir.Table, confidence: float = 0.95) -> pd.Da
     )
     if g.empty:
         return pd.DataFrame(columns=PROMPT_VERSION_COLUMNS)
+    return _version_table(g, confidence)
+
+
+def _version_table(g: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Per-version counts (``prompt_version``, ``first_seen``, ``last_seen``, ``decisions``,
+    ``escalated``, ``overridden``) -> the rates table, ordered by first use."""
     g["prompt_version"] = (
         g["prompt_version"].astype(object).where(g["prompt_version"].notna(), "(missing)")
     )
@@ -574,6 +581,70 @@ def prompt_version_rates(decisions: ir.Table, confidence: float = 0.95) -> pd.Da
         g[f"{what}_low"] = [b[0] for b in bounds]
         g[f"{what}_high"] = [b[1] for b in bounds]
     return g[PROMPT_VERSION_COLUMNS]
+
+
+def escalation_tables(
+    decisions: ir.Table, window: DateWindow | None = None, confidence: float = 0.95
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(daily_escalation(decisions, window), prompt_version_rates(decisions, confidence))``
+    from one scan of the decision log.
+
+    The engine counts per UTC day and prompt version (a few hundred rows); both
+    tables are summed from those counts, so they equal what the two functions
+    return on their own.
+    """
+    t = _as_ibis(decisions)
+    _require(t, ["timestamp", "escalated"], "the escalation chart")
+    _require(t, ["prompt_version", "timestamp", "escalated", "overridden"], "prompt-version rates")
+    flag = t.escalated.cast("int64")
+    g = (
+        t.group_by(day=t.timestamp.date(), prompt_version=t.prompt_version)
+        .aggregate(
+            rows=t.count(),
+            flagged=flag.count(),
+            escalated=flag.sum(),
+            overridden=t.overridden.cast("int64").sum(),
+            first_seen=t.timestamp.min(),
+            last_seen=t.timestamp.max(),
+        )
+        .to_pandas()
+    )
+    g["day"] = pd.to_datetime(g["day"]).dt.normalize()
+
+    in_window = g
+    if window is not None:
+        days = g["day"]
+        in_window = g.loc[
+            days.notna() & (days >= pd.Timestamp(window.start)) & (days <= pd.Timestamp(window.end))
+        ]
+    daily = (
+        in_window.groupby("day", dropna=False, sort=True)[["flagged", "escalated"]]
+        .sum(min_count=1)
+        .rename(columns={"flagged": "decisions"})
+        .reset_index()
+    )
+    if window is not None:
+        every_day = pd.date_range(pd.Timestamp(window.start), pd.Timestamp(window.end), freq="D")
+        daily = daily.set_index("day").reindex(every_day).rename_axis("day").reset_index()
+    daily["decisions"] = daily["decisions"].fillna(0).astype("int64")
+    daily["escalated"] = daily["escalated"].fillna(0).astype("int64")
+    daily["rate"] = _rate(daily["escalated"], daily["decisions"])
+    daily = daily[DAILY_COLUMNS].reset_index(drop=True)
+
+    if g.empty:
+        return daily, pd.DataFrame(columns=PROMPT_VERSION_COLUMNS)
+    v = (
+        g.groupby("prompt_version", dropna=False, sort=False)
+        .agg(
+            first_seen=("first_seen", "min"),
+            last_seen=("last_seen", "max"),
+            decisions=("rows", "sum"),
+            escalated=("escalated", "sum"),
+            overridden=("overridden", "sum"),
+        )
+        .reset_index()
+    )
+    return daily, _version_table(v, confidence)
 
 
 def detect_contamination_spiral(rates: pd.DataFrame, min_versions: int = 3) -> list[dict[str, Any]]:

@@ -959,15 +959,25 @@ def timeouts_view(approvals: Any) -> pd.DataFrame:
     )[cols]
 
 
-def sla_widget(ctx: PhaseContext) -> Any:
-    """An SLA slider: the within-SLA share under another SLA, from review_approvals."""
+def sla_widget(ctx: PhaseContext, review: Any = None) -> Any:
+    """An SLA slider: the within-SLA share under another SLA, from the phase's approval review.
+
+    ``review`` is the phase's :class:`~pilot_lib.phases.IncidentReview` (or its
+    ``approvals`` review). Each slider position is recomputed from the latency
+    distribution that review kept (:meth:`ApprovalReview.sla_what_if`), so the
+    approvals are reviewed once per run and the figures equal those of a fresh
+    review at that SLA. Without ``review`` the approvals are reviewed once here.
+    """
     import ipywidgets as w
 
-    from pilot_lib.analysis.approvals import review_approvals
-
-    approvals = ctx.data.table("approvals") if ctx.data is not None else None
+    approvals = getattr(review, "approvals", review)
     if approvals is None:
-        return md("_No approvals data set._")
+        table = ctx.data.table("approvals") if review is None and ctx.data is not None else None
+        if table is None:
+            return md("_No approvals data set._")
+        from pilot_lib.analysis.approvals import review_approvals
+
+        approvals = review_approvals(table, ctx.pilot.approvals)
     current = int(ctx.pilot.approvals.sla_minutes)
     slider = w.IntSlider(
         value=current,
@@ -978,7 +988,7 @@ def sla_widget(ctx: PhaseContext) -> Any:
     )
 
     def show(sla: int) -> None:
-        s = review_approvals(approvals, ctx.pilot.approvals, sla_minutes=sla).summary
+        s = approvals.sla_what_if(sla)
         print(
             f"Within a {sla}-minute SLA: {_interval(s['share_within_sla'], s['ci_low'], s['ci_high'])} "
             f"of {s['n_requests']:,} requests; {s['n_timeouts']:,} timed out."
