@@ -7,7 +7,8 @@ Subcommands:
   portfolio DIR       one page comparing the latest run of every pilot
 
 User mistakes (a bad pilot file, a missing column) print a clear message and
-exit 2 without a Python traceback; a failed run exits 1.
+exit 2 without a Python traceback; a failed run exits 1; Ctrl-C exits 130 with
+one line (the runs it stopped are marked interrupted).
 """
 
 from __future__ import annotations
@@ -16,18 +17,29 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pilot_lib import __version__
+
+if TYPE_CHECKING:
+    from pilot_lib.runner import PilotRun
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from pilot_lib.ingest.store import validate_pilot
 
-    report = validate_pilot(args.pilot, quarantine_dir=args.quarantine_dir)
+    engine = None
+    if args.engine is not None or args.spark_master is not None:
+        from pilot_lib.config import load_pilot
+        from pilot_lib.ingest.engine import resolve_engine
+
+        engine = resolve_engine(load_pilot(args.pilot).engine, args.engine, args.spark_master)
+    report = validate_pilot(args.pilot, quarantine_dir=args.quarantine_dir, engine=engine)
     print(report.to_text())
     return EXIT_OK
 
@@ -51,6 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         export=not args.no_export,
         notebooks=args.notebooks,
+        engine=args.engine,
+        spark_master=args.spark_master,
     )
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
@@ -64,9 +78,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"{o.pilot}: FAILED. {o.error}", file=sys.stderr)
             if o.run_dir:
-                print(
-                    f"  run folder (kept, with the failed notebook): {o.run_dir}", file=sys.stderr
-                )
+                kept = "with the failed notebook" if _failed_phase(o) else "with what was done"
+                print(f"  run folder (kept, {kept}): {o.run_dir}", file=sys.stderr)
     if len(outcomes) > 1:
         print(f"portfolio page: {write_portfolio(args.out)}")
     if failed:
@@ -75,6 +88,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("exit 1: a pilot came out NO-GO (--fail-on no-go)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _failed_phase(outcome: PilotRun) -> bool:
+    """Whether a notebook failed (rather than the ingest, before any notebook ran)."""
+    return any(ph.status == "failed" for ph in outcome.phases)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default=None,
+        help="engine that reads and checks the data (default: the pilot file's engine:)",
+    )
+    p.add_argument(
+        "--spark-master",
+        default=None,
+        metavar="URL",
+        help="Spark master or Spark Connect URL (local[*], spark://host:7077, sc://host:15002); "
+        "implies --engine spark",
+    )
 
 
 def _cmd_portfolio(args: argparse.Namespace) -> int:
@@ -117,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where rows that break a contract are written (default: runs/<pilot>/quarantine)",
     )
+    _add_engine_options(p)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("synth", help="generate a seeded sample pilot of any size")
@@ -139,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folders go in OUT/<pilot>/<run-id> (default: runs)",
     )
     p.add_argument(
-        "--jobs", type=int, default=1, help="pilots run in parallel (processes; default 1)"
+        "--jobs",
+        type=int,
+        default=None,
+        help="notebook kernels running at once, across all pilots "
+        "(default: the number of cores, at most 4)",
     )
     p.add_argument("--phases", default=None, help="phases to run, e.g. 1,2,5 (default: all)")
     p.add_argument("--no-export", action="store_true", help="skip the HTML exports")
@@ -155,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of the phase notebooks (default: the checkout's)",
     )
+    _add_engine_options(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("portfolio", help="one page comparing the latest run of every pilot")
@@ -183,9 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # runner.RunInterrupted says which run folders
+        summary = getattr(exc, "summary", None)
+        print(summary() if callable(summary) else "interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

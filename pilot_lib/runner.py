@@ -2,38 +2,68 @@
 
 ``run_pilots(pilots, out_root)`` gives each pilot a fresh run folder
 ``<out_root>/<pilot>/<run-id>/`` (run id: UTC time plus a short random suffix)
-holding the executed notebooks, their HTML exports, every phase result JSON,
-the quarantine files and a ``run.json`` manifest. An earlier run is never
-overwritten or deleted. ``<out_root>/<pilot>/latest`` points at the newest run
-that finished; it moves only when a run finished.
+holding the checked evidence store, the executed notebooks, their HTML
+exports, every phase result JSON, the quarantine files and a ``run.json``
+manifest. An earlier run is never overwritten or deleted.
+``<out_root>/<pilot>/latest`` points at the newest run that finished; it moves
+only when a run finished.
 
-Phases of one pilot run in order; a failing phase stops that pilot's later
-phases and keeps the executed notebook with the error in place. Several
-pilots run in parallel processes (``jobs``).
+A pilot's run:
+
+1. **Ingest**: every data set is read and checked once into ``<run>/store``
+   (quarantine: ``<run>/quarantine``) with the engine of the pilot file or of
+   ``--engine``/``--spark-master``. Every phase notebook then reuses that store.
+   An ingest failure fails the run with one line; no phase runs.
+2. **Phases 1-4** read only the store: they run concurrently.
+3. **Phase 5** reads their result files: it runs when all of them succeeded,
+   and is skipped when one failed (the others still finish).
+
+Each executed notebook is exported to HTML as soon as it finishes, while later
+phases run. ``jobs`` bounds the number of notebook kernels running at once
+across all pilots of one call (threads of this process drive them; each
+papermill call has its own event loop). A kernel is started, and the
+notebook's imports are loaded into it, while what the notebook waits for (the
+ingest, the earlier phases) is still running. A kernel that fails to start
+(e.g. a port taken between being chosen and being bound) is started again on
+fresh ports, up to :data:`KERNEL_START_ATTEMPTS` times; a notebook whose cells
+began is never re-run.
+
+Ctrl-C stops the kernels, marks each unfinished run ``interrupted`` in its
+``run.json`` and leaves ``latest`` alone (:class:`RunInterrupted`).
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import datetime as dt
 import functools
 import json
+import os
 import queue
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pilot_lib import __version__
-from pilot_lib.config import PilotFileError, load_pilot, pilot_file_path
+from pilot_lib.config import Pilot, PilotFileError, load_pilot, pilot_file_path
 from pilot_lib.errors import WorkbookError
 from pilot_lib.runs import latest_run_dir, new_run_id, point_latest
 
 __all__ = [
+    "KERNEL_START_ATTEMPTS",
     "PHASE_NOTEBOOKS",
+    "IngestRun",
+    "PhaseRun",
     "PilotRun",
+    "RunInterrupted",
+    "default_jobs",
     "latest_run_dir",
     "new_run_id",
     "notebooks_dir",
@@ -51,16 +81,37 @@ PHASE_NOTEBOOKS: dict[int, tuple[str, str]] = {
     5: ("go_no_go_summary", "05_go_no_go_summary.ipynb"),
 }
 
+#: The phase that reads the others' result files; every other phase reads only the store.
+GATE_PHASE = 5
+
+#: Starts of one notebook's kernel before the phase fails (the first included).
+KERNEL_START_ATTEMPTS = 3
+
+#: Longest wait for a started kernel to answer (seconds; papermill's default).
+KERNEL_START_TIMEOUT = 60.0
+
+#: How long a kernel may take to load a notebook's imports ahead of its cells (seconds).
+WARM_UP_TIMEOUT = 120.0
+
+#: Longest wait, after Ctrl-C, for the notebook threads to see their kernels gone (seconds).
+INTERRUPT_GRACE_SECONDS = 15.0
+
+
+def default_jobs() -> int:
+    """Default ``--jobs``: one notebook kernel per core, at most four."""
+    return max(1, min(4, os.cpu_count() or 1))
+
 
 def notebooks_dir(explicit: str | Path | None = None) -> Path:
     """The folder holding the phase notebooks: ``explicit``, else the checkout's ``notebooks/``."""
-    from pilot_lib.report.notebook import repo_root
-
     if explicit is not None:
         folder = Path(explicit)
     else:
-        root = repo_root()
-        folder = root / "notebooks" if root else Path("notebooks")
+        # as pilot_lib.report.notebook.repo_root, without importing pandas before the first
+        # kernel starts
+        root = Path(__file__).resolve().parents[1]
+        is_checkout = (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file()
+        folder = root / "notebooks" if is_checkout else Path("notebooks")
     missing = [nb for _, nb in PHASE_NOTEBOOKS.values() if not (folder / nb).is_file()]
     if missing:
         raise WorkbookError(
@@ -92,9 +143,24 @@ class PhaseRun:
     phase: int
     key: str
     notebook: str
-    status: str = "pending"  # pending | succeeded | failed | skipped
-    seconds: float | None = None
+    status: str = "pending"  # pending | succeeded | failed | skipped | interrupted
+    seconds: float | None = None  # the notebook's cells, from the first to the last
     html: str | None = None
+    error: str | None = None
+    attempts: int = 0  # kernel starts (more than 1: a start failed and was retried)
+    start_errors: list[str] = field(default_factory=list)  # why a start was retried
+
+
+@dataclass
+class IngestRun:
+    """The ingest stage: the checked evidence store built once for the run."""
+
+    status: str = "pending"  # pending | succeeded | failed | skipped | interrupted
+    seconds: float | None = None
+    engine: str | None = None  # e.g. "duckdb (memory limit 1GB)"
+    store: str | None = None  # folder, relative to the run folder
+    fingerprint: str | None = None
+    datasets: dict[str, dict[str, int]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -106,13 +172,14 @@ class PilotRun:
     pilot_path: str
     run_dir: str | None
     run_id: str
-    status: str = "running"  # succeeded | failed
+    status: str = "running"  # succeeded | failed | interrupted
     decision: str | None = None
     title: str | None = None
     pilot_file_sha256: str | None = None
     package_version: str = __version__
     started_at: str | None = None
     finished_at: str | None = None
+    ingest: IngestRun | None = None
     phases: list[PhaseRun] = field(default_factory=list)
     error: str | None = None
 
@@ -128,10 +195,32 @@ class PilotRun:
         return page if page.is_file() else None
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run. ``outcomes``: every pilot's outcome, the unfinished ones
+    ``interrupted`` (their ``run.json`` says so; ``latest`` did not move)."""
+
+    def __init__(self, outcomes: list[PilotRun]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        stopped = [o for o in self.outcomes if o.status == "interrupted"]
+        folders = [o.run_dir for o in stopped if o.run_dir]
+        if not folders:
+            return "interrupted: no run folder was started"
+        return (
+            f"interrupted: {len(folders)} run folder(s) marked interrupted, "
+            f"latest not moved: {', '.join(folders)}"
+        )
+
+
 #: The kernel's own log (not the notebook's output): errors only. ipykernel 7
 #: warns on every start that its local TCP sockets are not encrypted, one line
 #: per phase in a CI log; real kernel errors are still printed.
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+#: No input history database either: concurrent batch kernels would share (and
+#: lock) one SQLite file, and nobody reads a batch kernel's history.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.enabled=False")
 
 
 #: Longest single wait on a kernel socket before its events are checked again (seconds).
@@ -156,10 +245,10 @@ def _kernel_manager_class() -> type:
        every slice ends with a fresh check of the socket, so a missed wake-up
        costs half a second instead of the run. Time-outs keep their meaning.
 
-    :func:`run_pilot` also asks nbclient for an immediate shutdown: the phase
-    results and quarantine files are complete when the last cell replies, and
-    a graceful exit of a kernel holding pandas, DuckDB and matplotlib spent
-    0.6-2.5 s per phase tearing the interpreter down.
+    The runner also shuts each kernel down immediately (``now=True``): the
+    phase results and quarantine files are complete when the last cell
+    replies, and a graceful exit of a kernel holding pandas, DuckDB and
+    matplotlib spent 0.6-2.5 s per phase tearing the interpreter down.
     """
     from queue import Empty
 
@@ -215,6 +304,7 @@ def _one_line(text: str, most: int = 5) -> str:
 
 def _describe_failure(pilot: str, phase: PhaseRun, exc: BaseException) -> str:
     """One readable line: pilot, phase, the cell (as Jupyter numbers it) and the exception."""
+    _import_papermill()
     from papermill.exceptions import PapermillExecutionError
 
     where = f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed"
@@ -224,7 +314,815 @@ def _describe_failure(pilot: str, phase: PhaseRun, exc: BaseException) -> str:
             f"{where} at cell In [{exc.exec_count}]: {detail} "
             f"(the executed notebook with the error: {phase.notebook})"
         )
-    return f"{where}: {type(exc).__name__}: {exc}"
+    return f"{where}: {type(exc).__name__}: {_one_line(str(exc))}"
+
+
+def _describe_ingest_failure(pilot: str, exc: BaseException) -> str:
+    """One readable line for a store that could not be built (no traceback)."""
+    return (
+        f"pilot {pilot}: ingest (the checked evidence store) failed: "
+        f"{type(exc).__name__}: {_one_line(str(exc))}"
+    )
+
+
+# ---- one notebook on a kernel the runner started ------------------------------------
+
+
+class KernelStartError(RuntimeError):
+    """A notebook's kernel did not start, :data:`KERNEL_START_ATTEMPTS` times."""
+
+
+class _Cancelled(Exception):
+    """The notebook is not to run: what it needs failed, or the run was interrupted."""
+
+
+_ENGINE = "pilot-workbook"
+
+
+def _import_papermill() -> Any:
+    """``import papermill``, without the second it spends on a grammar it never uses.
+
+    papermill imports nbformat, nbformat imports jsonschema, and jsonschema
+    imports ``rfc3987_syntax`` when it is installed (JupyterLab's jupyter-events
+    installs it) to check "iri" formats, which no notebook schema has: building
+    its Lark grammar costs 1.2 s of CPU, in the process that is building the
+    store at that moment. When jsonschema is not loaded yet it is loaded here
+    with that one optional module reported missing (jsonschema then leaves the
+    "iri" format unchecked), and the module is importable again right after.
+    """
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+        try:
+            import jsonschema  # noqa: F401
+        finally:
+            if sys.modules.get("rfc3987_syntax", 0) is None:
+                del sys.modules["rfc3987_syntax"]
+    import papermill
+
+    return papermill
+
+
+@functools.cache
+def _engine_name() -> str:
+    """Register (once) the papermill engine that runs a notebook on a started kernel.
+
+    papermill's own engine runs the kernel it starts; this one takes the kernel
+    the runner started (``km=``), marks when the first cell begins (so a failure
+    before it counts as a failed start) and closes its client's sockets after.
+    """
+    _import_papermill()
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+
+    class MarkingClient(PapermillNotebookClient):
+        def __init__(self, nb_man: Any, cells_started: threading.Event, **kw: Any):
+            super().__init__(nb_man, **kw)
+            self.cells_started = cells_started
+
+        def papermill_execute_cells(self) -> None:
+            self.cells_started.set()
+            super().papermill_execute_cells()
+
+    class StartedKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(
+            cls,
+            nb_man: Any,
+            kernel_name: str,
+            log_output: bool = False,
+            stdout_file: Any = None,
+            stderr_file: Any = None,
+            start_timeout: float = KERNEL_START_TIMEOUT,
+            execution_timeout: float | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            kwargs.pop("input_path", None)
+            client = MarkingClient(
+                nb_man,
+                kwargs.pop("cells_started"),
+                km=kwargs.pop("km"),
+                kernel_name=kernel_name,
+                log=logger,
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+                startup_timeout=start_timeout,
+                timeout=execution_timeout,
+                **kwargs,
+            )
+            try:
+                return client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+
+    papermill_engines.register(_ENGINE, StartedKernelEngine)
+    return _ENGINE
+
+
+#: Modules a phase imports only once it runs (opening the store), per engine.
+_LATE_IMPORTS: dict[str, tuple[str, ...]] = {
+    "duckdb": ("pilot_lib.ingest.store", "ibis.backends.duckdb"),
+    "spark": ("pilot_lib.ingest.store", "ibis.backends.pyspark"),
+}
+
+
+@functools.cache
+def _warm_up_code(notebook: Path, engine: str | None = None) -> str | None:
+    """Code that imports, silently, the modules ``notebook`` imports (names bound: none).
+
+    Run on a fresh kernel while the notebook still waits for its input (the
+    store, the earlier phases), it moves the imports (a second or two of a
+    phase) off the critical path: the notebook's own import lines then find the
+    modules loaded. Nothing is defined in the kernel's namespace, so a notebook
+    that lacks an import still fails as it would. ``engine`` adds the modules
+    that opening the store imports later.
+    """
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    wanted: list[tuple[str, tuple[str, ...]]] = []
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", ""))
+        lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                wanted += [(alias.name, ()) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                wanted.append((node.module, tuple(a.name for a in node.names if a.name != "*")))
+    if not wanted:
+        return None
+    if engine and any(module.startswith("pilot_lib") for module, _ in wanted):
+        wanted += [(module, ()) for module in _LATE_IMPORTS.get(engine, ())]
+    return (
+        "def __pilot_workbook_warm_up(wanted):\n"
+        "    import importlib\n"
+        "    for module, names in wanted:\n"
+        "        for name in (module, *(module + '.' + n for n in names)):\n"
+        "            try:\n"
+        "                importlib.import_module(name)\n"
+        "            except Exception:\n"
+        "                pass\n"
+        f"__pilot_workbook_warm_up({wanted!r})\n"
+        "del __pilot_workbook_warm_up\n"
+    )
+
+
+def _last_line(log: Any) -> str:
+    """The last non-empty line a failed kernel wrote to its stderr (the reason it died)."""
+    try:
+        log.flush()
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _kill_kernel(km: Any) -> None:
+    """Kill a kernel's process group now, from any thread (Ctrl-C)."""
+    provisioner = getattr(km, "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    if process is None or process.poll() is not None:
+        return
+    pgid = getattr(provisioner, "pgid", None)
+    try:
+        if pgid and hasattr(os, "killpg"):
+            os.killpg(pgid, signal.SIGKILL)
+        else:
+            process.kill()
+    except (OSError, ProcessLookupError):
+        pass
+
+
+class _KernelTask:
+    """One phase notebook: its kernel started (and warmed up) early, its cells run on a go.
+
+    Runs in a worker thread (:meth:`run`); the scheduler, in the caller's
+    thread, calls :meth:`decide` once what the notebook needs is there (or
+    failed) and :meth:`kill` on Ctrl-C. While the task runs it holds one of the
+    ``jobs`` kernel slots.
+    """
+
+    def __init__(self, batch: _Batch, state: _PilotState, phase: PhaseRun):
+        self.batch = batch
+        self.state = state
+        self.phase = phase
+        self.decided = threading.Event()
+        self.proceed = False
+        self.cells_started = threading.Event()
+        self.attempts = 0
+        self.start_errors: list[str] = []
+        self.seconds: float | None = None
+        self._kms: list[Any] = []
+        self._lock = threading.Lock()
+
+    # -- the scheduler's side --------------------------------------------------------
+
+    def decide(self, proceed: bool) -> None:
+        self.proceed = proceed
+        self.decided.set()
+
+    def kill(self) -> None:
+        with self._lock:
+            kms = list(self._kms)
+        for km in kms:
+            _kill_kernel(km)
+
+    # -- the worker thread's side ----------------------------------------------------
+
+    def _stopped(self) -> bool:
+        return self.batch.cancelled.is_set() or (self.decided.is_set() and not self.proceed)
+
+    def run(self) -> None:
+        from jupyter_core.utils import ensure_event_loop
+
+        loop = ensure_event_loop()  # this thread's own loop, as papermill's calls use
+        try:
+            self._run(loop)
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _run(self, loop: Any) -> None:
+        notebook = self.batch.nb_dir / self.phase.notebook
+        while True:
+            if self._stopped():
+                raise _Cancelled()
+            km, log = loop.run_until_complete(self._start())
+            try:
+                # the gate phase reads result files: it opens the store only for a missing one
+                engine = None if self.phase.phase == GATE_PHASE else self.state.engine
+                code = _warm_up_code(notebook, engine)
+                with contextlib.suppress(Exception):  # a kernel that died shows at the start below
+                    loop.run_until_complete(self._warm_up(km, code))
+                while not self.decided.wait(0.1):
+                    if self.batch.cancelled.is_set():
+                        break
+                if self._stopped():
+                    raise _Cancelled()
+                started = time.perf_counter()
+                try:
+                    self._execute(km)
+                    return
+                except Exception as exc:
+                    if self.cells_started.is_set() or self.batch.cancelled.is_set():
+                        raise
+                    # the kernel died before the first cell: a failed start, tried again
+                    self.start_errors.append(self._reason(exc, log))
+                    if self.attempts >= KERNEL_START_ATTEMPTS:
+                        raise KernelStartError(self._gave_up()) from exc
+                finally:
+                    self.seconds = round(time.perf_counter() - started, 2)
+            finally:
+                loop.run_until_complete(self._shutdown(km))
+                self._forward(log)
+
+    async def _start(self) -> tuple[Any, Any]:
+        """A started kernel that answered, on fresh ports for every attempt."""
+        from jupyter_client.kernelspec import NoSuchKernel
+
+        while True:
+            if self._stopped():
+                raise _Cancelled()
+            self.attempts += 1
+            # the kernel's stderr (its reason if it dies); closed when the kernel is gone
+            log = tempfile.TemporaryFile()  # noqa: SIM115
+            km = self.batch.kernel_manager_class(kernel_name=self.batch.kernel_name)
+            with self._lock:
+                self._kms.append(km)
+            kc = None
+            try:
+                await km.start_kernel(
+                    extra_arguments=list(KERNEL_ARGUMENTS),
+                    cwd=str(self.state.run_dir),
+                    stderr=log,
+                )
+                if self.batch.cancelled.is_set():
+                    _kill_kernel(km)
+                kc = km.client()
+                kc.start_channels()
+                await kc.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+                return km, log
+            except NoSuchKernel:
+                await self._shutdown(km)
+                log.close()
+                raise
+            except Exception as exc:
+                if self.batch.cancelled.is_set():
+                    await self._shutdown(km)
+                    log.close()
+                    raise _Cancelled() from exc
+                self.start_errors.append(self._reason(exc, log))
+                await self._shutdown(km)
+                log.close()
+                if self.attempts >= KERNEL_START_ATTEMPTS:
+                    raise KernelStartError(self._gave_up()) from exc
+            finally:
+                if kc is not None:
+                    kc.stop_channels()
+
+    def _reason(self, exc: BaseException, log: Any) -> str:
+        said = _last_line(log)
+        return f"{type(exc).__name__}: {exc}" + (f" (kernel: {said})" if said else "")
+
+    def _gave_up(self) -> str:
+        return (
+            f"the kernel did not start in {self.attempts} attempts; last: {self.start_errors[-1]}"
+        )
+
+    async def _warm_up(self, km: Any, code: str | None) -> None:
+        """Load the notebook's imports into the kernel, and papermill into this process,
+        at the same time (best effort; never fails the phase)."""
+        kc = km.client()
+        kc.start_channels()
+        try:
+            msg_id = kc.execute(code, silent=True, store_history=False) if code else None
+            _engine_name()  # imports papermill here while the kernel imports
+            deadline = time.monotonic() + WARM_UP_TIMEOUT
+            while msg_id and time.monotonic() < deadline and not self.batch.cancelled.is_set():
+                try:
+                    reply = await kc.get_shell_msg(timeout=1)
+                except queue.Empty:
+                    if not await km.is_alive():
+                        return  # the notebook's own start reports it
+                    continue
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    return
+        finally:
+            kc.stop_channels()
+
+    def _execute(self, km: Any) -> None:
+        pm = _import_papermill()
+        state = self.state
+        pm.execute_notebook(
+            str(self.batch.nb_dir / self.phase.notebook),
+            str(state.run_dir / self.phase.notebook),
+            parameters={"pilot": str(state.pilot_file), "output_dir": str(state.run_dir)},
+            engine_name=_engine_name(),
+            km=km,
+            cells_started=self.cells_started,
+            kernel_name=self.batch.kernel_name,
+            progress_bar=False,
+            log_output=False,
+        )
+
+    async def _shutdown(self, km: Any) -> None:
+        with contextlib.suppress(Exception):
+            await km.shutdown_kernel(now=True)
+        with self._lock:
+            if km in self._kms:
+                self._kms.remove(km)
+
+    def _forward(self, log: Any) -> None:
+        """What the kernel wrote to stderr (errors only), after it stopped."""
+        try:
+            log.flush()
+            log.seek(0)
+            text = log.read().decode("utf-8", "replace")
+            log.close()
+        except (OSError, ValueError):
+            return
+        if text.strip() and not self.batch.cancelled.is_set():
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+            sys.stderr.flush()
+
+
+# ---- the scheduler -------------------------------------------------------------------
+
+
+TERMINAL = ("succeeded", "failed", "skipped", "interrupted")
+
+
+@dataclass(eq=False)
+class _PilotState:
+    index: int
+    arg: str
+    run_id: str | None
+    pilot_file: Path
+    name: str
+    loaded: Pilot | None = None
+    run_dir: Path | None = None
+    outcome: PilotRun | None = None
+    ingest: str = "waiting"  # waiting | running | succeeded | failed | skipped
+    engine: str | None = None  # the engine the store is built with (duckdb | spark)
+    tasks: dict[int, _KernelTask] = field(default_factory=dict)
+    exporting: set[int] = field(default_factory=set)
+    finished: bool = False
+
+    @property
+    def phases(self) -> list[PhaseRun]:
+        return self.outcome.phases if self.outcome else []
+
+
+class _Batch:
+    """Runs several pilots' ingests and notebooks; every decision is made in the calling thread.
+
+    Worker threads (one per ingest, notebook or export) report back through a
+    queue; this thread starts work when a slot is free, tells waiting notebooks
+    to go (or not), reports progress and writes each ``run.json``. So the
+    progress callback runs here, and a Ctrl-C (or a KeyboardInterrupt raised by
+    the callback) arrives here, where the kernels are stopped and the runs marked.
+    """
+
+    def __init__(
+        self,
+        pilots: Sequence[str | Path],
+        out_root: str | Path,
+        phases: list[int],
+        jobs: int,
+        export: bool,
+        nb_dir: Path,
+        progress: Callable[[str, int, str], None] | None,
+        kernel_name: str,
+        kernel_manager_class: type | None,
+        engine: str | None,
+        spark_master: str | None,
+        run_ids: Sequence[str | None] | None = None,
+    ):
+        self.out_root = Path(out_root).resolve()
+        self.phase_list = phases
+        self.jobs = jobs
+        self.export = export
+        self.nb_dir = nb_dir.resolve()
+        self.progress = progress
+        self.kernel_name = kernel_name
+        self.kernel_manager_class = kernel_manager_class or _kernel_manager_class()
+        self.engine = engine
+        self.spark_master = spark_master
+        self.events: queue.Queue[tuple[str, Any, Any, BaseException | None]] = queue.Queue()
+        self.cancelled = threading.Event()
+        self.running_tasks: set[_KernelTask] = set()
+        self.ingesting: _PilotState | None = None
+        self.export_queue: list[tuple[_PilotState, PhaseRun]] = []
+        self.export_busy = False
+        self.threads: list[threading.Thread] = []
+        ids = list(run_ids) if run_ids is not None else [None] * len(pilots)
+        self.states = []
+        for i, p in enumerate(pilots):
+            pilot_file = pilot_file_path(p).resolve()
+            self.states.append(_PilotState(i, str(p), ids[i], pilot_file, pilot_file.parent.name))
+
+    # -- threads ---------------------------------------------------------------------
+
+    def _spawn(self, kind: str, key: Any, fn: Callable[[], Any]) -> None:
+        def target() -> None:
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # reported to the scheduler, never lost
+                result, error = None, exc
+            self.events.put((kind, key, result, error))
+
+        thread = threading.Thread(target=target, name=f"pilot-workbook-{kind}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> list[PilotRun]:
+        try:
+            while not all(s.finished for s in self.states):
+                self._dispatch()
+                if all(s.finished for s in self.states):
+                    break
+                try:
+                    event = self.events.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                self._handle(*event)
+        except KeyboardInterrupt:
+            self._abort("interrupted", "interrupted (Ctrl-C) before it finished")
+            raise RunInterrupted(self._outcomes()) from None
+        except BaseException as exc:
+            self._abort("failed", f"the runner stopped: {type(exc).__name__}: {exc}")
+            raise
+        return self._outcomes()
+
+    def _outcomes(self) -> list[PilotRun]:
+        out = []
+        for s in self.states:
+            if s.outcome is None:  # never started (interrupted first)
+                s.outcome = PilotRun(
+                    pilot=s.name,
+                    pilot_path=str(s.pilot_file),
+                    run_dir=None,
+                    run_id="",
+                    status="interrupted",
+                    phases=[
+                        PhaseRun(p, *PHASE_NOTEBOOKS[p], status="skipped") for p in self.phase_list
+                    ],
+                    error="interrupted (Ctrl-C) before it started",
+                )
+            out.append(s.outcome)
+        return out
+
+    def _dispatch(self) -> None:
+        """Start whatever may start now; settle what can be settled."""
+        if self.ingesting is None:
+            for s in self.states:
+                if s.outcome is None and not s.finished:
+                    self._admit(s)
+                    if self.ingesting is not None:
+                        break
+        for s in self.states:
+            if s.outcome is None or s.finished:
+                continue
+            for ph in s.phases:
+                if ph.status != "pending":
+                    continue
+                need = self._needs(s, ph.phase)
+                task = s.tasks.get(ph.phase)
+                if need == "skip":
+                    ph.status = "skipped"
+                    if task is not None:
+                        task.decide(False)
+                    self._report(s, ph)
+                elif need == "go" and task is not None and not task.decided.is_set():
+                    task.decide(True)
+        free = self.jobs - len(self.running_tasks)
+        if free > 0:
+            for s, ph in self._candidates()[:free]:
+                self._start_task(s, ph)
+        if not self.export_busy and self.export_queue:
+            self._start_export(*self.export_queue.pop(0))
+        for s in self.states:
+            if s.outcome is not None and not s.finished and self._settled(s):
+                self._finish(s)
+
+    def _needs(self, s: _PilotState, phase: int) -> str:
+        """``go``: what the phase reads is there; ``wait``; ``skip``: it never will be."""
+        if s.ingest == "failed":
+            return "skip"
+        if s.ingest == "skipped":  # the pilot file did not load: the first phase says why
+            first = s.phases[0]
+            if phase == first.phase:
+                return "go"
+            if first.status in ("failed", "skipped", "interrupted"):
+                return "skip"
+            if first.status != "succeeded":
+                return "wait"
+        elif s.ingest != "succeeded":
+            return "wait"
+        if phase == GATE_PHASE:
+            earlier = [ph for ph in s.phases if ph.phase < GATE_PHASE]
+            if any(ph.status in ("failed", "skipped", "interrupted") for ph in earlier):
+                return "skip"
+            if any(ph.status != "succeeded" for ph in earlier):
+                return "wait"
+        return "go"
+
+    def _candidates(self) -> list[tuple[_PilotState, PhaseRun]]:
+        """Phases that may take a kernel slot now: ready ones first, then pilot and phase order.
+
+        A phase whose input is being made (the ingest, or the earlier phases, all
+        already running) takes a slot to start and warm up its kernel meanwhile.
+        """
+        found = []
+        for s in self.states:
+            if s.outcome is None or s.finished:
+                continue
+            for ph in s.phases:
+                if ph.status != "pending" or ph.phase in s.tasks:
+                    continue
+                need = self._needs(s, ph.phase)
+                if need == "go":
+                    found.append((0, s.index, ph.phase, s, ph))
+                elif need == "wait" and s.ingest in ("running", "succeeded"):
+                    earlier = [e for e in s.phases if e.phase < ph.phase]
+                    if ph.phase != GATE_PHASE or all(
+                        e.phase in s.tasks or e.status in TERMINAL for e in earlier
+                    ):
+                        found.append((1, s.index, ph.phase, s, ph))
+        found.sort(key=lambda item: item[:3])
+        return [(s, ph) for *_, s, ph in found]
+
+    def _settled(self, s: _PilotState) -> bool:
+        return (
+            s.ingest != "running"
+            and all(ph.status in TERMINAL for ph in s.phases)
+            and not s.exporting
+            and not any(q is s for q, _ in self.export_queue)
+            and not any(t.state is s for t in self.running_tasks)
+        )
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _admit(self, s: _PilotState) -> None:
+        """Make the pilot's run folder and start its ingest."""
+        title = sha = None
+        try:
+            s.loaded = load_pilot(s.pilot_file)
+            s.name, title, sha = s.loaded.name, s.loaded.title, s.loaded.file_hash
+        except PilotFileError:
+            s.loaded = None  # the first notebook reports the problems, in the run folder
+        run_id = s.run_id or new_run_id()
+        s.outcome = PilotRun(
+            pilot=s.name,
+            pilot_path=str(s.pilot_file),
+            run_dir=None,
+            run_id=run_id,
+            title=title,
+            pilot_file_sha256=sha,
+            started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            ingest=IngestRun(),
+            phases=[PhaseRun(p, *PHASE_NOTEBOOKS[p]) for p in self.phase_list],
+        )
+        try:
+            run_dir = self.out_root / s.name / run_id
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except Exception as exc:  # e.g. an unwritable output folder
+            s.outcome.status = "failed"
+            s.outcome.error = f"pilot {s.arg}: {type(exc).__name__}: {exc}"
+            for ph in s.phases:
+                ph.status = "skipped"
+            s.finished = True
+            return
+        s.run_dir = run_dir
+        s.outcome.run_dir = str(run_dir)
+        if s.loaded is None:
+            s.ingest = "skipped"
+            s.outcome.ingest = IngestRun(status="skipped", error="the pilot file did not load")
+            return
+        s.ingest = "running"
+        self.ingesting = s
+        # for the kernels' warm-up only (resolve_engine, in the ingest, is the rule)
+        s.engine = "spark" if self.spark_master else (self.engine or s.loaded.engine.name)
+        self._spawn("ingest", s, functools.partial(self._build_store, s))
+
+    def _engine_settings(self, s: _PilotState) -> Any:
+        """The pilot file's engine with ``--engine`` / ``--spark-master`` applied."""
+        from pilot_lib.ingest.engine import resolve_engine
+
+        assert s.loaded is not None
+        return resolve_engine(s.loaded.engine, self.engine, self.spark_master)
+
+    def _build_store(self, s: _PilotState) -> Any:
+        from pilot_lib.ingest.store import build_store
+
+        assert s.loaded is not None and s.run_dir is not None
+        return build_store(
+            s.loaded,
+            s.run_dir / "store",
+            engine=self._engine_settings(s),
+            quarantine_dir=s.run_dir / "quarantine",
+        )
+
+    def _start_task(self, s: _PilotState, ph: PhaseRun) -> None:
+        task = _KernelTask(self, s, ph)
+        s.tasks[ph.phase] = task
+        self.running_tasks.add(task)
+        if self._needs(s, ph.phase) == "go":
+            task.decide(True)
+        self._spawn("notebook", task, task.run)
+
+    def _start_export(self, s: _PilotState, ph: PhaseRun) -> None:
+        assert s.run_dir is not None and s.outcome is not None
+        target = s.run_dir / ph.notebook
+        title = f"{s.outcome.title or s.name}: {ph.key}"
+
+        def export() -> Path:
+            _import_papermill()  # nbformat without the unused grammar, before nbconvert
+            from pilot_lib.report.export import export_html  # imported off the scheduler
+
+            return export_html(target, target.with_suffix(".html"), title=title)
+
+        self.export_busy = True
+        s.exporting.add(ph.phase)
+        self._spawn("export", (s, ph), export)
+
+    # -- events ----------------------------------------------------------------------
+
+    def _handle(self, kind: str, key: Any, result: Any, error: BaseException | None) -> None:
+        if kind == "ingest":
+            self._ingest_done(key, result, error)
+        elif kind == "notebook":
+            self._notebook_done(key, error)
+        elif kind == "export":
+            s, ph = key
+            self.export_busy = False
+            s.exporting.discard(ph.phase)
+            if error is None:
+                ph.html = Path(result).name
+            else:  # export trouble is reported, not fatal to the data
+                ph.error = (ph.error + "; " if ph.error else "") + f"HTML export failed: {error}"
+
+    def _ingest_done(self, s: _PilotState, info: Any, error: BaseException | None) -> None:
+        self.ingesting = None
+        ingest = s.outcome.ingest if s.outcome else None
+        assert ingest is not None
+        if error is not None:
+            s.ingest = ingest.status = "failed"
+            ingest.error = _describe_ingest_failure(s.name, error)
+            return
+        manifest = info.manifest
+        s.ingest = ingest.status = "succeeded"
+        ingest.seconds = round(float(info.seconds), 2)
+        ingest.engine = manifest.get("engine_label")
+        ingest.store = "store"
+        ingest.fingerprint = manifest.get("fingerprint")
+        ingest.datasets = {
+            name: {k: int(entry[k]) for k in ("rows", "valid", "quarantined")}
+            for name, entry in manifest.get("datasets", {}).items()
+        }
+
+    def _notebook_done(self, task: _KernelTask, error: BaseException | None) -> None:
+        self.running_tasks.discard(task)
+        s, ph = task.state, task.phase
+        ph.attempts, ph.start_errors = task.attempts, list(task.start_errors)
+        if ph.status != "pending":  # skipped while its kernel warmed up
+            return
+        if isinstance(error, _Cancelled):
+            ph.status = "skipped"
+        elif error is None:
+            ph.status = "succeeded"
+            ph.seconds = task.seconds
+        else:
+            ph.status = "failed"
+            ph.seconds = task.seconds
+            ph.error = _describe_failure(s.name, ph, error)
+        assert s.run_dir is not None
+        if self.export and ph.status != "skipped" and (s.run_dir / ph.notebook).is_file():
+            self.export_queue.append((s, ph))
+        self._report(s, ph)
+
+    def _report(self, s: _PilotState, ph: PhaseRun) -> None:
+        if self.progress:
+            self.progress(s.name, ph.phase, ph.status)
+
+    # -- endings ---------------------------------------------------------------------
+
+    def _finish(self, s: _PilotState) -> None:
+        out = s.outcome
+        assert out is not None and s.run_dir is not None
+        failed = [ph for ph in s.phases if ph.status == "failed"]
+        if out.ingest is not None and out.ingest.status == "failed":
+            out.status, out.error = "failed", out.ingest.error
+        elif failed:
+            out.status, out.error = "failed", failed[0].error
+        else:
+            out.status = "succeeded"
+        gate_file = s.run_dir / "go_no_go_summary.json"
+        if gate_file.is_file():
+            with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+                out.decision = json.loads(gate_file.read_text(encoding="utf-8"))["result"].get(
+                    "decision"
+                )
+        self._write(s)
+        s.finished = True
+        if out.ok:
+            point_latest(s.run_dir.parent, s.run_dir)
+
+    def _write(self, s: _PilotState) -> None:
+        out = s.outcome
+        assert out is not None and s.run_dir is not None
+        out.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        text = json.dumps(asdict(out), indent=2) + "\n"
+        tmp = s.run_dir / ".run.json.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, s.run_dir / "run.json")
+
+    def _abort(self, status: str, message: str) -> None:
+        """Stop every kernel, then mark each unfinished run ``status`` (``latest`` stays)."""
+        self.cancelled.set()
+        for task in list(self.running_tasks):
+            task.decide(False)
+        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting
+            while self.running_tasks and time.monotonic() < deadline:
+                for task in list(self.running_tasks):
+                    task.kill()
+                try:
+                    kind, key, _, _ = self.events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if kind == "notebook":
+                    self.running_tasks.discard(key)
+        for s in self.states:
+            if s.outcome is None or s.finished or s.run_dir is None:
+                continue
+            out = s.outcome
+            out.status, out.error = status, f"pilot {s.name}: {message}"
+            if out.ingest is not None and out.ingest.status == "pending":
+                out.ingest.status = status
+            for ph in s.phases:
+                if ph.status == "pending":
+                    ph.status = status if ph.phase in s.tasks else "skipped"
+            with contextlib.suppress(OSError):
+                self._write(s)
+            s.finished = True
+
+
+# ---- entry points --------------------------------------------------------------------
 
 
 def run_pilot(
@@ -236,8 +1134,12 @@ def run_pilot(
     run_id: str | None = None,
     progress: Callable[[str, int, str], None] | None = None,
     kernel_name: str = "python3",
+    jobs: int | None = None,
+    engine: str | None = None,
+    spark_master: str | None = None,
+    kernel_manager_class: type | None = None,
 ) -> PilotRun:
-    """Execute the phase notebooks for one pilot into a fresh run folder.
+    """Build the checked evidence store, then execute the phase notebooks, into a fresh run folder.
 
     Parameters
     ----------
@@ -246,109 +1148,46 @@ def run_pilot(
     out_root:
         Parent of the per-pilot run folders.
     phases:
-        Phase numbers to run, in order (default all five).
+        Phase numbers to run (default all five).
     export:
         Write an HTML export (no code) next to each executed notebook.
     progress:
-        Called as ``progress(pilot, phase, status)`` after each phase.
+        Called as ``progress(pilot, phase, status)`` when each phase ends
+        (``succeeded``, ``failed`` or ``skipped``), in the calling thread.
+    jobs:
+        Notebook kernels running at once (default :func:`default_jobs`).
+    engine, spark_master:
+        Override the pilot file's engine (``duckdb`` or ``spark``) and Spark master.
+    kernel_manager_class:
+        The jupyter_client kernel manager (default: the runner's batch manager).
 
-    Never raises for a failing phase: the outcome says what failed, where.
+    Never raises for a failing ingest or phase: the outcome says what failed,
+    where. Raises :class:`RunInterrupted` on Ctrl-C.
     """
-    import papermill as pm
-
     nb_dir = notebooks_dir(notebooks)
-    phases = parse_phases(phases)
-    pilot_file = pilot_file_path(pilot).resolve()
-    name = pilot_file.parent.name
-    title = sha = None
-    try:
-        loaded = load_pilot(pilot_file)
-        name, title, sha = loaded.name, loaded.title, loaded.file_hash
-    except PilotFileError:
-        pass  # the first notebook reports the problems, in the run folder, with the rest
-    run_id = run_id or new_run_id()
-    pilot_folder = Path(out_root).resolve() / name
-    run_dir = pilot_folder / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
-    outcome = PilotRun(
-        pilot=name,
-        pilot_path=str(pilot_file),
-        run_dir=str(run_dir),
-        run_id=run_id,
-        title=title,
-        pilot_file_sha256=sha,
-        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        phases=[PhaseRun(p, *PHASE_NOTEBOOKS[p]) for p in phases],
+    batch = _Batch(
+        [pilot],
+        out_root,
+        parse_phases(phases),
+        _check_jobs(jobs),
+        export,
+        nb_dir,
+        progress,
+        kernel_name,
+        kernel_manager_class,
+        engine,
+        spark_master,
+        run_ids=[run_id],
     )
-    failed = False
-    for ph in outcome.phases:
-        if failed:
-            ph.status = "skipped"
-            continue
-        target = run_dir / ph.notebook
-        started = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb_dir / ph.notebook),
-                str(target),
-                parameters={"pilot": str(pilot_file), "output_dir": str(run_dir)},
-                kernel_name=kernel_name,
-                cwd=str(run_dir),
-                progress_bar=False,
-                log_output=False,
-                kernel_manager_class=_kernel_manager_class(),
-                shutdown_kernel="immediate",
-                extra_arguments=list(KERNEL_ARGUMENTS),
-            )
-            ph.status = "succeeded"
-        except Exception as exc:  # a failed phase must not stop other pilots
-            ph.status = "failed"
-            ph.error = _describe_failure(name, ph, exc)
-            outcome.error = ph.error
-            failed = True
-        ph.seconds = round(time.perf_counter() - started, 2)
-        if export and target.is_file():
-            try:
-                from pilot_lib.report.export import export_html
-
-                html_path = export_html(
-                    target, target.with_suffix(".html"), title=f"{title or name}: {ph.key}"
-                )
-                ph.html = html_path.name
-            except Exception as exc:  # export trouble is reported, not fatal to the data
-                ph.error = (ph.error + "; " if ph.error else "") + f"HTML export failed: {exc}"
-        if progress:
-            progress(name, ph.phase, ph.status)
-    outcome.status = "failed" if failed else "succeeded"
-    gate_file = run_dir / "go_no_go_summary.json"
-    if gate_file.is_file():
-        outcome.decision = json.loads(gate_file.read_text(encoding="utf-8"))["result"].get(
-            "decision"
-        )
-    outcome.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    (run_dir / "run.json").write_text(
-        json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8"
-    )
-    if outcome.ok:
-        point_latest(pilot_folder, run_dir)
-    return outcome
+    return batch.run()[0]
 
 
-def _worker(args: dict[str, Any], events: Any) -> PilotRun:
-    def report(pilot: str, phase: int, status: str) -> None:
-        events.put((pilot, phase, status))
-
-    try:
-        return run_pilot(progress=report, **args)
-    except Exception as exc:  # e.g. an unwritable output folder
-        return PilotRun(
-            pilot=Path(str(args["pilot"])).name,
-            pilot_path=str(args["pilot"]),
-            run_dir=None,
-            run_id="",
-            status="failed",
-            error=f"pilot {args['pilot']}: {type(exc).__name__}: {exc}",
-        )
+def _check_jobs(jobs: int | None) -> int:
+    if jobs is None:
+        return default_jobs()
+    if jobs < 1:
+        raise WorkbookError(f"--jobs must be at least 1, got {jobs}")
+    return jobs
 
 
 class _Progress:
@@ -379,88 +1218,40 @@ def run_pilots(
     pilots: Sequence[str | Path],
     out_root: str | Path,
     phases: Sequence[int] | str | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
     export: bool = True,
     notebooks: str | Path | None = None,
     stream: Any = None,
+    engine: str | None = None,
+    spark_master: str | None = None,
+    kernel_name: str = "python3",
+    kernel_manager_class: type | None = None,
 ) -> list[PilotRun]:
-    """Run several pilots, up to ``jobs`` at once; returns one outcome per pilot, in input order."""
+    """Run several pilots; returns one outcome per pilot, in input order.
+
+    ``jobs`` bounds the notebook kernels running at once across all pilots
+    (default :func:`default_jobs`); progress goes to ``stream`` (default stderr)
+    as a bar on a terminal, else one line per phase. Raises
+    :class:`RunInterrupted` on Ctrl-C.
+    """
     phase_list = parse_phases(phases)
     nb_dir = notebooks_dir(notebooks)
-    if jobs < 1:
-        raise WorkbookError(f"--jobs must be at least 1, got {jobs}")
+    jobs = _check_jobs(jobs)
     show = _Progress(total=len(pilots) * len(phase_list), stream=stream)
-    common = {
-        "out_root": str(out_root),
-        "phases": phase_list,
-        "export": export,
-        "notebooks": str(nb_dir),
-    }
-    outcomes: dict[int, PilotRun] = {}
     try:
-        if jobs == 1 or len(pilots) == 1:
-            for i, p in enumerate(pilots):
-                outcomes[i] = _worker({"pilot": str(p), **common}, _Direct(show))
-        else:
-            import multiprocessing as mp
-
-            # "spawn": fresh worker interpreters, so no lock held by another thread
-            # of the caller (a DuckDB pool, a test runner) is copied into a worker
-            # by fork; the same on every platform, and about a second per worker.
-            context = mp.get_context("spawn")
-            with context.Manager() as manager:
-                events = manager.Queue()
-                with ProcessPoolExecutor(
-                    max_workers=min(jobs, len(pilots)), mp_context=context
-                ) as pool:
-                    futures = {
-                        pool.submit(_worker, {"pilot": str(p), **common}, events): i
-                        for i, p in enumerate(pilots)
-                    }
-                    pending = set(futures)
-                    while pending:
-                        _drain(events, show)
-                        done = {f for f in pending if f.done()}
-                        for f in done:
-                            i = futures[f]
-                            outcomes[i] = _outcome_of(f, pilots[i])
-                        pending -= done
-                        if pending:
-                            time.sleep(0.2)
-                    _drain(events, show)
+        batch = _Batch(
+            pilots,
+            out_root,
+            phase_list,
+            jobs,
+            export,
+            nb_dir,
+            show,
+            kernel_name,
+            kernel_manager_class,
+            engine,
+            spark_master,
+        )
+        return batch.run()
     finally:
         show.close()
-    return [outcomes[i] for i in range(len(pilots))]
-
-
-def _outcome_of(future: Future[PilotRun], pilot: str | Path) -> PilotRun:
-    """A worker's outcome; a worker process that died (killed, out of memory) is a failed run."""
-    try:
-        return future.result()
-    except Exception as exc:
-        return PilotRun(
-            pilot=Path(str(pilot)).name,
-            pilot_path=str(pilot),
-            run_dir=None,
-            run_id="",
-            status="failed",
-            error=f"pilot {pilot}: the worker process stopped: {type(exc).__name__}: {exc}",
-        )
-
-
-class _Direct:
-    """Queue-like adaptor that forwards progress events straight to the display."""
-
-    def __init__(self, show: _Progress):
-        self.show = show
-
-    def put(self, item: tuple[str, int, str]) -> None:
-        self.show(*item)
-
-
-def _drain(events: Any, show: _Progress) -> None:
-    while True:
-        try:
-            show(*events.get_nowait())
-        except queue.Empty:
-            return

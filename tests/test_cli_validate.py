@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +119,43 @@ def test_data_mistakes_exit_non_zero_without_traceback(tmp_path: Path, mistake: 
 def test_missing_pilot_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "nope")]) == EXIT_USAGE
     assert "no pilot file here" in capsys.readouterr().err
+
+
+def test_validate_engine_option_overrides_the_pilot_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the pilot file asks for a Spark cluster nobody runs; --engine duckdb checks locally
+    spark = {"name": "spark", "master": "spark://nowhere.invalid:7077"}
+    folder = write_pilot(tmp_path / "tiny", doc_changes={"engine": spark})
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(folder), "--engine", "duckdb"]) == EXIT_OK
+    assert "data set" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "runs" / "tiny" / "store" / "manifest.json").read_text())
+    assert manifest["engine"]["name"] == "duckdb" and manifest["engine"]["master"] is None
+
+
+def test_validate_spark_master_selects_spark_and_its_failure_is_one_error_line(
+    tiny_pilot: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}  # Spark cannot start here
+    result = subprocess.run(
+        [sys.executable, "-m", "pilot_lib.cli", "validate", str(tiny_pilot)]
+        + ["--spark-master", "local[1]"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == EXIT_USAGE
+    assert "Traceback" not in result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: engine spark: cannot start a Spark session on local[1]")
+
+
+def test_validate_rejects_an_unknown_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "somewhere", "--engine", "postgres"])
+    assert exit_.value.code == EXIT_USAGE
+    assert "invalid choice: 'postgres'" in capsys.readouterr().err
