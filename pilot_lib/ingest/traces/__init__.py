@@ -1,0 +1,91 @@
+"""Agent traces as the decision log: OTLP (OpenTelemetry GenAI), OpenInference, Langfuse.
+
+Two stages, both lazy Ibis expressions executed in the engine:
+
+1. :func:`read_spans` reads one export format into the normalised span table
+   (:data:`~pilot_lib.ingest.traces.spans.SPAN_COLUMNS`). Each format lives in
+   its own module (``otel``, ``openinference``, ``langfuse``) exposing
+   ``read_spans(con, paths: list[Path], label: str) -> ir.Table``; the module is
+   imported only when its format is used.
+2. :func:`~pilot_lib.ingest.traces.decisions.spans_to_decisions` turns the spans
+   (and an optional outcomes table) into the 25-column decision log of the
+   ``decisions`` contract, plus the quarantined spans and the reconciliation counts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ibis.expr.types as ir
+from ibis.backends import BaseBackend
+
+from pilot_lib.errors import DataSourceError
+from pilot_lib.ingest.traces.spans import (
+    PILOT_SIGNALS,
+    SPAN_COLUMNS,
+    SPAN_SCHEMA,
+    UNPARSEABLE_KEY,
+    conform_spans,
+    expand_paths,
+)
+
+__all__ = [
+    "PILOT_SIGNALS",
+    "SPAN_COLUMNS",
+    "SPAN_SCHEMA",
+    "TRACE_FORMATS",
+    "UNPARSEABLE_KEY",
+    "conform_spans",
+    "expand_paths",
+    "read_spans",
+    "spans_to_decisions",
+]
+
+#: Trace formats a ``decisions`` data set may be given in (``datasets.decisions.format``).
+TRACE_FORMATS: tuple[str, ...] = ("otel", "openinference", "langfuse")
+
+
+def read_spans(
+    con: BaseBackend,
+    paths: str | Path | Sequence[str | Path],
+    fmt: str,
+    label: str = "decisions",
+) -> ir.Table:
+    """Read trace files of format ``fmt`` into the normalised span table (lazy).
+
+    Parameters
+    ----------
+    con:
+        The Ibis connection the files are read on (DuckDB; the readers use its
+        JSON and Parquet readers).
+    paths:
+        A file, a glob (``traces/*.jsonl``, ``**`` allowed) or a list of them.
+    fmt:
+        One of :data:`TRACE_FORMATS`.
+    label:
+        The data set's name, for error messages.
+
+    Raises
+    ------
+    DataSourceError
+        Unknown format, no matching file, or a file the reader cannot parse; the
+        message names the data set, the file and the fix.
+    """
+    if fmt not in TRACE_FORMATS:
+        raise DataSourceError(
+            f"data set {label!r}: unknown trace format {fmt!r}; "
+            f"set datasets.{label}.format to one of {list(TRACE_FORMATS)}"
+        )
+    files = expand_paths(paths, label)
+    module = importlib.import_module(f"pilot_lib.ingest.traces.{fmt}")
+    return conform_spans(module.read_spans(con, files, label=label), label)
+
+
+def spans_to_decisions(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`pilot_lib.ingest.traces.decisions.spans_to_decisions` (imported lazily)."""
+    from pilot_lib.ingest.traces.decisions import spans_to_decisions as build
+
+    return build(*args, **kwargs)
