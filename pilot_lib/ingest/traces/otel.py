@@ -1,0 +1,283 @@
+"""OTLP JSON Lines (OpenTelemetry) -> the normalised span table, in DuckDB.
+
+Input: one ``TracesData`` JSON object per line (``resourceSpans -> scopeSpans ->
+spans``), as OpenTelemetry Python's OTLP JSON file exporter
+(``opentelemetry.exporter.otlp.json.file.FileSpanExporter``) and the Collector's
+``file`` exporter write it. Ids are hex text; 64-bit integers (times in Unix
+nanoseconds, ``intValue``) may be JSON strings or numbers; attributes are typed
+lists ``{key, value: {stringValue | intValue | doubleValue | boolValue |
+arrayValue | kvlistValue | bytesValue}}``; ``status`` is ``{code, message}`` with
+the code as a number (0 unset, 1 ok, 2 error) or its enum name
+(``STATUS_CODE_ERROR``). Lines of other signals (``resourceLogs``) give no span.
+
+The whole read is one SQL query (DuckDB's ``read_json`` with a declared schema,
+then ``unnest`` and list lambdas): nothing per span runs in Python. What it does:
+
+- ``source_row`` is the file's 1-based line number (a line holds a whole export
+  batch, so several spans share it).
+- ``attributes`` holds every span attribute as text (arrays and maps as JSON
+  text); then the business signals of the span's events: every ``pilot.*``
+  attribute of an event named ``pilot.outcome``, and each
+  ``gen_ai.evaluation.result`` event as ``pilot.<gen_ai.evaluation.name>`` =
+  ``gen_ai.evaluation.score.value`` (else ``.score.label``); then the resource's
+  ``pilot.*`` and ``gen_ai.*`` attributes. When a key occurs more than once the
+  first wins: span attribute > event > resource (and the first event among events).
+- an attribute with no value, or whose ``intValue`` / ``doubleValue`` /
+  ``boolValue`` does not parse, is recorded under
+  :data:`~pilot_lib.ingest.traces.spans.UNPARSEABLE_KEY`.
+- ``operation`` is ``gen_ai.operation.name``, else the first word of the span
+  name when it is one of ``invoke_agent``, ``chat``, ``execute_tool`` (the GenAI
+  conventions name spans ``"{operation} {target}"``).
+- a time that is missing or does not parse becomes NULL (the span is quarantined).
+
+Edge cases: a line that is not JSON at all makes the read fail with a
+:class:`~pilot_lib.errors.DataSourceError` naming the file (DuckDB names the
+line); fix or remove the line. Base64 ids (protobuf's default JSON mapping, not
+OTLP/JSON) are not decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import ibis.expr.types as ir
+from ibis import util as ibis_util
+from ibis.backends import BaseBackend
+from ibis.common.exceptions import IbisError
+
+from pilot_lib.errors import DataSourceError
+from pilot_lib.ingest.traces.spans import UNPARSEABLE_KEY
+
+__all__ = ["OTLP_COLUMNS", "otlp_spans_sql", "read_spans"]
+
+_VALUE = (
+    "STRUCT(stringValue VARCHAR, intValue VARCHAR, doubleValue VARCHAR, boolValue VARCHAR, "
+    "arrayValue JSON, kvlistValue JSON, bytesValue VARCHAR)"
+)
+_KV = f"STRUCT(key VARCHAR, value {_VALUE})[]"
+_SPAN = (
+    "STRUCT(traceId VARCHAR, spanId VARCHAR, parentSpanId VARCHAR, name VARCHAR, "
+    "kind VARCHAR, startTimeUnixNano VARCHAR, endTimeUnixNano VARCHAR, "
+    f"attributes {_KV}, "
+    f"events STRUCT(timeUnixNano VARCHAR, name VARCHAR, attributes {_KV})[], "
+    "status STRUCT(code VARCHAR, message VARCHAR))"
+)
+#: The declared schema of one OTLP JSON line (what ``read_json`` is told to expect).
+OTLP_COLUMNS: dict[str, str] = {
+    "resourceSpans": (
+        f"STRUCT(resource STRUCT(attributes {_KV}), "
+        f"scopeSpans STRUCT(scope STRUCT(name VARCHAR, version VARCHAR), spans {_SPAN}[])[])[]"
+    )
+}
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _value_text(v: str) -> str:
+    """SQL: the text of an OTLP ``AnyValue`` struct expression ``v``."""
+    return (
+        f"coalesce({v}.stringValue, {v}.intValue, {v}.doubleValue, {v}.boolValue, "
+        f"CAST({v}.arrayValue AS VARCHAR), CAST({v}.kvlistValue AS VARCHAR), {v}.bytesValue)"
+    )
+
+
+def _value_bad(v: str) -> str:
+    """SQL: TRUE when the ``AnyValue`` struct ``v`` is missing or does not parse."""
+    return (
+        f"({v} IS NULL OR {_value_text(v)} IS NULL "
+        f"OR ({v}.intValue IS NOT NULL AND try_cast({v}.intValue AS HUGEINT) IS NULL) "
+        f"OR ({v}.doubleValue IS NOT NULL AND try_cast({v}.doubleValue AS DOUBLE) IS NULL) "
+        f"OR ({v}.boolValue IS NOT NULL AND {v}.boolValue NOT IN ('true', 'false')))"
+    )
+
+
+def _nanos_to_timestamp(column: str) -> str:
+    """SQL: Unix nanoseconds (text or number) -> naive UTC TIMESTAMP (microseconds); NULL if bad."""
+    return f"make_timestamp(CAST(try_cast({column} AS HUGEINT) // 1000 AS BIGINT))"
+
+
+def otlp_spans_sql(files: Sequence[str | Path]) -> str:
+    """The DuckDB query reading ``files`` (OTLP JSON Lines) into the normalised span columns."""
+    file_list = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
+    columns = (
+        "{"
+        + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in OTLP_COLUMNS.items())
+        + "}"
+    )
+    unparseable = _sql_string(UNPARSEABLE_KEY)
+    ops = "('invoke_agent', 'chat', 'execute_tool')"
+    return f"""
+WITH lines AS (
+    SELECT filename AS source_file, resourceSpans AS rs, row_number() OVER () AS line_no
+    FROM read_json({file_list}, format = 'newline_delimited', columns = {columns},
+                   filename = true, maximum_object_size = 1073741824)
+),
+numbered AS (
+    SELECT source_file, rs,
+           line_no - min(line_no) OVER (PARTITION BY source_file) + 1 AS source_row
+    FROM lines
+),
+res AS (SELECT source_file, source_row, unnest(rs) AS r FROM numbered),
+scopes AS (
+    SELECT source_file, source_row, r.resource.attributes AS res_attrs,
+           unnest(r.scopeSpans) AS ss
+    FROM res
+),
+raw AS (
+    SELECT source_file, source_row, res_attrs, unnest(ss.spans) AS s FROM scopes
+),
+entries AS (
+    SELECT
+        source_file, source_row, s,
+        list_concat(
+            -- the first attribute that does not parse, if any
+            list_transform(
+                list_filter(coalesce(s.attributes, []), lambda a: a.key IS NULL OR {_value_bad("a.value")})[1:1],
+                lambda a: {{'key': {unparseable}, 'value': coalesce(a.key, '(no key)')}}
+            ),
+            list_transform(
+                list_filter(coalesce(s.attributes, []), lambda a: a.key IS NOT NULL AND NOT {_value_bad("a.value")}),
+                lambda a: {{'key': a.key, 'value': {_value_text("a.value")}}}
+            ),
+            flatten(list_transform(
+                list_filter(coalesce(s.events, []), lambda e: e.name = 'pilot.outcome'),
+                lambda e: list_transform(
+                    list_filter(coalesce(e.attributes, []),
+                                lambda a: starts_with(a.key, 'pilot.') AND NOT {_value_bad("a.value")}),
+                    lambda a: {{'key': a.key, 'value': {_value_text("a.value")}}}
+                )
+            )),
+            list_transform(
+                list_filter(
+                    list_transform(
+                        list_filter(coalesce(s.events, []), lambda e: e.name = 'gen_ai.evaluation.result'),
+                        lambda e: {{
+                            'key': list_transform(
+                                list_filter(coalesce(e.attributes, []), lambda a: a.key = 'gen_ai.evaluation.name'),
+                                lambda a: {_value_text("a.value")})[1],
+                            'value': coalesce(
+                                list_transform(
+                                    list_filter(coalesce(e.attributes, []),
+                                                lambda a: a.key = 'gen_ai.evaluation.score.value'),
+                                    lambda a: {_value_text("a.value")})[1],
+                                list_transform(
+                                    list_filter(coalesce(e.attributes, []),
+                                                lambda a: a.key = 'gen_ai.evaluation.score.label'),
+                                    lambda a: {_value_text("a.value")})[1])
+                        }}
+                    ),
+                    lambda x: x.key IS NOT NULL AND x.value IS NOT NULL
+                ),
+                lambda x: {{'key': CASE WHEN starts_with(x.key, 'pilot.') THEN x.key
+                                        ELSE 'pilot.' || x.key END,
+                            'value': x.value}}
+            ),
+            list_transform(
+                list_filter(coalesce(res_attrs, []),
+                            lambda a: (starts_with(a.key, 'pilot.') OR starts_with(a.key, 'gen_ai.'))
+                                      AND NOT {_value_bad("a.value")}),
+                lambda a: {{'key': a.key, 'value': {_value_text("a.value")}}}
+            )
+        ) AS kv
+    FROM raw
+),
+spans AS (
+    SELECT
+        source_file, source_row, s,
+        map_from_entries(
+            list_filter(kv, lambda e, i: list_position(list_transform(kv, lambda x: x.key), e.key) = i)
+        ) AS attributes
+    FROM entries
+)
+SELECT
+    nullif(lower(trim(s.traceId)), '') AS trace_id,
+    nullif(lower(trim(s.spanId)), '') AS span_id,
+    CASE WHEN nullif(trim(s.parentSpanId), '') IS NULL
+              OR regexp_full_match(trim(s.parentSpanId), '0+') THEN NULL
+         ELSE lower(trim(s.parentSpanId)) END AS parent_span_id,
+    s.name AS name,
+    {_nanos_to_timestamp("s.startTimeUnixNano")} AS start_time,
+    {_nanos_to_timestamp("s.endTimeUnixNano")} AS end_time,
+    CASE WHEN upper(s.status.code) IN ('2', 'STATUS_CODE_ERROR', 'ERROR') THEN 'error'
+         WHEN upper(s.status.code) IN ('1', 'STATUS_CODE_OK', 'OK') THEN 'ok'
+         ELSE 'unset' END AS status,
+    nullif(s.status.message, '') AS status_message,
+    coalesce(
+        attributes['gen_ai.operation.name'],
+        CASE WHEN split_part(s.name, ' ', 1) IN {ops} THEN split_part(s.name, ' ', 1) END
+    ) AS operation,
+    attributes,
+    source_file,
+    CAST(source_row AS BIGINT) AS source_row
+FROM spans
+"""
+
+
+def read_spans(con: BaseBackend, paths: Sequence[str | Path], label: str = "decisions") -> ir.Table:
+    """Read OTLP JSON Lines files into the normalised span table.
+
+    The spans are materialized once as a temporary DuckDB table (the JSON is parsed
+    a single time, and the decision builder's several passes read the table). The
+    scan runs with ``preserve_insertion_order`` on, so ``source_row`` is the true
+    line number; the connection's setting is restored afterwards.
+
+    Parameters
+    ----------
+    con:
+        An Ibis DuckDB connection.
+    paths:
+        The files (globs already expanded), read in this order.
+    label:
+        The data set's name, for error messages.
+
+    Raises
+    ------
+    DataSourceError
+        ``con`` is not DuckDB, or a file is not OTLP JSON Lines (the message names
+        the file, DuckDB's reason with the line, and the fix).
+    """
+    if con.name != "duckdb":
+        raise DataSourceError(
+            f"data set {label!r}: OTLP trace files are read with DuckDB; got a {con.name} "
+            "connection. Run with --engine duckdb, or convert the traces to the decision "
+            "log (Parquet) first."
+        )
+    files = [str(Path(p)) for p in paths]
+    name = ibis_util.gen_name(f"otlp_spans_{label}")
+    previous = con.raw_sql("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    try:
+        con.raw_sql("SET preserve_insertion_order = true")
+        con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {otlp_spans_sql(files)}')
+    except (duckdb.Error, IbisError) as exc:
+        raise DataSourceError(
+            f"data set {label!r}: cannot read {_bad_file(con, files)} as OTLP JSON Lines "
+            f"(datasets.{label}.format: otel): {_first_line(exc)}. Each line must be one "
+            "TracesData JSON object ({'resourceSpans': [...]}), as the OTLP JSON file "
+            "exporter writes; fix or remove the line."
+        ) from exc
+    finally:
+        con.raw_sql(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
+    return con.table(name)
+
+
+def _bad_file(con: BaseBackend, files: Sequence[str]) -> str:
+    for f in files:
+        try:
+            con.raw_sql(f"SELECT count(*) FROM ({otlp_spans_sql([f])})").fetchall()
+        except (duckdb.Error, IbisError):
+            return f
+    return ", ".join(files)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [
+        ln.strip()
+        for ln in str(exc).strip().splitlines()
+        if ln.strip() and not ln.strip().startswith("LINE ") and set(ln.strip()) - {"^", " "}
+    ]
+    text = " ".join(lines[:2])
+    return text if len(text) <= 300 else text[:297] + "..."
