@@ -657,9 +657,11 @@ def _decision_totals(t: ir.Table, rate: float, confidence_threshold: float) -> d
         model_usd=t.model_cost_usd.sum(where=has_cost),
         tool_usd=t.tool_cost_usd.sum(where=has_cost),
         review_usd=(t.review_minutes / 60.0 * rate).sum(where=has_cost),
-        cases=t.case_id.nunique(),
     ).execute()
     row = agg.iloc[0].to_dict()
+    # a DISTINCT inside the aggregate above makes DuckDB run the whole query on its
+    # slow path (3.2 s against 0.15 s + 1.05 s as two queries on 10M decisions)
+    row["cases"] = t.case_id.nunique().execute()
     out: dict[str, Any] = {}
     for key, value in row.items():
         if key in ("cost_mean", "cost_std", "model_usd", "tool_usd", "review_usd"):
