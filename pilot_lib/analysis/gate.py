@@ -17,13 +17,16 @@ approval violation) stand beside the KPIs. The decision:
 - **GO** only when every KPI passes and no blocking finding stands;
 - **NO-GO** when any KPI fails or any blocking finding stands;
 - **EXTEND** otherwise: collect more data. For each inconclusive KPI the gate
-  estimates how many more samples would settle it, assuming the estimate holds.
+  estimates how many more samples would settle it, assuming the estimate holds,
+  and how many more weeks that takes at the pace the pilot window gathered them
+  (``n`` over the window's weeks; not for adoption, whose sample is users, not
+  weeks).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pandas as pd
@@ -89,6 +92,7 @@ class KpiVerdict:
     min_samples: int
     reason: str
     additional_samples: int | None = None  # for INCONCLUSIVE: more samples that would settle it
+    additional_weeks: int | None = None  # ... and the weeks they take at the pilot's pace
 
     @property
     def threshold_text(self) -> str:
@@ -242,11 +246,16 @@ class GateDecision:
                     if v.additional_samples is None
                     else f"{v.additional_samples:,}"
                 ),
+                "more weeks at the pilot's pace": (
+                    "" if v.additional_weeks is None else f"about {v.additional_weeks:,}"
+                ),
             }
             for v in self.verdicts
             if v.status == "INCONCLUSIVE"
         ]
-        return pd.DataFrame(rows, columns=["KPI", "now", "more samples needed"])
+        return pd.DataFrame(
+            rows, columns=["KPI", "now", "more samples needed", "more weeks at the pilot's pace"]
+        )
 
     def to_result(self) -> dict[str, Any]:
         return {
@@ -345,11 +354,39 @@ def _rationale(
             "lessons, and choose the next use case on evidence."
         )
     else:
+        timed = [v for v in unsure if v.additional_weeks is not None]
+        pace = ""
+        if timed:
+            longest = max(timed, key=lambda v: v.additional_weeks or 0)
+            weeks = longest.additional_weeks or 0
+            pace = (
+                f" (at the pace of this pilot, about {weeks:,} more week{'s' if weeks != 1 else ''}"
+                f" for {longest.label.split(' (')[0].lower()}: "
+                f"{longest.additional_samples:,} more samples)"
+            )
         lines.append(
             "Decision: EXTEND. Nothing failed, but not every threshold is proven yet; collect the "
-            "additional samples listed below and rerun the gate."
+            f"additional samples listed below{pace} and rerun the gate."
         )
     return " ".join(lines)
+
+
+#: KPIs whose sample does not grow with time (adoption counts users of the first month).
+_NOT_PACED = ("adoption_rate",)
+
+
+def _with_weeks(pilot: Pilot, v: KpiVerdict) -> KpiVerdict:
+    """``v`` with the weeks its additional samples take at the pace of the pilot window."""
+    if v.status != "INCONCLUSIVE" or not v.additional_samples or v.n <= 0:
+        return v
+    if v.kpi in _NOT_PACED:
+        return v
+    w = pilot.pilot_window
+    weeks = ((w.end - w.start).days + 1) / 7
+    if weeks <= 0:
+        return v
+    per_week = v.n / weeks
+    return replace(v, additional_weeks=max(1, math.ceil(v.additional_samples / per_week)))
 
 
 def evaluate_gate(
@@ -375,7 +412,7 @@ def evaluate_gate(
     """
     kpi_result = results.get("kpi_baselining") or {}
     measured = {k["kpi"]: k for k in (kpi_result.get("kpis") or [])}
-    verdicts = [judge_kpi(th, measured.get(th.kpi)) for th in pilot.kpis]
+    verdicts = [_with_weeks(pilot, judge_kpi(th, measured.get(th.kpi))) for th in pilot.kpis]
     findings: list[Finding] = []
     for phase in BLOCKING_PHASES:
         findings.extend(_findings_of(results, phase))
