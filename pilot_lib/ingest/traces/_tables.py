@@ -40,6 +40,7 @@ __all__ = [
     "id_sql",
     "is_otlp_file",
     "materialize",
+    "number_text_sql",
     "pick",
     "q",
     "read_sql",
@@ -171,6 +172,18 @@ def text_sql(ref: str | None, dtype: str = "VARCHAR") -> str:
             f"THEN CAST(CAST({ref} AS BIGINT) AS VARCHAR) ELSE CAST({ref} AS VARCHAR) END"
         )
     return f"nullif(CAST({ref} AS VARCHAR), '')"
+
+
+def number_text_sql(text: str) -> str:
+    """SQL: text holding a whole number written as a float (``1.0``) -> ``1``; other text as is.
+
+    Booleans recorded as scores (1.0 / 0.0) then parse as booleans downstream.
+    """
+    x = f"try_cast({text} AS DOUBLE)"
+    return (
+        f"CASE WHEN {x} = trunc({x}) AND abs({x}) < 1e15 "
+        f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE {text} END"
+    )
 
 
 def id_sql(ref: str | None, dtype: str = "VARCHAR") -> str:

@@ -33,8 +33,8 @@ so :mod:`~pilot_lib.ingest.traces.decisions` has no OpenInference logic):
   ``llm.token_count.prompt``, ``gen_ai.usage.output_tokens`` <-
   ``llm.token_count.completion``, ``gen_ai.request.model`` <-
   ``llm.request.model_name`` / ``llm.model_name``, ``gen_ai.conversation.id`` <-
-  ``session.id``, ``pilot.prompt_version`` <- ``llm.prompt_template.version``,
-  ``pilot.user_id`` <- ``user.id``, ``pilot.model_cost_usd`` <- ``llm.cost.total``, ...
+  ``session.id``, ``pilot.user_id`` <- ``user.id``, ... (the decision builder reads
+  ``llm.prompt_template.version`` and ``llm.cost.total`` itself).
 - business signals: each annotation or evaluation carried on the span
   (``annotations.<i>.annotation.name`` / ``.score`` / ``.label``, the
   ``evaluations.*``, ``trace.*`` and ``session.*`` variants, as
@@ -42,8 +42,9 @@ so :mod:`~pilot_lib.ingest.traces.decisions` has no OpenInference logic):
   row of an annotation export, each span event named ``pilot.outcome`` (its
   ``pilot.*`` attributes) and each ``gen_ai.evaluation.result`` event become
   ``pilot.<name>`` = score, else label (a name that already starts with ``pilot.``
-  is kept). Precedence when a key repeats: span attribute > annotation on the span
-  > annotation export (the last row of the file wins) > event.
+  is kept; a whole score is written without ``.0``, so 1.0 reads as boolean
+  true). Precedence when a key repeats: span attribute > annotation on the span >
+  annotation export (the last row of the file wins) > event.
 - ``unparseable attribute``: a token count or cost (``llm.token_count.*``,
   ``llm.cost.*``) that is not a number, an ``attributes`` or ``events`` column that
   is not valid JSON: the attribute's name is recorded under
@@ -99,9 +100,7 @@ GENAI_FROM_OPENINFERENCE: dict[str, tuple[str, ...]] = {
     "gen_ai.conversation.id": ("session.id",),
     "gen_ai.agent.name": ("agent.name",),
     "gen_ai.tool.name": ("tool.name",),
-    "pilot.prompt_version": ("llm.prompt_template.version",),
     "pilot.user_id": ("user.id",),
-    "pilot.model_cost_usd": ("llm.cost.total",),
 }
 
 #: OpenInference attributes that must be numbers (else ``unparseable attribute``).
@@ -118,6 +117,9 @@ NUMERIC_ATTRIBUTES: tuple[str, ...] = (
 _ANNOTATION_NAME_KEY = (
     r"^((trace|session)\.)?(annotations|evaluations)\.[0-9]+\.(annotation|evaluation)\.name$"
 )
+
+#: SQL pattern of the ``.name`` suffix of an annotation key.
+_NAME_SUFFIX = tb.sql_string(r"\.name$")
 
 _FIX = (
     "A Phoenix span export is Parquet or JSON Lines with one span per row "
@@ -202,7 +204,7 @@ def _annotations_sql(con: BaseBackend, files: Sequence[Path], label: str) -> str
     score = tb.pick(cols, "score", "result.score", "annotation.score")
     labels = tb.pick(cols, "label", "result.label", "annotation.label")
     value = (
-        f"coalesce({tb.text_sql(score, tb.type_of(cols, score))}, "
+        f"coalesce({tb.number_text_sql(tb.text_sql(score, tb.type_of(cols, score)))}, "
         f"{tb.text_sql(labels, tb.type_of(cols, labels))})"
     )
     n = tb.text_sql(name, tb.type_of(cols, name))
@@ -373,7 +375,7 @@ def _event_entries_sql(events: str) -> str:
             lambda e: {{'key': CASE WHEN starts_with(e.attributes['gen_ai.evaluation.name'], 'pilot.')
                                    THEN e.attributes['gen_ai.evaluation.name']
                                    ELSE 'pilot.' || e.attributes['gen_ai.evaluation.name'] END,
-                       'value': coalesce(e.attributes['gen_ai.evaluation.score.value'],
+                       'value': coalesce({tb.number_text_sql("e.attributes['gen_ai.evaluation.score.value']")},
                                          e.attributes['gen_ai.evaluation.score.label'])}}))"""
 
 
@@ -390,12 +392,13 @@ def _derived_entries_sql(attrs: str) -> str:
         for target, sources in GENAI_FROM_OPENINFERENCE.items()
     )
     pattern = tb.sql_string(_ANNOTATION_NAME_KEY)
+    score = tb.number_text_sql(f"{attrs}[regexp_replace(a.key, {_NAME_SUFFIX}, '.score')]")
+    label = f"{attrs}[regexp_replace(a.key, {_NAME_SUFFIX}, '.label')]"
     annotations = f"""list_transform(
         list_filter(coalesce(map_entries({attrs}), []), lambda a: regexp_matches(a.key, {pattern})),
         lambda a: {{'key': CASE WHEN starts_with(a.value, 'pilot.') THEN a.value
                                ELSE 'pilot.' || a.value END,
-                   'value': coalesce({attrs}[regexp_replace(a.key, '\\.name$', '.score')],
-                                     {attrs}[regexp_replace(a.key, '\\.name$', '.label')])}})"""
+                   'value': coalesce({score}, {label})}})"""
     bad = " ".join(
         f"WHEN {attrs}[{tb.sql_string(k)}] IS NOT NULL "
         f"AND try_cast({attrs}[{tb.sql_string(k)}] AS DOUBLE) IS NULL THEN {tb.sql_string(k)}"
