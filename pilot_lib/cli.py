@@ -47,7 +47,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pilot_lib.synth import generate_pilot
 
-    folder = generate_pilot(args.preset, args.out, rows=args.rows, seed=args.seed)
+    folder = generate_pilot(args.preset, args.out, rows=args.rows, seed=args.seed, fmt=args.format)
     print(f"wrote pilot {args.preset!r} to {folder}")
     return EXIT_OK
 
@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="parent folder; the pilot goes in OUT/<preset>"
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+    p.add_argument(
+        "--format",
+        choices=("parquet", "otel"),
+        default="parquet",
+        help="decision log as Parquet (default) or as OpenTelemetry traces (OTLP JSON Lines)",
+    )
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("run", help="execute the phase notebooks for one or many pilots")

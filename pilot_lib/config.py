@@ -33,8 +33,10 @@ from pydantic import (
 from pilot_lib.errors import WorkbookError
 
 __all__ = [
+    "AUXILIARY_DATASETS",
     "DATASET_NAMES",
     "KPI_NAMES",
+    "TRACE_FORMATS",
     "Pilot",
     "PilotFileError",
     "Problem",
@@ -44,6 +46,12 @@ __all__ = [
 
 #: Data sets a pilot file may name (see docs/data-contracts.md).
 DATASET_NAMES = ("candidates", "decisions", "cases", "adoption", "drill_events", "approvals")
+
+#: Data sets read only to build another one (``outcomes``: joined into trace decisions).
+AUXILIARY_DATASETS = ("outcomes",)
+
+#: Trace formats a ``decisions`` data set may be given in (see docs/trace-sources.md).
+TRACE_FORMATS = ("otel", "openinference", "langfuse")
 
 #: KPI names a threshold may refer to, with the unit each is measured in.
 KPI_NAMES: dict[str, str] = {
@@ -128,10 +136,14 @@ class DatasetSource(_Strict):
     - ``database`` + ``table``: a table in a DuckDB database file.
     - ``uri`` + ``table``: any Ibis connection URL (``postgres://...``,
       ``duckdb://...``, ``pyspark://...``) and a table in it.
+
+    ``format`` may also name a trace format (``otel``, ``openinference``,
+    ``langfuse``; ``decisions`` only, with ``path``): the decision log is then
+    built from the spans (docs/trace-sources.md).
     """
 
     path: str | None = None
-    format: Literal["parquet", "csv", "jsonl"] | None = None
+    format: Literal["parquet", "csv", "jsonl", "otel", "openinference", "langfuse"] | None = None
     database: str | None = None
     uri: str | None = None
     table: str | None = None
@@ -148,7 +160,37 @@ class DatasetSource(_Strict):
             raise ValueError("'table' is required with 'database' or 'uri'")
         if self.path and self.table:
             raise ValueError("'table' goes with 'database' or 'uri', not with 'path'")
+        if self.format in TRACE_FORMATS and not self.path:
+            raise FieldProblem(
+                "format",
+                self.format,
+                f"a trace format ({self.format}) is read from files: give 'path' "
+                "(a file or a glob such as traces/*.jsonl) instead of 'database' or 'uri'",
+            )
         return self
+
+
+class ModelPrice(_Strict):
+    """A model's price in US dollars per million tokens (input and output)."""
+
+    input_per_million_usd: float = Field(ge=0)
+    output_per_million_usd: float = Field(ge=0)
+
+
+class TraceSettings(_Strict):
+    """How a decision log is built from traces (``datasets.decisions.format`` a trace format).
+
+    - ``decision_span``: the span name that marks one decision; default: the root
+      ``invoke_agent`` span of each trace.
+    - ``prices``: model name -> price per million tokens, for spans that carry
+      token counts but no cost.
+    - ``outcomes_key``: the column the ``outcomes`` data set is joined on
+      (``trace_id`` or ``case_id``).
+    """
+
+    decision_span: str | None = Field(default=None, min_length=1)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    outcomes_key: Literal["trace_id", "case_id"] = "trace_id"
 
 
 class KpiThreshold(_Strict):
@@ -409,6 +451,7 @@ class Pilot(_Strict):
     use_case: UseCaseSettings = UseCaseSettings()
     confidence_threshold: float = Field(default=0.7, ge=0, le=1)
     engine: EngineSettings = EngineSettings()
+    traces: TraceSettings | None = None
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)
@@ -416,9 +459,18 @@ class Pilot(_Strict):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, v: dict[str, DatasetSource]) -> dict[str, DatasetSource]:
-        unknown = sorted(set(v) - set(DATASET_NAMES))
+        allowed = [*DATASET_NAMES, *AUXILIARY_DATASETS]
+        unknown = sorted(set(v) - set(allowed))
         if unknown:
-            raise FieldProblem("", unknown, f"unknown data set(s); allowed: {list(DATASET_NAMES)}")
+            raise FieldProblem("", unknown, f"unknown data set(s); allowed: {allowed}")
+        for name, src in v.items():
+            if src.format in TRACE_FORMATS and name != "decisions":
+                raise FieldProblem(
+                    f"{name}.format",
+                    src.format,
+                    f"a trace format is only valid for datasets.decisions; give datasets.{name} "
+                    "as parquet, csv or jsonl",
+                )
         missing = [d for d in ("decisions", "cases") if d not in v]
         if missing:
             raise FieldProblem(
@@ -444,6 +496,22 @@ class Pilot(_Strict):
                     {"start": w.start.isoformat(), "end": w.end.isoformat()},
                     f"must lie inside pilot_window ({pw.start} to {pw.end})",
                 )
+        from_traces = self.datasets["decisions"].format in TRACE_FORMATS
+        if self.traces is not None and not from_traces:
+            raise FieldProblem(
+                "traces",
+                self.traces.model_dump(exclude_defaults=True),
+                "only used when the decision log comes from traces; set "
+                f"datasets.decisions.format to one of {list(TRACE_FORMATS)} or remove traces",
+            )
+        if "outcomes" in self.datasets and not from_traces:
+            raise FieldProblem(
+                "datasets.outcomes",
+                self.datasets["outcomes"].path or self.datasets["outcomes"].table,
+                "outcomes are joined into a decision log built from traces; set "
+                f"datasets.decisions.format to one of {list(TRACE_FORMATS)} or remove "
+                "datasets.outcomes (put the outcome columns in the decision log itself)",
+            )
         names = [k.kpi for k in self.kpis]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

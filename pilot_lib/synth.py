@@ -1345,6 +1345,7 @@ def generate_pilot(
     out_dir: str | Path,
     rows: int | None = None,
     seed: int | None = None,
+    fmt: str = "parquet",
 ) -> Path:
     """Write a seeded pilot: ``out_dir/<preset>/pilot.yaml`` and its data sets.
 
@@ -1363,6 +1364,11 @@ def generate_pilot(
     seed:
         Random seed (default: the preset's own). The same preset, rows and seed
         give byte-identical files.
+    fmt:
+        ``"parquet"`` (default): the decision log as ``decisions.parquet``.
+        ``"otel"``: the same decisions as OpenTelemetry traces,
+        ``decisions.otlp.jsonl.zst`` (OTLP JSON Lines, zstd-compressed; see
+        :func:`write_otlp_decisions`), and the pilot file says ``format: otel``.
 
     Returns
     -------
@@ -1387,14 +1393,24 @@ def generate_pilot(
     seed = spec.default_seed if seed is None else int(seed)
     if seed < 0:
         raise WorkbookError(f"--seed must be zero or a positive integer, got {seed}")
+    if fmt not in SYNTH_FORMATS:
+        raise WorkbookError(f"--format must be one of {', '.join(SYNTH_FORMATS)}, got {fmt!r}")
 
     folder = Path(out_dir).expanduser() / preset
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pilot.yaml").write_text(spec.yaml_text, encoding="utf-8")
+    yaml_text = spec.yaml_text
+    if fmt == "otel":
+        plain = "  decisions: {path: decisions.parquet}\n"
+        assert plain in yaml_text
+        yaml_text = yaml_text.replace(plain, f"  decisions: {{path: {OTLP_FILE}, format: otel}}\n")
+    (folder / "pilot.yaml").write_text(yaml_text, encoding="utf-8")
 
     clock = _Clock(spec, rows, seed)
     adoption = _Adoption.plan(spec, rows, seed)
     _write_decisions_and_cases(spec, rows, seed, folder, adoption, clock)
+    if fmt == "otel":
+        write_otlp_decisions(folder / "decisions.parquet", folder / OTLP_FILE)
+        (folder / "decisions.parquet").unlink()
     _write_csv(_adoption_frame(spec, adoption), folder / "adoption.csv")
     _write_csv(_approvals_frame(spec, rows, seed, clock), folder / "approvals.csv")
     _write_csv(_drill_frame(spec, seed), folder / "drill_events.csv")
@@ -1425,3 +1441,190 @@ def _main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(_main())
+
+
+# --------------------------------------------------------------------------------------
+# The decision log as OpenTelemetry traces (synth --format otel)
+# --------------------------------------------------------------------------------------
+
+#: Decision-log formats ``generate_pilot`` writes.
+SYNTH_FORMATS = ("parquet", "otel")
+
+#: File name of the decision log in the ``otel`` format.
+OTLP_FILE = "decisions.otlp.jsonl.zst"
+
+#: Synthetic model name on the chat spans (their cost is stated, so no price is needed).
+OTLP_MODEL = "synth-model-1"
+
+
+def _otlp_attr(key: str, column: str, kind: str) -> str:
+    """SQL: one OTLP attribute object for ``column`` (NULL when the value is NULL)."""
+    value = {
+        "string": f"json_object('stringValue', {column})",
+        "int": f"json_object('intValue', CAST({column} AS VARCHAR))",
+        "double": f"json_object('doubleValue', {column})",
+        "bool": f"json_object('boolValue', {column})",
+    }[kind]
+    return f"CASE WHEN {column} IS NULL THEN NULL ELSE json_object('key', '{key}', 'value', {value}) END"
+
+
+def _otlp_attrs(items: list[tuple[str, str, str]]) -> str:
+    """SQL: a JSON array of the non-NULL attributes ``(key, column, kind)``."""
+    parts = ", ".join(_otlp_attr(k, c, t) for k, c, t in items)
+    return f"CAST(list_filter([{parts}], lambda x: x IS NOT NULL) AS JSON)"
+
+
+def _feature_kind(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return "int"
+    if pa.types.is_floating(dtype):
+        return "double"
+    if pa.types.is_boolean(dtype):
+        return "bool"
+    return "string"
+
+
+def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path:
+    """Write a decision log (Parquet) as OTLP JSON Lines, one trace per decision.
+
+    Each decision becomes one line (a ``TracesData`` object) holding three spans,
+    as an agent instrumented with the OpenTelemetry GenAI conventions and the
+    ``pilot.*`` vocabulary (docs/trace-sources.md) would emit them:
+
+    - ``invoke_agent <agent_id>``: the root (decision) span, at the decision's
+      timestamp, 1 s long; ``gen_ai.agent.id`` and the business signals
+      (``pilot.decision_id``, ``pilot.case_id``, ... ``pilot.review_minutes``)
+      and the drift features as attributes (NULL values are left out); status
+      error when the decision did not complete.
+    - ``chat <model>``: the model call, with ``gen_ai.usage.input_tokens`` /
+      ``output_tokens`` and ``pilot.model_cost_usd``.
+    - ``execute_tool lookup``: with ``pilot.tool_cost_usd``; status error when the
+      decision escalated for ``tool_failure``, whose reason is then not stated on
+      the root span (the reader derives it from the failed tool).
+
+    The conversion is one DuckDB ``COPY`` streaming from the Parquet file (no
+    per-row Python), so ten million decisions take bounded memory. A decision
+    with a NULL timestamp gets spans without times (the reader quarantines them).
+    Span ids are 16 hex digits from the row position; the trace id is the
+    decision log's ``trace_id``.
+    """
+    import duckdb
+
+    parquet_path, out_path = Path(parquet_path), Path(out_path)
+    schema = pq.read_schema(parquet_path)
+    core = set(contract_columns("decisions"))
+    features = [
+        (f.name, f'"{f.name}"', _feature_kind(f.type)) for f in schema if f.name not in core
+    ]
+    root_attrs = _otlp_attrs(
+        [
+            ("gen_ai.operation.name", "'invoke_agent'", "string"),
+            ("gen_ai.agent.id", "agent_id", "string"),
+            ("pilot.decision_id", "decision_id", "string"),
+            ("pilot.case_id", "case_id", "string"),
+            ("pilot.workflow", "workflow", "string"),
+            ("pilot.prompt_version", "prompt_version", "string"),
+            ("pilot.user_id", "user_id", "string"),
+            ("pilot.completed", "completed", "bool"),
+            ("pilot.accepted", "accepted", "bool"),
+            ("pilot.overridden", "overridden", "bool"),
+            ("pilot.escalated", "escalated", "bool"),
+            ("pilot.escalation_reason", "stated_reason", "string"),
+            ("pilot.confidence", "confidence", "double"),
+            ("pilot.correct", "correct", "bool"),
+            ("pilot.review_minutes", "review_minutes", "double"),
+            *features,
+        ]
+    )
+    chat_attrs = _otlp_attrs(
+        [
+            ("gen_ai.operation.name", "'chat'", "string"),
+            ("gen_ai.request.model", f"'{OTLP_MODEL}'", "string"),
+            ("gen_ai.usage.input_tokens", "input_tokens", "int"),
+            ("gen_ai.usage.output_tokens", "output_tokens", "int"),
+            ("pilot.model_cost_usd", "model_cost_usd", "double"),
+        ]
+    )
+    tool_attrs = _otlp_attrs(
+        [
+            ("gen_ai.operation.name", "'execute_tool'", "string"),
+            ("gen_ai.tool.name", "'lookup'", "string"),
+            ("pilot.tool_cost_usd", "tool_cost_usd", "double"),
+        ]
+    )
+
+    def span(
+        sid: str, parent: str | None, name: str, start: str, end: str, attrs: str, status: str
+    ) -> str:
+        parent_sql = f"'parentSpanId', {parent}, " if parent else ""
+        return (
+            f"json_object('traceId', trace_id, 'spanId', {sid}, {parent_sql}'name', {name}, "
+            f"'kind', 1, 'startTimeUnixNano', {start}, 'endTimeUnixNano', {end}, "
+            f"'attributes', {attrs}, 'status', {status})"
+        )
+
+    def nanos(offset_us: int) -> str:
+        return f'CAST((epoch_us("timestamp") + {offset_us}) * 1000 AS VARCHAR)'
+
+    error = "json_object('code', 2, 'message', {msg})"
+    root = span(
+        "root_id",
+        None,
+        "'invoke_agent ' || agent_id",
+        nanos(0),
+        nanos(1_000_000),
+        root_attrs,
+        f"CASE WHEN completed THEN json_object() ELSE {error.format(msg=repr('not completed'))} END",
+    )
+    chat = span(
+        "chat_id",
+        "root_id",
+        f"'chat {OTLP_MODEL}'",
+        nanos(1_000),
+        nanos(600_000),
+        chat_attrs,
+        "json_object()",
+    )
+    tool = span(
+        "tool_id",
+        "root_id",
+        "'execute_tool lookup'",
+        nanos(610_000),
+        nanos(900_000),
+        tool_attrs,
+        f"CASE WHEN tool_failed THEN {error.format(msg=repr('503 Service Unavailable'))} "
+        "ELSE json_object() END",
+    )
+    resource = "json_object('attributes', json_array(json_object('key', 'service.name', 'value', json_object('stringValue', 'synthetic-agent'))))"
+    source = str(parquet_path).replace("'", "''")
+    target = str(out_path).replace("'", "''")
+    sql = f"""
+    COPY (
+        WITH d AS (
+            SELECT *,
+                   escalated AND escalation_reason = 'tool_failure' AS tool_failed,
+                   CASE WHEN escalated AND escalation_reason = 'tool_failure' THEN NULL
+                        ELSE escalation_reason END AS stated_reason,
+                   lpad(lower(to_hex(3 * (row_number() OVER () - 1) + 1)), 16, '0') AS root_id,
+                   lpad(lower(to_hex(3 * (row_number() OVER () - 1) + 2)), 16, '0') AS chat_id,
+                   lpad(lower(to_hex(3 * (row_number() OVER () - 1) + 3)), 16, '0') AS tool_id
+            FROM read_parquet('{source}')
+        )
+        SELECT json_array(json_object(
+            'resource', {resource},
+            'scopeSpans', json_array(json_object(
+                'scope', json_object('name', 'pilot_lib.synth'),
+                'spans', json_array({root}, {chat}, {tool})
+            ))
+        )) AS resourceSpans
+        FROM d
+    ) TO '{target}' (FORMAT json)
+    """
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        con.execute("SET enable_progress_bar = false")
+        con.execute(sql)
+    finally:
+        con.close()
+    return out_path

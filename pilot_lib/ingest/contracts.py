@@ -888,6 +888,7 @@ class ValidationReport:
         """A short plain-text report (fixed-width table, rule counts, quarantine files)."""
         lines = [f"pilot {self.pilot_name} ({self.pilot_path})", ""]
         lines += _text_table(self.data.report())
+        lines += _trace_lines(getattr(self.data, "manifest", None))
         summary = self.data.quarantine_summary()
         lines.append("")
         if summary.empty:
@@ -900,6 +901,25 @@ class ValidationReport:
         lines.append(f"quarantine files ({self.quarantine_dir}):")
         lines += [f"  {p.name}" for p in files]
         return "\n".join(lines)
+
+
+def _trace_lines(manifest: dict[str, Any] | None) -> list[str]:
+    """Report lines for data sets built from traces: the reconciliation and span quarantine."""
+    lines: list[str] = []
+    for name, entry in ((manifest or {}).get("datasets") or {}).items():
+        traces = entry.get("traces")
+        if not traces:
+            continue
+        lines += ["", f"{name} built from {traces['format']} traces: {traces['summary']}"]
+        by_rule = traces["reconciliation"].get("quarantined_by_rule") or {}
+        lines += [f"  quarantined spans, {rule}: {n}" for rule, n in by_rule.items()]
+        if traces.get("span_quarantine_file"):
+            lines.append(
+                f"  span quarantine file: {Path(traces['span_quarantine_file']).name} "
+                "(with the other quarantine files)"
+            )
+        lines += [f"  note: {note}" for note in traces.get("notes") or []]
+    return lines
 
 
 def _text_table(frame: pd.DataFrame) -> list[str]:

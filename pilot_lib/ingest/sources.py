@@ -57,7 +57,7 @@ from ibis import util as ibis_util
 from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError, TableNotFound
 
-from pilot_lib.config import DatasetSource, Pilot
+from pilot_lib.config import TRACE_FORMATS, DatasetSource, Pilot
 from pilot_lib.errors import DataSourceError
 
 __all__ = [
@@ -137,6 +137,11 @@ def open_dataset(
 ) -> ir.Table:
     """Open the raw table of data set ``name`` where the pilot file says it lives.
 
+    A ``decisions`` data set in a trace format (``format: otel``, ``openinference``,
+    ``langfuse``) is built from its spans (:mod:`pilot_lib.ingest.traces`); this
+    returns the decision log only (the store also keeps the span quarantine and
+    the reconciliation).
+
     Parameters
     ----------
     pilot:
@@ -165,6 +170,11 @@ def open_dataset(
             f"data set {name!r}: the pilot file {pilot.path} does not name it; "
             f"add datasets.{name} (it names {sorted(pilot.datasets)})"
         )
+    if pilot.datasets[name].format in TRACE_FORMATS:
+        # the decision log is built from spans (docs/trace-sources.md)
+        from pilot_lib.ingest.traces import open_trace_decisions
+
+        return open_trace_decisions(pilot, con, name).decisions
     return open_source(
         pilot.datasets[name],
         con,
@@ -216,6 +226,11 @@ def open_source(
         return _open_in_memory(source, con, label)
     if isinstance(source, (str, Path)):
         source = DatasetSource(path=str(source))
+    if isinstance(source, DatasetSource) and source.format in TRACE_FORMATS:
+        raise DataSourceError(
+            f"data set {label!r}: {source.format} traces are opened through the pilot file "
+            "(open_dataset), which knows the traces: settings; give the pilot file"
+        )
     if not isinstance(source, DatasetSource):
         raise DataSourceError(
             f"data set {label!r}: cannot open a {type(source).__name__}; give a file path, "

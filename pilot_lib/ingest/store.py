@@ -47,7 +47,14 @@ import pandas as pd
 from ibis.backends import BaseBackend
 
 from pilot_lib import __version__
-from pilot_lib.config import DATASET_NAMES, EngineSettings, Pilot, load_pilot
+from pilot_lib.config import (
+    AUXILIARY_DATASETS,
+    DATASET_NAMES,
+    TRACE_FORMATS,
+    EngineSettings,
+    Pilot,
+    load_pilot,
+)
 from pilot_lib.errors import DataSourceError, WorkbookError
 from pilot_lib.ingest.engine import (
     connect_engine,
@@ -164,7 +171,7 @@ def input_fingerprints(
     """
     known = known or {}
     out: dict[str, dict[str, Any]] = {}
-    for name in DATASET_NAMES:
+    for name in (*DATASET_NAMES, *AUXILIARY_DATASETS):
         if name not in pilot.datasets:
             continue
         files = _files_of(pilot, name)
@@ -327,6 +334,15 @@ def build_store(
                         text_columns=contract_columns(name),
                     )
                     shown = describe_source(src)
+                elif name in pilot.datasets and pilot.datasets[name].format in TRACE_FORMATS:
+                    traced = _open_traces(pilot, name, con, tmp, store_dir, quarantine)
+                    raw = traced.pop("table")
+                    shown = describe_source(pilot.datasets[name])
+                    datasets[name] = _ingest_one(
+                        name, raw, pilot, shown, con, tmp, store_dir, quarantine
+                    )
+                    datasets[name]["traces"] = traced
+                    continue
                 elif name in pilot.datasets:
                     raw = open_dataset(pilot, name, con, text_columns=contract_columns(name))
                     shown = describe_source(pilot.datasets[name])
@@ -361,6 +377,38 @@ def build_store(
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return StoreInfo(store_dir, manifest, "built", round(time.perf_counter() - started, 3), reason)
+
+
+def _open_traces(
+    pilot: Pilot, name: str, con: BaseBackend, tmp: Path, store_dir: Path, quarantine: Path
+) -> dict[str, Any]:
+    """Build data set ``name`` from its trace files; write the span quarantine.
+
+    Returns the manifest's ``traces`` entry (format, reconciliation counts, notes,
+    the span quarantine file ``<quarantine>/<name>.spans.parquet`` or None) plus
+    ``table``: the decision log the contract is to check.
+    """
+    from pilot_lib.ingest.traces import open_trace_decisions
+
+    built = open_trace_decisions(pilot, con, name)
+    recon = built.reconciliation
+    q_path = None
+    if recon.spans_quarantined:
+        quarantine.mkdir(parents=True, exist_ok=True)
+        q_path = quarantine / f"{name}.spans.parquet"
+        _write_quarantine(built.quarantine, q_path)
+    return {
+        "table": built.decisions,
+        "format": pilot.datasets[name].format,
+        "reconciliation": recon.as_dict(),
+        "summary": recon.summary(),
+        "notes": list(built.notes),
+        "span_quarantine_file": (
+            None
+            if q_path is None
+            else _relative(q_path, tmp if q_path.is_relative_to(tmp) else store_dir)
+        ),
+    }
 
 
 def _disconnect(con: BaseBackend) -> None:

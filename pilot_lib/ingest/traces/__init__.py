@@ -22,6 +22,7 @@ from typing import Any
 import ibis.expr.types as ir
 from ibis.backends import BaseBackend
 
+from pilot_lib.config import TRACE_FORMATS, Pilot
 from pilot_lib.errors import DataSourceError
 from pilot_lib.ingest.traces.spans import (
     PILOT_SIGNALS,
@@ -40,12 +41,10 @@ __all__ = [
     "UNPARSEABLE_KEY",
     "conform_spans",
     "expand_paths",
+    "open_trace_decisions",
     "read_spans",
     "spans_to_decisions",
 ]
-
-#: Trace formats a ``decisions`` data set may be given in (``datasets.decisions.format``).
-TRACE_FORMATS: tuple[str, ...] = ("otel", "openinference", "langfuse")
 
 
 def read_spans(
@@ -89,3 +88,47 @@ def spans_to_decisions(*args: Any, **kwargs: Any) -> Any:
     from pilot_lib.ingest.traces.decisions import spans_to_decisions as build
 
     return build(*args, **kwargs)
+
+
+def open_trace_decisions(pilot: Pilot, con: BaseBackend, label: str = "decisions") -> Any:
+    """Build data set ``label`` of ``pilot`` from its trace files (format in the pilot file).
+
+    Reads the spans (:func:`read_spans`), opens ``datasets.outcomes`` when the pilot
+    file names it, and runs
+    :func:`~pilot_lib.ingest.traces.decisions.spans_to_decisions` with the
+    ``traces:`` settings and the drift features.
+
+    Returns
+    -------
+    TraceDecisions
+        The decision log (lazy; the contract still has to check it), the span
+        quarantine and the reconciliation.
+
+    Raises
+    ------
+    DataSourceError, ContractError
+        A trace file or the outcomes cannot be read, or the outcomes lack their key.
+    """
+    from pilot_lib.ingest.sources import open_dataset
+    from pilot_lib.ingest.traces.decisions import spans_to_decisions as build
+
+    source = pilot.datasets[label]
+    if source.format not in TRACE_FORMATS or not source.path:
+        raise DataSourceError(
+            f"data set {label!r}: not a trace source; set datasets.{label}.format to one of "
+            f"{list(TRACE_FORMATS)} and give its path"
+        )
+    spans = read_spans(con, str(pilot.resolve(source.path)), source.format, label)
+    settings = pilot.traces
+    outcomes = None
+    if "outcomes" in pilot.datasets:
+        outcomes = open_dataset(pilot, "outcomes", con, text_columns=("trace_id", "case_id"))
+    return build(
+        spans,
+        decision_span=settings.decision_span if settings else None,
+        prices=settings.prices if settings else None,
+        outcomes=outcomes,
+        outcomes_key=settings.outcomes_key if settings else "trace_id",
+        features=list(pilot.drift.features),
+        label=label,
+    )

@@ -57,8 +57,9 @@ the decision, ``a[k]`` = attribute ``k``; "first" = the earliest by start time):
   as ``null model_cost_usd``) when a span with tokens has neither a cost nor a price.
 - ``tool_cost_usd``: ``D.a[pilot.tool_cost_usd]``, else the sum of the
   descendants' ``pilot.tool_cost_usd``, else 0 (no tool cost recorded).
-- features: ``D.a[pilot.<feature>]`` else ``D.a[<feature>]``; numeric when every
-  non-null value parses as a number (one aggregate query decides), else text.
+- features: ``D.a[pilot.<feature>]`` else ``D.a[<feature>]``; int64 when every
+  non-null value parses as an integer, float64 when every one parses as a number
+  (one aggregate query decides), else text.
 
 Outcomes (``outcomes``, joined on ``outcomes_key``: ``trace_id`` or ``case_id``):
 any column named like a decision-log signal overrides the span value where it is
@@ -597,25 +598,27 @@ def _build_decisions(
 
 
 def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:
-    """Cast each feature to float64 when every non-null value parses as a number."""
+    """Type each feature: int64 when every non-null value parses as an integer, else
+    float64 when every one parses as a number, else text (one aggregate query)."""
     if not features:
         return table
     counts = (
         table.aggregate(
             **{f"n_{i}": table[f].count() for i, f in enumerate(features)},
+            **{f"i_{i}": table[f].try_cast("int64").count() for i, f in enumerate(features)},
             **{f"x_{i}": table[f].try_cast("float64").count() for i, f in enumerate(features)},
         )
         .execute()
         .iloc[0]
     )
-    numeric = [
-        f
-        for i, f in enumerate(features)
-        if counts[f"n_{i}"] and counts[f"n_{i}"] == counts[f"x_{i}"]
-    ]
-    if not numeric:
-        return table
-    return table.mutate(**{f: table[f].try_cast("float64") for f in numeric})
+    casts: dict[str, ir.Value] = {}
+    for i, f in enumerate(features):
+        n = int(counts[f"n_{i}"])
+        if n and int(counts[f"i_{i}"]) == n:
+            casts[f] = table[f].try_cast("int64")
+        elif n and int(counts[f"x_{i}"]) == n:
+            casts[f] = table[f].try_cast("float64")
+    return table.mutate(**casts) if casts else table
 
 
 def _finish(decisions: ir.Table) -> ir.Table:

@@ -114,7 +114,7 @@ def otlp_spans_sql(files: Sequence[str | Path]) -> str:
 WITH lines AS (
     SELECT filename AS source_file, resourceSpans AS rs, row_number() OVER () AS line_no
     FROM read_json({file_list}, format = 'newline_delimited', columns = {columns},
-                   filename = true, maximum_object_size = 1073741824)
+                   filename = true, maximum_object_size = 67108864)
 ),
 numbered AS (
     SELECT source_file, rs,
