@@ -155,14 +155,18 @@ def type_of(columns: Mapping[str, str], ref: str | None) -> str:
 def text_sql(ref: str | None, dtype: str = "VARCHAR") -> str:
     """SQL: the value of column ``ref`` as text; NULL for a missing column or empty text.
 
-    Lists, structs, maps and JSON become JSON text; booleans ``true``/``false``;
+    Lists, structs, maps and JSON become JSON text (a struct without its NULL
+    fields, which are artefacts of a JSON reader's key union); booleans ``true``/``false``;
     a floating NaN becomes NULL and a whole float is written without ``.0``
     (pandas turns integer columns with gaps into floats).
     """
     if ref is None:
         return "CAST(NULL AS VARCHAR)"
     t = dtype.upper()
-    if t.endswith("[]") or t.startswith(("STRUCT", "MAP", "JSON", "UNION")):
+    if t.startswith("STRUCT"):
+        # a JSON reader unifies the keys of all rows into one struct: drop the NULL fields
+        return f"CAST(json_merge_patch('{{}}', CAST({ref} AS JSON)) AS VARCHAR)"
+    if t.endswith("[]") or t.startswith(("MAP", "JSON", "UNION")):
         return f"CAST(CAST({ref} AS JSON) AS VARCHAR)"
     if t in ("DOUBLE", "FLOAT", "REAL"):
         # pandas stores integer columns with gaps as floats: 120.0 is written back as 120
@@ -277,8 +281,9 @@ SELECT s.{row_key} AS {row_key},
        list({{'key': replace(substr(jt.fullkey, 3), '"', ''),
               'value': json_extract_string(jt.value, '$')}} ORDER BY jt.id) AS entries
 FROM {source} AS s,
-     LATERAL (SELECT * FROM json_tree(CASE WHEN json_valid({json_text})
-                                           AND json_type({json_text}) = 'OBJECT'
+     LATERAL (SELECT * FROM json_tree(CASE WHEN coalesce(CASE WHEN json_valid({json_text})
+                                                            THEN json_type({json_text}) = 'OBJECT'
+                                                            END, false)
                                       THEN {json_text} END)
               WHERE type NOT IN ('OBJECT', 'NULL') AND NOT contains(fullkey, '[')) AS jt
 GROUP BY s.{row_key}
