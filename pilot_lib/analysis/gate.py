@@ -263,12 +263,24 @@ class GateDecision:
             "decision": self.decision,
             "rationale": self.rationale,
             "pilot_file_sha256": self.pilot_file_sha256,
-            "verdicts": [v.__dict__ | {"threshold_text": v.threshold_text} for v in self.verdicts],
+            "verdicts": [_verdict_record(v) for v in self.verdicts],
             "blocking_findings": [f.__dict__ for f in self.blocking],
             "other_findings": [f.__dict__ for f in self.other_findings],
             "integrity_warnings": list(self.integrity_warnings),
             "missing_phases": list(self.missing_phases),
         }
+
+
+def _verdict_record(v: KpiVerdict) -> dict[str, Any]:
+    """A verdict as a result record; ``additional_weeks`` only where the gate estimated it."""
+    record = v.__dict__ | {"threshold_text": v.threshold_text}
+    if record["additional_weeks"] is None:
+        del record["additional_weeks"]
+    return record
+
+
+#: What each KPI's sample counts, for the EXTEND advice (default: decisions).
+_SAMPLE_NOUNS = {"efficiency_gain": "closed cases in the smaller cohort", "adoption_rate": "users"}
 
 
 def _findings_of(results: dict[str, Any], phase: str) -> list[Finding]:
@@ -362,7 +374,8 @@ def _rationale(
             pace = (
                 f" (at the pace of this pilot, about {weeks:,} more week{'s' if weeks != 1 else ''}"
                 f" for {longest.label.split(' (')[0].lower()}: "
-                f"{longest.additional_samples:,} more samples)"
+                f"{longest.additional_samples:,} more "
+                f"{_SAMPLE_NOUNS.get(longest.kpi, 'decisions')})"
             )
         lines.append(
             "Decision: EXTEND. Nothing failed, but not every threshold is proven yet; collect the "
