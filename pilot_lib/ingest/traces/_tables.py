@@ -38,6 +38,7 @@ __all__ = [
     "dedupe_map_sql",
     "file_format",
     "id_sql",
+    "is_object_sql",
     "is_otlp_file",
     "materialize",
     "number_text_sql",
@@ -156,7 +157,8 @@ def text_sql(ref: str | None, dtype: str = "VARCHAR") -> str:
     """SQL: the value of column ``ref`` as text; NULL for a missing column or empty text.
 
     Lists, structs, maps and JSON become JSON text (a struct without its NULL
-    fields, which are artefacts of a JSON reader's key union); booleans ``true``/``false``;
+    fields, which are artefacts of a JSON reader's key union; NULL when none is
+    left); booleans ``true``/``false``;
     a floating NaN becomes NULL and a whole float is written without ``.0``
     (pandas turns integer columns with gaps into floats).
     """
@@ -165,7 +167,7 @@ def text_sql(ref: str | None, dtype: str = "VARCHAR") -> str:
     t = dtype.upper()
     if t.startswith("STRUCT"):
         # a JSON reader unifies the keys of all rows into one struct: drop the NULL fields
-        return f"CAST(json_merge_patch('{{}}', CAST({ref} AS JSON)) AS VARCHAR)"
+        return f"nullif(CAST(json_merge_patch('{{}}', CAST({ref} AS JSON)) AS VARCHAR), '{{}}')"
     if t.endswith("[]") or t.startswith(("MAP", "JSON", "UNION")):
         return f"CAST(CAST({ref} AS JSON) AS VARCHAR)"
     if t in ("DOUBLE", "FLOAT", "REAL"):
@@ -188,6 +190,11 @@ def number_text_sql(text: str) -> str:
         f"CASE WHEN {x} = trunc({x}) AND abs({x}) < 1e15 "
         f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE {text} END"
     )
+
+
+def is_object_sql(text: str) -> str:
+    """SQL: TRUE when ``text`` is a JSON object (FALSE for NULL, other JSON, or not JSON)."""
+    return f"coalesce(CASE WHEN json_valid({text}) THEN json_type({text}) = 'OBJECT' END, false)"
 
 
 def id_sql(ref: str | None, dtype: str = "VARCHAR") -> str:

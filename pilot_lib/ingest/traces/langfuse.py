@@ -65,8 +65,8 @@ Mapping (onto the names the decision builder reads, so it has no Langfuse logic)
   score of a name wins.
 - precedence when a key repeats: the observation's own fields > its metadata >
   its scores > the trace's scores > the trace's fields and metadata.
-- ``unparseable attribute``: usage, cost or metadata text that is not JSON, or a
-  usage count / cost that is not a number.
+- ``unparseable attribute``: usage or cost that is not a JSON object, metadata
+  text that is not JSON, or a usage count / cost that is not a number.
 
 Edge cases: an observation without a trace id or id is kept with NULLs (the
 decision builder quarantines it); scores naming no exported observation are
@@ -225,8 +225,10 @@ def _metadata_entries(json_text: str, prefix: str) -> str:
     )
 
 
-def _bad_json(text: str, name: str) -> str:
-    return f"WHEN {text} IS NOT NULL AND NOT coalesce(json_valid({text}), false) THEN {tb.sql_string(name)}"
+def _bad_json(text: str, name: str, *, object_only: bool = False) -> str:
+    """SQL ``WHEN`` branch naming ``name`` when ``text`` is not JSON (not an object, if asked)."""
+    valid = tb.is_object_sql(text) if object_only else f"coalesce(json_valid({text}), false)"
+    return f"WHEN {text} IS NOT NULL AND NOT {valid} THEN {tb.sql_string(name)}"
 
 
 def _scores_sql(con: BaseBackend, files: Sequence[Path], label: str) -> str:
@@ -312,8 +314,8 @@ def _read_export(con: BaseBackend, roles: Mapping[str, Sequence[Path]], label: s
         "CASE "
         + " ".join(
             [
-                _bad_json(usage_any, "langfuse.observation.usage_details"),
-                _bad_json(cost, "langfuse.observation.cost_details"),
+                _bad_json(usage_any, "langfuse.observation.usage_details", object_only=True),
+                _bad_json(cost, "langfuse.observation.cost_details", object_only=True),
                 _bad_json(metadata, "metadata"),
             ]
         )
@@ -449,7 +451,8 @@ def _json_text(value: str) -> str:
 
 
 def _usage(attrs: str, key: str, *fields: str) -> str:
-    j = f"CASE WHEN coalesce(json_valid({attrs}[{tb.sql_string(key)}]), false) THEN {attrs}[{tb.sql_string(key)}] END"
+    v = f"{attrs}[{tb.sql_string(key)}]"
+    j = f"CASE WHEN {tb.is_object_sql(v)} THEN {v} END"
     return "coalesce(" + ", ".join(f"json_extract_string({j}, '$.{f}')" for f in fields) + ")"
 
 
@@ -507,10 +510,8 @@ def _derived_entries_sql(attrs: str) -> str:
     )
     bad_checks = " ".join(
         [
-            f"WHEN {attrs}[{tb.sql_string(usage_key)}] IS NOT NULL "
-            f"AND NOT coalesce(json_valid({attrs}[{tb.sql_string(usage_key)}]), false) THEN {tb.sql_string(usage_key)}",
-            f"WHEN {attrs}[{tb.sql_string(cost_key)}] IS NOT NULL "
-            f"AND NOT coalesce(json_valid({attrs}[{tb.sql_string(cost_key)}]), false) THEN {tb.sql_string(cost_key)}",
+            _bad_json(f"{attrs}[{tb.sql_string(usage_key)}]", usage_key, object_only=True),
+            _bad_json(f"{attrs}[{tb.sql_string(cost_key)}]", cost_key, object_only=True),
             *[
                 f"WHEN {v} IS NOT NULL AND try_cast({v} AS DOUBLE) IS NULL THEN {tb.sql_string(usage_key)}"
                 for v in numbers.values()
