@@ -40,6 +40,19 @@ pilot file asks for: that KPI is INCONCLUSIVE on sample size, nothing fails,
 no finding blocks, and the decision is **EXTEND**, with the advice saying how
 many more samples (and weeks at the pilot's pace) settle it.
 
+Deliberately malformed traces (so the span quarantine shows up)
+---------------------------------------------------------------
+- invoice 614 (``INV-D0000614``): the agent's process restarted after the ERP
+  call, so its root span was never ended nor exported; its two exported
+  children (a ``chat`` and an ``execute_tool`` span) are quarantined as
+  ``orphan span (parent not in the trace)`` and the invoice has no decision
+  (a clerk matched it by hand; its case is in ``cases.parquet``).
+- invoice 289 (``INV-D0000289``; with another seed, the first invoice from
+  there on that reaches the vendor portal): the host clock stepped back 1.5 s
+  during the portal call, so that span ends before it starts and is quarantined
+  (``end before start``); the decision stands without that span (its tool cost
+  is lost with it).
+
 Determinism
 -----------
 Everything is drawn from one seeded NumPy generator; the SDK's ids come from a
@@ -59,7 +72,6 @@ import argparse
 import datetime as dt
 import json
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +123,9 @@ _CONTROL_CASES = 112
 _BASELINE_CASES = 420
 _USERS = 22
 _EXTRACTION_LAG_H = 72.0
+#: The invoice whose trace lost its root span, and the one whose portal call ends before it starts.
+_LOST_INVOICE = 613
+_CLOCK_STEP_INVOICE = 288
 _REASONS = ("tool_failure", "missing_data", "out_of_scope", "low_confidence")
 _TOOL, _MISSING, _OOS, _LOWCONF = range(4)
 
@@ -278,6 +293,8 @@ class InvoiceScript:
     review_minutes: float
     tokens: tuple[tuple[int, int], ...]  # (input, output) per chat call
     durations_ms: tuple[int, ...]  # per step, in the order the agent meets them
+    lost: bool = False  # the agent's process restarted mid-invoice: the root span never ended
+    clock_step: bool = False  # the host clock stepped back during the vendor-portal call
 
     @property
     def reason(self) -> int:
@@ -452,6 +469,28 @@ def simulate(seed: int = DEFAULT_SEED, decisions: int = DEFAULT_DECISIONS) -> Si
                 }
             )
         )
+    # Two deliberately malformed traces, so the span quarantine shows up (module docstring).
+    lost = _LOST_INVOICE if n > _LOST_INVOICE else n // 2
+    scripts[lost] = InvoiceScript(
+        **{
+            **scripts[lost].__dict__,
+            "lost": True,
+            "completed": False,
+            "accepted": False,
+            "overridden": False,
+        }
+    )
+    outcome[lost] = 3  # a clerk matched it by hand
+    step = next(
+        (
+            i
+            for i in range(min(_CLOCK_STEP_INVOICE, n - 1), n)
+            if i != lost and scripts[i].reason in (-1, _LOWCONF)
+        ),
+        None,
+    )
+    if step is not None:
+        scripts[step] = InvoiceScript(**{**scripts[step].__dict__, "clock_step": True})
     return Simulation(
         seed=seed,
         scripts=scripts,
@@ -578,7 +617,15 @@ class ReconciliationAgent:
         span.end(end_time=end)
         return end + 15_000_000
 
-    def _tool(self, root: Any, now: int, ms: int, system: str, unavailable: bool = False) -> int:
+    def _tool(
+        self,
+        root: Any,
+        now: int,
+        ms: int,
+        system: str,
+        unavailable: bool = False,
+        clock_step: bool = False,
+    ) -> int:
         from opentelemetry.trace import Status, StatusCode
 
         tool, host, cost = SYSTEMS[system]
@@ -600,7 +647,10 @@ class ReconciliationAgent:
             span.set_status(Status(StatusCode.ERROR, "503 Service Unavailable"))
             ms = max(40, ms // 6)
         end = now + ms * 1_000_000
-        span.end(end_time=end)
+        if clock_step:  # NTP stepped the host clock back 1.5 s while the call was in flight
+            span.end(end_time=now - 1_500_000_000)
+        else:
+            span.end(end_time=end)
         return end + 5_000_000
 
     def run(self, s: InvoiceScript) -> None:
@@ -627,11 +677,13 @@ class ReconciliationAgent:
         now = self._chat(root, now, d[0], s.tokens[0])
         if not s.out_of_scope:
             now = self._tool(root, now, d[1], "erp")
+        if s.lost:  # the process restarted here: the root span is never ended nor exported
+            return
         if not s.out_of_scope and s.po_found:
             for attempt, down in enumerate(s.ledger_attempts):
                 now = self._tool(root, now, d[2] + 90 * attempt, "ledger", unavailable=down)
             if not s.ledger_attempts[-1]:
-                now = self._tool(root, now, d[3], "portal")
+                now = self._tool(root, now, d[3], "portal", clock_step=s.clock_step)
                 now = self._chat(root, now, d[4], s.tokens[1])
         reason = s.reason
         signals: dict[str, Any] = {
@@ -707,10 +759,14 @@ def decision_log(sim: Simulation) -> pd.DataFrame:
     price = PRICES[MODEL]
     rows = []
     for s, ts in zip(sim.scripts, sim.decision_ts_us, strict=True):
+        if s.lost:  # no decision span: its spans are quarantined as orphans
+            continue
         used = s.tokens if s.reason in (-1, _LOWCONF) else s.tokens[:1]
         in_tok = sum(t[0] for t in used)
         out_tok = sum(t[1] for t in used)
-        tool_calls = 0 if s.out_of_scope or not s.po_found or s.ledger_attempts[-1] else 1
+        # The portal call of the clock-step trace is quarantined (end before start): no cost.
+        stopped = s.out_of_scope or not s.po_found or s.ledger_attempts[-1]
+        tool_calls = 0 if stopped or s.clock_step else 1
         reason = s.reason
         rows.append(
             {
@@ -809,6 +865,8 @@ def _adoption(sim: Simulation) -> pd.DataFrame:
     overrides = np.zeros_like(seen)
     accepted = np.zeros_like(seen)
     for s, u, w in zip(sim.scripts, sim.user, sim.week, strict=True):
+        if s.lost:
+            continue
         seen[u, w] += 1
         overrides[u, w] += s.overridden
         accepted[u, w] += s.accepted
@@ -829,7 +887,7 @@ def _adoption(sim: Simulation) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _approvals(sim: Simulation, trace_ids: Sequence[str]) -> pd.DataFrame:
+def _approvals(sim: Simulation, trace_ids: dict[str, str]) -> pd.DataFrame:
     """One payment release per invoice the agent proposed and the clerk accepted."""
     rng = sim.rng
     idx = np.array([s.index for s in sim.scripts if s.accepted], dtype=np.int64)
@@ -855,7 +913,7 @@ def _approvals(sim: Simulation, trace_ids: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "action_id": [f"INV-PAY{i + 1:06d}" for i in range(n)],
-            "trace_id": [trace_ids[i] for i in idx],
+            "trace_id": [trace_ids[sim.scripts[i].decision_id] for i in idx],
             "proposed_at": _fmt(proposed),
             "amount": amount,
             "required_level": names[level],
@@ -913,14 +971,19 @@ def _candidates() -> pd.DataFrame:
     return frame
 
 
-def _trace_ids(path: Path) -> list[str]:
-    """Root-span trace ids in file order (one per decision)."""
-    ids: list[str] = []
+def _trace_ids(path: Path) -> dict[str, str]:
+    """``pilot.decision_id`` -> trace id of every exported decision (root) span."""
+    ids: dict[str, str] = {}
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             for rs in json.loads(line)["resourceSpans"]:
                 for ss in rs["scopeSpans"]:
-                    ids.extend(s["traceId"] for s in ss["spans"] if not s.get("parentSpanId"))
+                    for span in ss["spans"]:
+                        if span.get("parentSpanId"):
+                            continue
+                        for a in span.get("attributes", []):
+                            if a["key"] == "pilot.decision_id":
+                                ids[a["value"]["stringValue"]] = span["traceId"]
     return ids
 
 
