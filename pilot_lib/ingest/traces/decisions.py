@@ -74,6 +74,7 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+from ibis import util as ibis_util
 
 from pilot_lib.errors import ContractError
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN
@@ -308,6 +309,16 @@ def _price_table(prices: Mapping[str, Any] | None) -> ir.Table | None:
     )
 
 
+def _materialize(expr: ir.Table) -> ir.Table:
+    """Compute ``expr`` once: a DuckDB temporary table (gone with the connection), else
+    Ibis' cache. (Ibis' cache on DuckDB drops its table when garbage collected, which
+    fails noisily once the store has closed the connection.)"""
+    backend = expr.get_backend()
+    if backend.name == "duckdb":
+        return backend.create_table(ibis_util.gen_name("trace_stage"), expr, temp=True)
+    return expr.cache()
+
+
 def _label_decisions(valid: ir.Table) -> ir.Table:
     """Label each valid span with its nearest decision ancestor-or-self (pointer jumping).
 
@@ -319,7 +330,8 @@ def _label_decisions(valid: ir.Table) -> ir.Table:
         "span_id",
         _anc=ibis.ifelse(valid._is_decision, ibis.null("string"), valid.parent_span_id),
         _decision=ibis.ifelse(valid._is_decision, valid.span_id, ibis.null("string")),
-    ).cache()
+    )
+    state = _materialize(state)
     for _ in range(_MAX_JUMPS):
         open_ = state.filter(state._anc.notnull() & state._decision.isnull()).count().execute()
         if not open_:
@@ -334,7 +346,8 @@ def _label_decisions(valid: ir.Table) -> ir.Table:
             "span_id",
             _decision=ibis.ifelse(jumping, joined._pdec, joined._decision),
             _anc=ibis.ifelse(jumping & joined._pdec.isnull(), joined._panc, ibis.null("string")),
-        ).cache()
+        )
+        state = _materialize(state)
     return state.select("trace_id", "span_id", "_decision")
 
 
@@ -408,7 +421,7 @@ def spans_to_decisions(
         ibis.window(group_by=[s.trace_id, s.span_id, s._rule.isnull()], order_by=s._rid)
     )
     s = s.mutate(_rule=ibis.ifelse(s._rule.isnull() & (first > 0), SPAN_RULES[5], s._rule))
-    s = s.cache()
+    s = _materialize(s)
     ok = s.filter(s._rule.isnull())
     parents = ok.select(_pt=ok.trace_id, _ps=ok.span_id)
     children = ok.filter(ok.parent_span_id.notnull())
@@ -421,13 +434,15 @@ def spans_to_decisions(
     )
     is_root_agent = s.parent_span_id.isnull() & (s.operation == "invoke_agent")
     is_decision = (s.name == decision_span) if decision_span else is_root_agent
-    s = s.mutate(_is_decision=is_decision.fill_null(False) & s._rule.isnull()).cache()
+    s = s.mutate(_is_decision=is_decision.fill_null(False) & s._rule.isnull())
+    s = _materialize(s)
 
     labels = _label_decisions(s.filter(s._rule.isnull()))
     s = s.left_join(labels, [s.trace_id == labels.trace_id, s.span_id == labels.span_id]).select(
         s, labels._decision
     )
-    s = s.mutate(_decision=ibis.ifelse(s._rule.isnull(), s._decision, ibis.null("string"))).cache()
+    s = s.mutate(_decision=ibis.ifelse(s._rule.isnull(), s._decision, ibis.null("string")))
+    s = _materialize(s)
 
     decisions = _build_decisions(s, prices, features)
 
@@ -447,9 +462,10 @@ def spans_to_decisions(
             ),
             _decision=ibis.ifelse(s._missing.fill_null(False), ibis.null("string"), s._decision),
         ).drop("_missing")
-        s = s.cache()
+        s = _materialize(s)
         n_without = int(without.count().execute())
-    decisions = _finish(decisions).cache()
+    decisions = _finish(decisions)
+    decisions = _materialize(decisions)
     priced = int(decisions.filter(decisions._priced).count().execute())
     n_decisions = int(decisions.count().execute())
     decisions = decisions.drop("_dspan", "_priced", "_tool_failed", "_dstatus")
@@ -605,7 +621,10 @@ def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:
     counts = (
         table.aggregate(
             **{f"n_{i}": table[f].count() for i, f in enumerate(features)},
-            **{f"i_{i}": table[f].try_cast("int64").count() for i, f in enumerate(features)},
+            **{
+                f"i_{i}": table[f].re_search(r"^\s*[-+]?[0-9]+\s*$").sum()
+                for i, f in enumerate(features)
+            },
             **{f"x_{i}": table[f].try_cast("float64").count() for i, f in enumerate(features)},
         )
         .execute()
@@ -614,7 +633,7 @@ def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:
     casts: dict[str, ir.Value] = {}
     for i, f in enumerate(features):
         n = int(counts[f"n_{i}"])
-        if n and int(counts[f"i_{i}"]) == n:
+        if n and int(counts[f"i_{i}"] or 0) == n:
             casts[f] = table[f].try_cast("int64")
         elif n and int(counts[f"x_{i}"]) == n:
             casts[f] = table[f].try_cast("float64")
