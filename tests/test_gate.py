@@ -135,6 +135,32 @@ def test_inconclusive_cost_advice_scales_with_interval(pilot: Pilot) -> None:
     assert v.additional_samples == 1200
 
 
+def test_extend_advice_says_how_many_weeks_at_the_pilots_pace(pilot: Pilot) -> None:
+    # Cost needs 1,200 more decisions; 400 came in the 12-week window: 36 more weeks.
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.95, 0.93, 0.97, 1000),
+            kpi("cost_per_decision", 2.40, 2.20, 2.60, 400),
+        ),
+    )
+    assert gate.decision == "EXTEND"
+    v = gate.verdicts[1]
+    assert (v.additional_samples, v.additional_weeks) == (1200, 36)
+    advice = gate.extend_advice()
+    assert advice["more weeks at the pilot's pace"].tolist() == ["about 36"]
+    assert "about 36 more weeks for cost per decision: 1,200 more decisions" in gate.rationale
+    record = gate.to_result()["verdicts"]
+    assert record[1]["additional_weeks"] == 36 and "additional_weeks" not in record[0]
+    # Adoption counts the users of the first month: more weeks do not add to it.
+    from dataclasses import replace
+
+    from pilot_lib.analysis.gate import _with_weeks
+
+    adoption = replace(v, kpi="adoption_rate", additional_weeks=None)
+    assert _with_weeks(pilot, adoption).additional_weeks is None
+
+
 def test_below_minimum_sample_is_inconclusive_even_if_estimate_misses(pilot: Pilot) -> None:
     v = judge_kpi(pilot.kpis[0], kpi("task_completion_rate", 0.5, 0.2, 0.8, 10))
     assert v.status == "INCONCLUSIVE"
