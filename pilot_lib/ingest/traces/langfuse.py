@@ -54,11 +54,14 @@ Mapping (onto the names the decision builder reads, so it has no Langfuse logic)
   ``output``, or ``prompt_tokens`` / ``completion_tokens``), ``gen_ai.usage.cost``
   (cost ``total``, else calculated total cost, else input + output cost),
   ``pilot.prompt_version`` (prompt version), ``pilot.user_id`` (user id),
+  ``gen_ai.agent.name`` (the name of an ``AGENT`` observation: the agent id),
   ``gen_ai.conversation.id`` (session id), and every metadata key (observation,
   then trace) that starts with ``pilot.`` or ``gen_ai.`` -- also nested
   (``{"pilot": {"accepted": true}}``) or under the ``attributes`` /
   ``resourceAttributes`` objects where the Langfuse server keeps OpenTelemetry
   attributes -- under its own name.
+- every metadata key is also given under its bare name (``claim_amount``), last of
+  all, so drift features recorded as metadata are found.
 - scores: ``pilot.<name>`` (a name already starting with ``pilot.`` kept) =
   ``true``/``false`` for a ``BOOLEAN`` score, the ``stringValue`` of a
   ``CATEGORICAL`` one, else the value (a whole number without ``.0``); the latest
@@ -420,7 +423,8 @@ SELECT
         tb.dedupe_map_sql(
             "list_concat(map_entries(_attrs), "
             f"{_metadata_signals_sql('_attrs', _OBS_META)}, _obs_scores, _trace_scores, "
-            f"{_metadata_signals_sql('_attrs', _TRACE_META)}, {_derived_entries_sql('_attrs')})"
+            f"{_metadata_signals_sql('_attrs', _TRACE_META)}, {_derived_entries_sql('_attrs')}, "
+            f"{_metadata_bare_sql('_attrs', _OBS_META)}, {_metadata_bare_sql('_attrs', _TRACE_META)})"
         )
     } AS attributes,
     source_file, source_row
@@ -486,11 +490,26 @@ def _metadata_signals_sql(attrs: str, prefix: str) -> str:
     return f"list_concat({direct}, {nested})"
 
 
-def _derived_entries_sql(attrs: str) -> str:
+def _metadata_bare_sql(attrs: str, prefix: str) -> str:
+    """SQL: every metadata key held in ``attrs`` as ``prefix<key>`` under its bare name.
+
+    Lowest precedence: lets the decision builder find drift features
+    (``claim_amount``) that a pilot records as metadata. Values JSON-decoded.
+    """
+    n = len(prefix) + 1
+    return (
+        f"list_transform(list_filter(coalesce(map_entries({attrs}), []), "
+        f"lambda a: starts_with(a.key, {tb.sql_string(prefix)})), "
+        f"lambda a: {{'key': substr(a.key, {n}), 'value': {_json_text('a.value')}}})"
+    )
+
+
+def _derived_entries_sql(attrs: str, name: str = "name") -> str:
     """SQL: entries derived from a map ``attrs`` holding the SDK's ``langfuse.*`` names.
 
     The marker of an unparseable usage or cost, and the GenAI names: model,
-    input / output tokens, cost, prompt version, user, conversation.
+    input / output tokens, cost, prompt version, user, conversation, and the
+    agent name (an ``AGENT`` observation's name, column ``name``).
     """
     usage_key = "langfuse.observation.usage_details"
     cost_key = "langfuse.observation.cost_details"
@@ -528,6 +547,11 @@ def _derived_entries_sql(attrs: str) -> str:
             ("pilot.prompt_version", f"{attrs}['langfuse.observation.prompt.version']"),
             ("pilot.user_id", f"{attrs}['user.id']"),
             ("gen_ai.conversation.id", f"{attrs}['session.id']"),
+            (
+                "gen_ai.agent.name",
+                f"CASE WHEN upper(trim({attrs}['langfuse.observation.type'])) = 'AGENT' "
+                f"THEN nullif({name}, '') END",
+            ),
         ]
     )
     return f"list_concat([{{'key': {tb.sql_string(UNPARSEABLE_KEY)}, 'value': CASE {bad_checks} END}}], {genai})"
@@ -563,7 +587,9 @@ SELECT
             "list_concat(map_entries(attributes), "
             f"{_metadata_signals_sql('attributes', _OBS_META)}, "
             f"{_metadata_signals_sql('attributes', _TRACE_META)}, "
-            f"{_derived_entries_sql('attributes')})"
+            f"{_derived_entries_sql('attributes')}, "
+            f"{_metadata_bare_sql('attributes', _OBS_META)}, "
+            f"{_metadata_bare_sql('attributes', _TRACE_META)})"
         )
     } AS attributes,
     source_file, source_row

@@ -33,7 +33,8 @@ so :mod:`~pilot_lib.ingest.traces.decisions` has no OpenInference logic):
   ``llm.token_count.prompt``, ``gen_ai.usage.output_tokens`` <-
   ``llm.token_count.completion``, ``gen_ai.request.model`` <-
   ``llm.request.model_name`` / ``llm.model_name``, ``gen_ai.conversation.id`` <-
-  ``session.id``, ``pilot.user_id`` <- ``user.id``, ... (the decision builder reads
+  ``session.id``, ``pilot.user_id`` <- ``user.id``, ``gen_ai.agent.name`` <-
+  ``agent.name``, else an ``AGENT`` span's name, ... (the decision builder reads
   ``llm.prompt_template.version`` and ``llm.cost.total`` itself).
 - business signals: each annotation or evaluation carried on the span
   (``annotations.<i>.annotation.name`` / ``.score`` / ``.label``, the
@@ -379,17 +380,30 @@ def _event_entries_sql(events: str) -> str:
                                          e.attributes['gen_ai.evaluation.score.label'])}}))"""
 
 
-def _derived_entries_sql(attrs: str) -> str:
+def _derived_entries_sql(attrs: str, name: str = "name") -> str:
     """SQL: the entries derived from an attribute map ``attrs`` (appended after it).
 
     Annotations carried on the span (``annotations.<i>.annotation.*`` and the
     evaluation / trace / session variants) as ``pilot.<name>``, then the GenAI
-    names of :data:`GENAI_FROM_OPENINFERENCE`. Since the map's own entries come
+    names of :data:`GENAI_FROM_OPENINFERENCE`, then ``gen_ai.agent.name`` = the
+    span name (column ``name``) of an ``AGENT`` span without ``agent.name``. Since the map's own entries come
     first, an attribute the span already has is never replaced.
     """
     genai = tb.entries_sql(
-        (target, "coalesce(" + ", ".join(f"{attrs}[{tb.sql_string(s)}]" for s in sources) + ")")
-        for target, sources in GENAI_FROM_OPENINFERENCE.items()
+        [
+            *(
+                (
+                    target,
+                    "coalesce(" + ", ".join(f"{attrs}[{tb.sql_string(s)}]" for s in sources) + ")",
+                )
+                for target, sources in GENAI_FROM_OPENINFERENCE.items()
+            ),
+            (
+                "gen_ai.agent.name",
+                f"CASE WHEN upper(trim({attrs}['openinference.span.kind'])) = 'AGENT' "
+                f"THEN nullif({name}, '') END",
+            ),
+        ]
     )
     pattern = tb.sql_string(_ANNOTATION_NAME_KEY)
     score = tb.number_text_sql(f"{attrs}[regexp_replace(a.key, {_NAME_SUFFIX}, '.score')]")
