@@ -26,8 +26,8 @@ One decision is one trace:
 
 The story (what the go/no-go gate must say)
 ------------------------------------------
-Completion is strong (about 87% of invoices accepted without correction) and a
-decision costs about a tenth of a manual reconciliation. But the AP ledger
+Completion is strong (about 86% of invoices accepted without correction) and a
+decision costs about a seventh of a manual reconciliation. But the AP ledger
 answers ``503 Service Unavailable`` for much of pilot weeks 5 and 9 (its batch
 window overran); the agent retries once, then hands the invoice to a clerk
 without stating a reason, so the workbook derives the escalation reason
