@@ -165,7 +165,7 @@ def text_sql(ref: str | None, dtype: str = "VARCHAR") -> str:
     if ref is None:
         return "CAST(NULL AS VARCHAR)"
     t = dtype.upper()
-    if t.startswith("STRUCT"):
+    if t.startswith("STRUCT") and not t.endswith("[]"):
         # a JSON reader unifies the keys of all rows into one struct: drop the NULL fields
         return f"nullif(CAST(json_merge_patch('{{}}', CAST({ref} AS JSON)) AS VARCHAR), '{{}}')"
     if t.endswith("[]") or t.startswith(("MAP", "JSON", "UNION")):
