@@ -255,14 +255,17 @@ def dedupe_map_sql(entries: str) -> str:
     """SQL: a ``list<{key, value}>`` expression -> ``MAP(VARCHAR, VARCHAR)``, the first key wins.
 
     Entries with a NULL key or value are dropped. The expression is evaluated
-    per row inside DuckDB (list lambdas, new ``lambda x:`` syntax).
+    per row inside DuckDB (list lambdas, new ``lambda x:`` syntax). ``entries`` and
+    its key list are bound once through one-element lists, so an expensive
+    ``entries`` expression is not re-evaluated for every element (the duplicate
+    check is quadratic in the number of a span's attributes, a few dozen).
     """
     clean = (
         f"list_filter(coalesce({entries}, []), lambda e: e.key IS NOT NULL AND e.value IS NOT NULL)"
     )
     return (
-        f"map_from_entries(list_filter({clean}, lambda e, i: "
-        f"list_position(list_transform({clean}, lambda x: x.key), e.key) = i))"
+        f"list_transform([{clean}], lambda kv: list_transform([list_transform(kv, lambda x: x.key)], "
+        "lambda ks: map_from_entries(list_filter(kv, lambda e, i: list_position(ks, e.key) = i)))[1])[1]"
     )
 
 
