@@ -646,3 +646,34 @@ def test_pilot_file_format_langfuse_runs_through_the_store(
     assert_log_equal(got, expected_log())
     recon = read_manifest(store)["datasets"]["decisions"]["traces"]["reconciliation"]
     assert recon["decisions"] == len(CALLS) and recon["spans_quarantined"] == 0
+
+
+def test_enriched_observations_export_without_traces_file(
+    tmp_path: Path, recorded: list[ReadableSpan]
+) -> None:
+    """``observations_v2/``: trace fields on every row (snake_case), no traces file."""
+    observations, traces, scores = export_rows(recorded)
+    by_trace = {t["id"]: t for t in traces}
+    rows = []
+    for o in observations:
+        t = by_trace[o["traceId"]]
+        row = {_snake(k): v for k, v in o.items()}
+        # Langfuse v4 sets the propagated trace attributes on each observation
+        row["metadata"] = {**t["metadata"], **o["metadata"]}
+        row.update(user_id=t["userId"], session_id=t["sessionId"], trace_name=t["name"])
+        rows.append(row)
+    (tmp_path / "observations_v2").mkdir()
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "observations_v2" / "part-0.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    (tmp_path / "scores" / "part-0.jsonl").write_text(
+        "".join(json.dumps({_snake(k): v for k, v in s.items()}) + "\n" for s in scores)
+    )
+    con = ibis.duckdb.connect()
+    spans = read_spans(con, str(tmp_path / "**" / "*.jsonl"), "langfuse")
+    attrs = spans.to_pandas().attributes.map(dict)
+    assert all(a["pilot.user_id"] == a["user.id"] for a in attrs)  # on every observation
+    assert all(a["langfuse.trace.name"] == "claim-triage" for a in attrs)
+    built = spans_to_decisions(spans, prices=PRICES, features=["claim_amount", "channel"])
+    assert_log_equal(built.decisions.to_pandas(), expected_log(), typed=False)

@@ -15,6 +15,7 @@ the same way; and the pilot file's ``format: openinference`` runs through the st
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -491,6 +492,57 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_rest_shape_with_one_attributes_object(
+    tmp_path: Path, recorded: list[ReadableSpan]
+) -> None:
+    """Phoenix's REST span shape: a ``context`` object and one nested ``attributes`` object."""
+    rows = []
+    for s in recorded:
+        nested: dict[str, Any] = {}
+        for key, value in s.attributes.items():
+            if key.startswith(("llm.", "pilot.")):  # nested objects, as Phoenix's REST API gives
+                head, _, tail = key.partition(".")
+                nested.setdefault(head, {})[tail] = value
+            else:
+                nested[key] = list(value) if isinstance(value, tuple) else value
+        rows.append(
+            {
+                "name": s.name,
+                "context": {
+                    "trace_id": f"{s.context.trace_id:032x}",
+                    "span_id": f"{s.context.span_id:016x}",
+                },
+                "span_kind": s.attributes["openinference.span.kind"],
+                "parent_id": f"{s.parent.span_id:016x}" if s.parent else None,
+                "start_time": pd.Timestamp(s.start_time, unit="ns", tz="UTC").isoformat(),
+                "end_time": pd.Timestamp(s.end_time, unit="ns", tz="UTC").isoformat(),
+                "status_code": s.status.status_code.name,
+                "status_message": s.status.description or "",
+                "attributes": nested,
+                "events": [{"name": e.name, "attributes": dict(e.attributes)} for e in s.events],
+            }
+        )
+    path = tmp_path / "rest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    con = ibis.duckdb.connect()
+    rest = read_spans(con, path, "openinference").to_pandas().set_index("span_id")
+    flat = read_spans(con, phoenix_path(tmp_path, recorded), "openinference").to_pandas()
+    flat = flat.set_index("span_id")
+    assert rest.trace_id.to_dict() == flat.trace_id.to_dict()
+    for span_id, attrs in flat.attributes.items():
+        a = {k: float(v) if _is_number(v) else v for k, v in dict(attrs).items()}
+        b = {k: float(v) if _is_number(v) else v for k, v in dict(rest.attributes[span_id]).items()}
+        assert a == b, span_id
+    built = spans_to_decisions(read_spans(con, path, "openinference"), prices=PRICES)
+    assert built.reconciliation.decisions == len(CALLS)
+
+
+def phoenix_path(folder: Path, spans: list[ReadableSpan]) -> Path:
+    path = folder / "flat.parquet"
+    phoenix_frame(spans).to_parquet(path, index=False)
+    return path
 
 
 # ---- malformed rows -------------------------------------------------------------------------
