@@ -34,12 +34,15 @@ from ibis.common.exceptions import IbisError
 from pilot_lib.errors import DataSourceError
 
 __all__ = [
-    "describe",
     "dedupe_map_sql",
+    "describe",
+    "entries_sql",
     "file_format",
+    "first_line",
     "id_sql",
     "is_object_sql",
     "is_otlp_file",
+    "json_leaves_sql",
     "materialize",
     "number_text_sql",
     "pick",
@@ -48,6 +51,7 @@ __all__ = [
     "sql_string",
     "text_sql",
     "timestamp_sql",
+    "type_of",
 ]
 
 _COMPRESSION = (".gz", ".gzip", ".zst")
