@@ -402,11 +402,6 @@ def spans_to_decisions(
     if missing:
         raise ContractError(f"data set {label!r}: the span table lacks {missing}")
     s = spans.select(*SPAN_COLUMNS)
-    s = s.mutate(
-        _rid=ibis.row_number().over(
-            ibis.window(order_by=[s.source_file, s.source_row, s.start_time, s.span_id])
-        )
-    )
     rule = ibis.cases(
         (s.trace_id.isnull(), SPAN_RULES[0]),
         (s.span_id.isnull(), SPAN_RULES[1]),
@@ -416,9 +411,12 @@ def spans_to_decisions(
         else_=ibis.null("string"),
     )
     s = s.mutate(_rule=rule)
-    # duplicates among otherwise valid spans: the first by _rid is kept
+    # duplicates among otherwise valid spans: the first by file, line, start time is kept
     first = ibis.row_number().over(
-        ibis.window(group_by=[s.trace_id, s.span_id, s._rule.isnull()], order_by=s._rid)
+        ibis.window(
+            group_by=[s.trace_id, s.span_id, s._rule.isnull()],
+            order_by=[s.source_file, s.source_row, s.start_time],
+        )
     )
     s = s.mutate(_rule=ibis.ifelse(s._rule.isnull() & (first > 0), SPAN_RULES[5], s._rule))
     s = _materialize(s)
@@ -427,11 +425,12 @@ def spans_to_decisions(
     children = ok.filter(ok.parent_span_id.notnull())
     orphans = children.anti_join(
         parents, [children.trace_id == parents._pt, children.parent_span_id == parents._ps]
-    ).select(_orid=children._rid, _orphan=ibis.literal(True))
-    s = s.left_join(orphans, s._rid == orphans._orid).select(s, orphans._orphan)
-    s = s.mutate(_rule=ibis.ifelse(s._orphan.fill_null(False), SPAN_RULES[6], s._rule)).drop(
-        "_orphan"
+    ).select(_ot=children.trace_id, _os=children.span_id, _orphan=ibis.literal(True))
+    s = s.left_join(orphans, [s.trace_id == orphans._ot, s.span_id == orphans._os]).select(
+        s, orphans._orphan
     )
+    orphaned = s._rule.isnull() & s._orphan.fill_null(False)
+    s = s.mutate(_rule=ibis.ifelse(orphaned, SPAN_RULES[6], s._rule)).drop("_orphan")
     is_root_agent = s.parent_span_id.isnull() & (s.operation == "invoke_agent")
     is_decision = (s.name == decision_span) if decision_span else is_root_agent
     s = s.mutate(_is_decision=is_decision.fill_null(False) & s._rule.isnull())
@@ -610,7 +609,7 @@ def _build_decisions(
         _tool_failed=j._tool_failed.fill_null(False),
         _dstatus=j.status,
     )
-    return _type_features(out, list(feats))
+    return _type_features(_materialize(out), list(feats))
 
 
 def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:

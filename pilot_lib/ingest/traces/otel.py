@@ -130,21 +130,31 @@ scopes AS (
 raw AS (
     SELECT source_file, source_row, res_attrs, unnest(ss.spans) AS s FROM scopes
 ),
+typed AS (
+    SELECT
+        source_file, source_row, s, res_attrs,
+        list_transform(
+            coalesce(s.attributes, []),
+            lambda a: {{'key': a.key, 'text': {_value_text("a.value")}, 'bad': a.key IS NULL OR {_value_bad("a.value")}}}
+        ) AS attrs
+    FROM raw
+),
 entries AS (
     SELECT
         source_file, source_row, s,
         list_concat(
             -- the first attribute that does not parse, if any
             list_transform(
-                list_filter(coalesce(s.attributes, []), lambda a: a.key IS NULL OR {_value_bad("a.value")})[1:1],
+                list_filter(attrs, lambda a: a.bad)[1:1],
                 lambda a: {{'key': {unparseable}, 'value': coalesce(a.key, '(no key)')}}
             ),
             list_transform(
-                list_filter(coalesce(s.attributes, []), lambda a: a.key IS NOT NULL AND NOT {_value_bad("a.value")}),
-                lambda a: {{'key': a.key, 'value': {_value_text("a.value")}}}
+                list_filter(attrs, lambda a: NOT a.bad),
+                lambda a: {{'key': a.key, 'value': a.text}}
             ),
+            CASE WHEN len(coalesce(s.events, [])) = 0 THEN [] ELSE list_concat(
             flatten(list_transform(
-                list_filter(coalesce(s.events, []), lambda e: e.name = 'pilot.outcome'),
+                list_filter(s.events, lambda e: e.name = 'pilot.outcome'),
                 lambda e: list_transform(
                     list_filter(coalesce(e.attributes, []),
                                 lambda a: starts_with(a.key, 'pilot.') AND NOT {_value_bad("a.value")}),
@@ -154,7 +164,7 @@ entries AS (
             list_transform(
                 list_filter(
                     list_transform(
-                        list_filter(coalesce(s.events, []), lambda e: e.name = 'gen_ai.evaluation.result'),
+                        list_filter(s.events, lambda e: e.name = 'gen_ai.evaluation.result'),
                         lambda e: {{
                             'key': list_transform(
                                 list_filter(coalesce(e.attributes, []), lambda a: a.key = 'gen_ai.evaluation.name'),
@@ -175,7 +185,7 @@ entries AS (
                 lambda x: {{'key': CASE WHEN starts_with(x.key, 'pilot.') THEN x.key
                                         ELSE 'pilot.' || x.key END,
                             'value': x.value}}
-            ),
+            )) END,
             list_transform(
                 list_filter(coalesce(res_attrs, []),
                             lambda a: (starts_with(a.key, 'pilot.') OR starts_with(a.key, 'gen_ai.'))
@@ -183,14 +193,17 @@ entries AS (
                 lambda a: {{'key': a.key, 'value': {_value_text("a.value")}}}
             )
         ) AS kv
-    FROM raw
+    FROM typed
 ),
 spans AS (
     SELECT
         source_file, source_row, s,
-        map_from_entries(
-            list_filter(kv, lambda e, i: list_position(list_transform(kv, lambda x: x.key), e.key) = i)
-        ) AS attributes
+        CASE WHEN len(list_distinct(list_transform(kv, lambda x: x.key))) = len(kv)
+             THEN map_from_entries(kv)
+             -- a key given twice (attribute, event, resource): the first wins
+             ELSE map_from_entries(list_filter(
+                 kv, lambda e, i: list_position(list_transform(kv, lambda x: x.key), e.key) = i))
+        END AS attributes
     FROM entries
 )
 SELECT
