@@ -622,3 +622,73 @@ def _close(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return a == b
+
+
+def test_repeated_keys_first_wins_and_resource_signals(tmp_path: Path) -> None:
+    """Span attribute > event > resource; a key given twice keeps its first value."""
+
+    def kv(key: str, **value: Any) -> dict[str, Any]:
+        return {"key": key, "value": value}
+
+    span = {
+        "traceId": "AB" * 16,  # upper case hex is read as lower case
+        "spanId": "00000000000000a1",
+        "parentSpanId": "0000000000000000",  # all zeros: a root
+        "name": "invoke_agent x",
+        "startTimeUnixNano": 1772611200000000000,  # a number, not a string
+        "endTimeUnixNano": "1772611201000000000",
+        "attributes": [
+            kv("pilot.case_id", stringValue="first"),
+            kv("pilot.case_id", stringValue="second"),
+            kv("tags", arrayValue={"values": [{"stringValue": "a"}]}),
+        ],
+        "events": [
+            {"name": "pilot.outcome", "attributes": [kv("pilot.case_id", stringValue="event"),
+                                                     kv("pilot.accepted", boolValue=True)]}
+        ],
+        "status": {"code": "STATUS_CODE_OK"},
+    }  # fmt: skip
+    line = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [
+                        kv("pilot.workflow", stringValue="from-resource"),
+                        kv("pilot.accepted", boolValue=False),
+                        kv("host.name", stringValue="not copied"),
+                    ]
+                },
+                "scopeSpans": [{"spans": [span]}],
+            }
+        ]
+    }
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    row = read_spans(ibis.duckdb.connect(), path, "otel").to_pandas().iloc[0]
+    assert row.trace_id == "ab" * 16 and pd.isna(row.parent_span_id)
+    assert row.start_time == pd.Timestamp("2026-03-04 08:00:00") and row.status == "ok"
+    assert row.operation == "invoke_agent"  # from the span name
+    a = row.attributes
+    assert a["pilot.case_id"] == "first"
+    assert a["pilot.accepted"] == "true"  # the event beats the resource
+    assert a["pilot.workflow"] == "from-resource"
+    assert "host.name" not in a
+    assert json.loads(a["tags"]) == {"values": [{"stringValue": "a"}]}
+
+
+def test_store_goes_stale_when_a_trace_file_changes(tmp_path: Path, trace_file: Path) -> None:
+    from pilot_lib.ingest.contracts import load_pilot_data
+    from pilot_lib.ingest.store import store_is_current
+
+    pilot_dir = _otel_pilot(tmp_path / "p", trace_file)
+    pilot = load_pilot(pilot_dir)
+    store = tmp_path / "store"
+    build_store(pilot, store)
+    assert store_is_current(pilot, store) == (True, "")
+    with (pilot_dir / "traces.jsonl").open("a") as fh:
+        fh.write(trace_file.read_text().splitlines()[0] + "\n")
+    current, reason = store_is_current(pilot, store)
+    assert not current and "decisions" in reason
+    # the in-memory check (notebooks, tests) builds the same log from the traces
+    data = load_pilot_data(pilot)
+    assert data.checks["decisions"].valid == len(CALLS)
