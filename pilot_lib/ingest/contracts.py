@@ -893,6 +893,8 @@ class ValidationReport:
         lines.append("")
         if summary.empty:
             lines.append("no rows quarantined: every row meets its contract")
+            if any(line.startswith("  span quarantine file:") for line in lines):
+                lines.append(f"(quarantined spans: see above; folder {self.quarantine_dir})")
             return "\n".join(lines)
         lines.append("quarantined rows by rule:")
         lines += ["  " + ln for ln in _text_table(summary)]

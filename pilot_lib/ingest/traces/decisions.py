@@ -263,11 +263,6 @@ class Reconciliation:
                 f"; {self.decisions_without_outcome} decisions without an outcome, "
                 f"{self.outcomes_unmatched} of {self.outcomes_read} outcomes match no decision"
             )
-        if self.decisions_priced_from_tokens:
-            text += (
-                f"; model cost of {self.decisions_priced_from_tokens} decisions computed from "
-                "token counts and the pilot file's price table"
-            )
         return text
 
 
