@@ -692,3 +692,48 @@ def test_store_goes_stale_when_a_trace_file_changes(tmp_path: Path, trace_file: 
     # the in-memory check (notebooks, tests) builds the same log from the traces
     data = load_pilot_data(pilot)
     assert data.checks["decisions"].valid == len(CALLS)
+
+
+def test_outcomes_keyed_on_case_id_and_missing_key(trace_file: Path) -> None:
+    con = ibis.duckdb.connect()
+    spans = read_spans(con, trace_file.parent, "otel")  # a folder: every file in it
+    outcomes = ibis.memtable({"case_id": ["c003", "c005"], "correct": [True, True]})
+    built = spans_to_decisions(spans, prices=PRICES, outcomes=outcomes, outcomes_key="case_id")
+    log = built.decisions.to_pandas().set_index("decision_id")
+    assert sorted(log.index) == ["dec-3", "dec-5"]
+    assert log.correct.tolist() == ["true", "true"]  # text until the contract types it
+    assert built.reconciliation.decisions_without_outcome == 3
+    assert built.reconciliation.balanced
+    with pytest.raises(ContractError, match=r"no column 'trace_id'.*traces\.outcomes_key"):
+        spans_to_decisions(spans, outcomes=outcomes)
+
+
+def test_cli_synth_format_otel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilot_lib.cli import main
+
+    monkeypatch.chdir(tmp_path)  # validate's store goes to ./runs
+
+    assert (
+        main(
+            [
+                "synth",
+                "it-ticket-routing",
+                "--rows",
+                "200",
+                "--out",
+                str(tmp_path),
+                "--format",
+                "otel",
+            ]
+        )
+        == 0
+    )
+    folder = tmp_path / "it-ticket-routing"
+    pilot = load_pilot(folder)
+    assert pilot.datasets["decisions"].format == "otel"
+    assert (folder / "decisions.otlp.jsonl.zst").is_file()
+    assert main(["validate", str(folder), "--quarantine-dir", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out
+    assert "decisions built from otel traces: 600 spans in" in out

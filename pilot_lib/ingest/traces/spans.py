@@ -127,7 +127,8 @@ def conform_spans(table: ir.Table, label: str = "decisions") -> ir.Table:
 
 
 def expand_paths(paths: str | Path | Sequence[str | Path], label: str = "decisions") -> list[Path]:
-    """The files ``paths`` names: globs expanded (recursive ``**`` allowed), sorted, deduplicated.
+    """The files ``paths`` names: globs expanded (recursive ``**`` allowed), a folder
+    replaced by every (non-hidden) file below it, sorted, deduplicated.
 
     Raises
     ------
@@ -146,6 +147,19 @@ def expand_paths(paths: str | Path | Sequence[str | Path], label: str = "decisio
                     "(paths are relative to the pilot file's folder)"
                 )
             found.extend(Path(m) for m in matches)
+        elif Path(text).is_dir():
+            # a folder: every file below it, hidden ones left out
+            inside = sorted(
+                p
+                for p in Path(text).rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])
+            )
+            if not inside:
+                raise DataSourceError(
+                    f"data set {label!r}: the folder {text} holds no trace file; check "
+                    f"datasets.{label}.path"
+                )
+            found.extend(inside)
         else:
             if not Path(text).is_file():
                 raise DataSourceError(
