@@ -737,3 +737,16 @@ def test_cli_synth_format_otel(
     assert main(["validate", str(folder), "--quarantine-dir", str(tmp_path / "q")]) == 0
     out = capsys.readouterr().out
     assert "decisions built from otel traces: 600 spans in" in out
+
+
+def test_kpi_notes_say_cost_came_from_the_price_table(tmp_path: Path, trace_file: Path) -> None:
+    from pilot_lib.phases import kpi_phase
+
+    pilot = _otel_pilot(tmp_path / "p", trace_file)
+    store = tmp_path / "store"
+    build_store(pilot / "pilot.yaml", store)
+    data = open_store(store, pilot / "pilot.yaml")
+    table = kpi_phase(data.pilot, data)
+    note = table.kpis.set_index("kpi").loc["cost_per_decision", "note"]
+    assert "model cost of 3 decisions computed from their token counts" in note
+    assert "traces.prices" in table.cost["note"]

@@ -394,7 +394,7 @@ def compute_kpis(
         from pilot_lib.ingest.contracts import load_pilot_data
 
         data = load_pilot_data(pilot)
-    return compute_kpis_from_tables(
+    table = compute_kpis_from_tables(
         pilot,
         data.decisions,
         cases=data.cases,
@@ -402,6 +402,29 @@ def compute_kpis(
         confidence=confidence,
         seed=seed,
     )
+    _note_trace_costs(table, getattr(data, "manifest", None))
+    return table
+
+
+def _note_trace_costs(table: KpiTable, manifest: dict[str, Any] | None) -> None:
+    """Add to the cost notes that model cost came from token counts and the price table.
+
+    Only for a decision log built from traces (the store manifest's
+    ``datasets.decisions.traces``) where some decisions carried no cost.
+    """
+    traces = (((manifest or {}).get("datasets") or {}).get("decisions") or {}).get("traces")
+    priced = ((traces or {}).get("reconciliation") or {}).get("decisions_priced_from_tokens")
+    if not priced:
+        return
+    text = (
+        f"model cost of {priced:,} decisions computed from their token counts and the "
+        "pilot file's price table (traces.prices): the traces carry no cost"
+    )
+    is_cost = table.kpis["kpi"] == "cost_per_decision"
+    table.kpis.loc[is_cost, "note"] = [
+        f"{n}; {text}" if n else text for n in table.kpis.loc[is_cost, "note"]
+    ]
+    table.cost["note"] = f"{table.cost['note']}; {text}" if table.cost.get("note") else text
 
 
 def compute_kpis_from_tables(
