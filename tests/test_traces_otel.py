@@ -750,3 +750,25 @@ def test_kpi_notes_say_cost_came_from_the_price_table(tmp_path: Path, trace_file
     note = table.kpis.set_index("kpi").loc["cost_per_decision", "note"]
     assert "model cost of 3 decisions computed from their token counts" in note
     assert "traces.prices" in table.cost["note"]
+
+
+def test_base64_ids_and_a_file_without_spans(tmp_path: Path, trace_file: Path) -> None:
+    import base64
+
+    lines = [json.loads(x) for x in trace_file.read_text().splitlines()]
+    for doc in lines:  # protobuf's generic JSON mapping: ids in base64
+        for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            for key in ("traceId", "spanId", "parentSpanId"):
+                if key in s:
+                    s[key] = base64.b64encode(bytes.fromhex(s[key])).decode()
+    b64 = tmp_path / "b64.jsonl"
+    b64.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    con = ibis.duckdb.connect()
+    hexed = read_spans(con, trace_file, "otel").to_pandas()
+    decoded = read_spans(con, b64, "otel").to_pandas()
+    for column in ("trace_id", "span_id", "parent_span_id"):
+        assert decoded[column].tolist() == hexed[column].tolist()
+    logs = tmp_path / "logs.jsonl"
+    logs.write_text('{"resourceLogs": []}\n')
+    with pytest.raises(DataSourceError, match=r"no OTLP span in .*logs\.jsonl"):
+        read_spans(con, logs, "otel")

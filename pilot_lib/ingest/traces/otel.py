@@ -32,8 +32,9 @@ then ``unnest`` and list lambdas): nothing per span runs in Python. What it does
 
 Edge cases: a line that is not JSON at all makes the read fail with a
 :class:`~pilot_lib.errors.DataSourceError` naming the file (DuckDB names the
-line); fix or remove the line. Base64 ids (protobuf's default JSON mapping, not
-OTLP/JSON) are not decoded.
+line); fix or remove the line. Base64 ids (protobuf's generic JSON mapping, not
+OTLP/JSON) are decoded to hex. Files that hold no span at all (another format,
+or only logs) are an error naming the files.
 """
 
 from __future__ import annotations
@@ -92,6 +93,22 @@ def _value_bad(v: str) -> str:
         f"OR ({v}.intValue IS NOT NULL AND try_cast({v}.intValue AS HUGEINT) IS NULL) "
         f"OR ({v}.doubleValue IS NOT NULL AND try_cast({v}.doubleValue AS DOUBLE) IS NULL) "
         f"OR ({v}.boolValue IS NOT NULL AND {v}.boolValue NOT IN ('true', 'false')))"
+    )
+
+
+def _hex_id(column: str, hex_digits: int) -> str:
+    """SQL: an OTLP id as lowercase hex; NULL when missing or empty.
+
+    OTLP/JSON writes ids as hex (``hex_digits`` long); protobuf's generic JSON
+    mapping writes them as base64, which is decoded to hex. Anything else is kept
+    as written (lowercased), so it still joins parent to child.
+    """
+    x = f"nullif(trim({column}), '')"
+    return (
+        f"CASE WHEN {x} IS NULL THEN NULL "
+        f"WHEN length({x}) = {hex_digits} AND regexp_full_match({x}, '[0-9a-fA-F]+') "
+        f"THEN lower({x}) "
+        f"ELSE coalesce(nullif(lower(hex(try(from_base64({x})))), ''), lower({x})) END"
     )
 
 
@@ -207,11 +224,10 @@ spans AS (
     FROM entries
 )
 SELECT
-    nullif(lower(trim(s.traceId)), '') AS trace_id,
-    nullif(lower(trim(s.spanId)), '') AS span_id,
-    CASE WHEN nullif(trim(s.parentSpanId), '') IS NULL
-              OR regexp_full_match(trim(s.parentSpanId), '0+') THEN NULL
-         ELSE lower(trim(s.parentSpanId)) END AS parent_span_id,
+    {_hex_id("s.traceId", 32)} AS trace_id,
+    {_hex_id("s.spanId", 16)} AS span_id,
+    CASE WHEN regexp_full_match({_hex_id("s.parentSpanId", 16)}, '0+') THEN NULL
+         ELSE {_hex_id("s.parentSpanId", 16)} END AS parent_span_id,
     s.name AS name,
     {_nanos_to_timestamp("s.startTimeUnixNano")} AS start_time,
     {_nanos_to_timestamp("s.endTimeUnixNano")} AS end_time,
@@ -274,7 +290,15 @@ def read_spans(con: BaseBackend, paths: Sequence[str | Path], label: str = "deci
         ) from exc
     finally:
         con.raw_sql(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
-    return con.table(name)
+    table = con.table(name)
+    if not int(table.count().execute()):
+        raise DataSourceError(
+            f"data set {label!r}: no OTLP span in {', '.join(files)}; each line must be one "
+            "TracesData JSON object ({'resourceSpans': [{'scopeSpans': [{'spans': [...]}]}]}). "
+            f"Check datasets.{label}.path and that datasets.{label}.format (otel) matches "
+            "the export."
+        )
+    return table
 
 
 def _bad_file(con: BaseBackend, files: Sequence[str]) -> str:
