@@ -388,15 +388,24 @@ def _open_traces(
     the span quarantine file ``<quarantine>/<name>.spans.parquet`` or None) plus
     ``table``: the decision log the contract is to check.
     """
+    from pilot_lib.ingest.contracts import engine_errors
     from pilot_lib.ingest.traces import open_trace_decisions
 
-    built = open_trace_decisions(pilot, con, name)
-    recon = built.reconciliation
-    q_path = None
-    if recon.spans_quarantined:
-        quarantine.mkdir(parents=True, exist_ok=True)
-        q_path = quarantine / f"{name}.spans.parquet"
-        _write_quarantine(built.quarantine, q_path)
+    shown = describe_source(pilot.datasets[name])
+    try:
+        built = open_trace_decisions(pilot, con, name)
+        recon = built.reconciliation
+        q_path = None
+        if recon.spans_quarantined:
+            quarantine.mkdir(parents=True, exist_ok=True)
+            q_path = quarantine / f"{name}.spans.parquet"
+            _write_quarantine(built.quarantine, q_path)
+    except (*engine_errors(), *spark_errors()) as exc:
+        raise DataSourceError(
+            f"data set {name!r} ({shown}, format {pilot.datasets[name].format}): building "
+            f"the decision log from the spans failed: {error_text(exc)}. Check the trace "
+            "files for malformed spans (docs/trace-sources.md)."
+        ) from exc
     return {
         "table": built.decisions,
         "format": pilot.datasets[name].format,
