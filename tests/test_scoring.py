@@ -735,3 +735,16 @@ def test_build_vs_buy_bad_input(options, weights: dict, words: list[str]) -> Non
         build_vs_buy(options, weights)
     for word in words:
         assert word in str(info.value)
+
+
+def test_candidate_columns_are_the_contracts_and_scoring_does_not_load_pandera() -> None:
+    import subprocess
+    import sys
+
+    from pilot_lib.analysis.scoring import CANDIDATE_COLUMNS
+    from pilot_lib.ingest.contracts import contract_columns
+
+    assert tuple(CANDIDATE_COLUMNS) == tuple(contract_columns("candidates"))
+    code = "import sys, pilot_lib.analysis.scoring; print('pandera' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
