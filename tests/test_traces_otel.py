@@ -750,6 +750,12 @@ def test_kpi_notes_say_cost_came_from_the_price_table(tmp_path: Path, trace_file
     note = table.kpis.set_index("kpi").loc["cost_per_decision", "note"]
     assert "model cost of 3 decisions computed from their token counts" in note
     assert "traces.prices" in table.cost["note"]
+    # the notebooks' data-quality note carries the reconciliation
+    from pilot_lib.ingest.store import ensure_store
+
+    note = ensure_store(pilot / "pilot.yaml", store).note()
+    assert "The decisions log was built from otel traces: 14 spans in 5 traces" in note
+    assert "price table" in note
 
 
 def test_base64_ids_and_a_file_without_spans(tmp_path: Path, trace_file: Path) -> None:

@@ -111,19 +111,27 @@ class StoreInfo:
         return str(self.manifest["fingerprint"])
 
     def note(self) -> str:
-        """One sentence for a notebook's data-quality section."""
+        """One sentence for a notebook's data-quality section (plus one per data set
+        built from traces: its reconciliation and notes)."""
         engine = self.manifest.get("engine_label", self.manifest.get("engine", {}).get("name"))
         if self.action == "reused":
-            return (
+            text = (
                 "The checked evidence store was reused: the pilot file and every input "
                 f"file are unchanged since it was built (engine {engine}; fingerprint "
                 f"{self.fingerprint[:12]})."
             )
-        why = f" ({self.reason})" if self.reason else ""
-        return (
-            f"The checked evidence store was built now{why}: every data set was read and "
-            f"checked once (engine {engine}; fingerprint {self.fingerprint[:12]})."
-        )
+        else:
+            why = f" ({self.reason})" if self.reason else ""
+            text = (
+                f"The checked evidence store was built now{why}: every data set was read and "
+                f"checked once (engine {engine}; fingerprint {self.fingerprint[:12]})."
+            )
+        for name, entry in (self.manifest.get("datasets") or {}).items():
+            traces = entry.get("traces")
+            if traces:
+                notes = "".join(f" Note: {n}." for n in traces.get("notes") or [])
+                text += f" The {name} log was built from {traces['format']} traces: {traces['summary']}.{notes}"
+        return text
 
 
 # ---- fingerprints --------------------------------------------------------------------
