@@ -97,6 +97,7 @@ class Call:
     evaluation: bool = False  # correct / confidence as gen_ai.evaluation.result events
     sub_agent: bool = False  # the chats run under a nested invoke_agent span
     agent_by_name: bool = False  # gen_ai.agent.name instead of gen_ai.agent.id
+    review_on_tool: bool = False  # pilot.review_minutes on the tool span, not the agent's
     features: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,7 +115,8 @@ CALLS = [
     Call(
         "dec-3", "c003", 60, None, False, True, True, None, 0.77, False, 9.25,
         [Chat("gpt-test", 1000, 200)],
-        tool_cost=0.02, tool_fails=True, features={"claim_amount": 99.99, "channel": "web"},
+        tool_cost=0.02, tool_fails=True, review_on_tool=True,
+        features={"claim_amount": 99.99, "channel": "web"},
     ),
     Call(
         "dec-4", "c004", 90, "u1", True, False, False, None, 0.66, False, 2.0,
@@ -159,9 +161,10 @@ def run_agent(tracer: trace.Tracer, call: Call) -> None:
         "pilot.workflow": "fnol_triage",
         "pilot.prompt_version": "v1",
         "pilot.escalated": call.escalated,
-        "pilot.review_minutes": call.review_minutes,
         **call.features,
     }
+    if not call.review_on_tool:
+        attrs["pilot.review_minutes"] = call.review_minutes
     if call.user_id is not None:
         attrs["pilot.user_id"] = call.user_id
     if not call.signals_in_event:
@@ -209,6 +212,7 @@ def run_agent(tracer: trace.Tracer, call: Call) -> None:
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": "policy_lookup",
                 "pilot.tool_cost_usd": call.tool_cost or 0.0,
+                **({"pilot.review_minutes": call.review_minutes} if call.review_on_tool else {}),
             },
             start_time=_ns(call.minute + 0.5),
         )

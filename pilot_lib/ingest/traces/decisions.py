@@ -68,6 +68,7 @@ not NULL. A key that occurs twice in the outcomes is an error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,6 +202,9 @@ _TEXT_SIGNALS = (
     "correct",
     "review_minutes",
 )
+
+#: Signals read from the decision span, else from its earliest descendant holding one.
+_SIGNALS = (*_TEXT_SIGNALS, "agent_id", "completed")
 
 _MAX_JUMPS = 64
 
@@ -509,10 +513,6 @@ def _build_decisions(
         _model=_attr(a, SIGNAL_ALIASES["model"]),
         _tool=_num(a, SIGNAL_ALIASES["tool_cost_usd"]),
         _desc=v.span_id != v._decision,
-        **{
-            f"_s_{c}": _attr(a, SIGNAL_ALIASES[c])
-            for c in (*_TEXT_SIGNALS, "agent_id", "completed")
-        },
     )
     price = _price_table(prices)
     if price is not None:
@@ -534,7 +534,6 @@ def _build_decisions(
         _has_tokens=has_tokens,
         _failed_tool=v._desc & (v.operation == "execute_tool") & (v.status == "error"),
     )
-    signal_cols = [f"_s_{c}" for c in (*_TEXT_SIGNALS, "agent_id", "completed")]
     agg = v.group_by(_at=v.trace_id, _ad=v._decision).aggregate(
         _c_in=v._in.sum(where=v._counted),
         _c_out=v._out.sum(where=v._counted),
@@ -545,16 +544,28 @@ def _build_decisions(
         _c_from_price=v._from_price.any(where=v._counted),
         _c_tool=v._tool.sum(where=v._desc),
         _tool_failed=v._failed_tool.any(),
+    )
+    # signals of the descendants: only spans holding one of their keys are searched
+    # (a regular expression over the map's keys, so most spans cost one match)
+    signal_keys = sorted({k for c in _SIGNALS for k in SIGNAL_ALIASES[c]})
+    pattern = "(^|\x1f)(" + "|".join(re.escape(k) for k in signal_keys) + ")(\x1f|$)"
+    w = v.filter(v._desc & v.attributes.keys().join("\x1f").re_search(pattern).fill_null(False))
+    w = w.mutate(**{f"_s_{c}": _attr(w.attributes, SIGNAL_ALIASES[c]) for c in _SIGNALS})
+    sig = w.group_by(_st=w.trace_id, _sd=w._decision).aggregate(
         **{
-            f"_f{c}": v[c].argmin(v.start_time, where=v._desc & v[c].notnull()) for c in signal_cols
-        },
+            f"_f_s_{c}": w[f"_s_{c}"].argmin(w.start_time, where=w[f"_s_{c}"].notnull())
+            for c in _SIGNALS
+        }
     )
     d = v.filter(~v._desc)
     d = d.mutate(
+        **{f"_s_{c}": _attr(d.attributes, SIGNAL_ALIASES[c]) for c in _SIGNALS},
         **{f"_feat_{f}": _attr(d.attributes, (f"pilot.{f}", f)) for f in features},
         _decision_id=_attr(d.attributes, SIGNAL_ALIASES["decision_id"]),
     )
-    j = d.inner_join(agg, [d.trace_id == agg._at, d.span_id == agg._ad])
+    j = d.inner_join(agg, [d.trace_id == agg._at, d.span_id == agg._ad]).left_join(
+        sig, [d.trace_id == sig._st, d.span_id == sig._sd]
+    )
     desc_has = j._c_tokens.fill_null(False) | j._c_stated.fill_null(False)
     model_cost = ibis.cases(
         (j._stated.notnull(), j._stated),
