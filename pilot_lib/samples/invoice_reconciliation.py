@@ -952,20 +952,9 @@ def _drill() -> pd.DataFrame:
 
 
 def _candidates() -> pd.DataFrame:
-    columns = [
-        "name",
-        "impact_metric",
-        "baseline_value",
-        "impact_score",
-        "data_score",
-        "readiness_score",
-        "weekly_volume",
-        "sme_committed",
-        "owner_has_authority",
-        "demo_appeal",
-        "notes",
-    ]
-    frame = pd.DataFrame(list(_CANDIDATES), columns=columns)
+    from pilot_lib.analysis.scoring import CANDIDATE_COLUMNS
+
+    frame = pd.DataFrame(list(_CANDIDATES), columns=list(CANDIDATE_COLUMNS))
     for col in ("sme_committed", "owner_has_authority"):
         frame[col] = np.where(frame[col].to_numpy(dtype=bool), "true", "false")
     return frame
