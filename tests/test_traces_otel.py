@@ -592,7 +592,8 @@ def test_decision_span_by_name(tmp_path: Path, trace_file: Path) -> None:
 
 
 def test_parquet_and_otlp_give_the_same_checked_log_and_phase_results(tmp_path: Path) -> None:
-    from pilot_lib.phases import drift_phase, kpi_phase
+    from pilot_lib.analysis.gate import evaluate_gate
+    from pilot_lib.phases import _COMPUTE
     from pilot_lib.synth import generate_pilot
 
     as_parquet = generate_pilot("claims-auto", tmp_path / "pq", rows=600)
@@ -605,12 +606,11 @@ def test_parquet_and_otlp_give_the_same_checked_log_and_phase_results(tmp_path: 
         data = open_store(store, folder / "pilot.yaml")
         log = data.table("decisions").to_pandas()
         logs.append(log.sort_values("decision_id").reset_index(drop=True))
-        results.append(
-            {
-                "kpis": kpi_phase(data.pilot, data).to_result(),
-                "drift": drift_phase(data.pilot, data).to_result(),
-            }
-        )
+        # every phase, and the gate on them
+        phases = {name: compute(data.pilot, data).to_result() for name, compute in _COMPUTE.items()}
+        gate = evaluate_gate(data.pilot, phases).to_result()
+        gate.pop("pilot_file_sha256")  # the two pilot files differ in datasets.decisions only
+        results.append(phases | {"go_no_go_summary": gate})
     parquet_log, otlp_log = logs
     pd.testing.assert_frame_equal(parquet_log, otlp_log[parquet_log.columns])
     # the same figures; sums over rows in another order may differ in the last bits
