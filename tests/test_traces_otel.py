@@ -226,20 +226,15 @@ def run_agent(tracer: trace.Tracer, call: Call) -> None:
             timestamp=_ns(call.minute + 0.95),
         )
     if call.evaluation:
+        # a score value is a double (a boolean as 1.0 / 0.0) and wins over the label
         for name, value in (("confidence", call.confidence), ("correct", call.correct)):
-            key = (
-                "gen_ai.evaluation.score.value"
-                if name == "confidence"
-                else "gen_ai.evaluation.score.label"
-            )
-            root.add_event(
-                "gen_ai.evaluation.result",
-                {
-                    "gen_ai.evaluation.name": name,
-                    key: value if name == "confidence" else str(value).lower(),
-                },
-                timestamp=_ns(call.minute + 0.96),
-            )
+            result: dict[str, Any] = {"gen_ai.evaluation.name": name}
+            if name == "confidence":
+                result["gen_ai.evaluation.score.value"] = value
+            else:
+                result["gen_ai.evaluation.score.value"] = float(bool(value))
+                result["gen_ai.evaluation.score.label"] = str(value).lower()
+            root.add_event("gen_ai.evaluation.result", result, timestamp=_ns(call.minute + 0.96))
     if call.agent_status_error:
         root.set_status(Status(StatusCode.ERROR, "agent crashed"))
     root.end(end_time=_ns(call.minute + 1))
@@ -395,7 +390,7 @@ def test_reader_maps_status_operation_and_events(trace_file: Path) -> None:
     assert dec2.attributes["pilot.accepted"] == "false"  # from the pilot.outcome event
     dec4 = spans[spans.attributes.map(lambda a: a.get("pilot.decision_id") == "dec-4")].iloc[0]
     assert float(dec4.attributes["pilot.confidence"]) == 0.66  # gen_ai.evaluation.result
-    assert dec4.attributes["pilot.correct"] == "false"
+    assert dec4.attributes["pilot.correct"] == "0"  # score 0.0 (wins over the label); False below
     assert spans.parent_span_id.isna().sum() == len(CALLS)
     assert spans.trace_id.str.fullmatch("[0-9a-f]{32}").all()
 

@@ -49,6 +49,7 @@ from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
 
 from pilot_lib.errors import DataSourceError
+from pilot_lib.ingest.traces._tables import number_text_sql
 from pilot_lib.ingest.traces.spans import UNPARSEABLE_KEY
 
 __all__ = ["OTLP_COLUMNS", "otlp_spans_sql", "read_spans"]
@@ -126,6 +127,13 @@ def otlp_spans_sql(files: Sequence[str | Path]) -> str:
         + "}"
     )
     unparseable = _sql_string(UNPARSEABLE_KEY)
+    # a score is a double: 1.0 / 0.0 become "1" / "0" so a boolean signal (accepted,
+    # correct) recorded as an evaluation score parses downstream
+    score_value = number_text_sql(
+        "list_transform(list_filter(coalesce(e.attributes, []), "
+        "lambda a: a.key = 'gen_ai.evaluation.score.value'), "
+        f"lambda a: {_value_text('a.value')})[1]"
+    )
     ops = "('invoke_agent', 'chat', 'execute_tool')"
     return f"""
 WITH lines AS (
@@ -187,10 +195,7 @@ entries AS (
                                 list_filter(coalesce(e.attributes, []), lambda a: a.key = 'gen_ai.evaluation.name'),
                                 lambda a: {_value_text("a.value")})[1],
                             'value': coalesce(
-                                list_transform(
-                                    list_filter(coalesce(e.attributes, []),
-                                                lambda a: a.key = 'gen_ai.evaluation.score.value'),
-                                    lambda a: {_value_text("a.value")})[1],
+                                {score_value},
                                 list_transform(
                                     list_filter(coalesce(e.attributes, []),
                                                 lambda a: a.key = 'gen_ai.evaluation.score.label'),
