@@ -137,7 +137,7 @@ SIGNAL_ALIASES: dict[str, tuple[str, ...]] = {
         "pilot.prompt_version",
         "gen_ai.prompt.version",
         "llm.prompt_template.version",
-        "langfuse.prompt.version",
+        "langfuse.observation.prompt.version",  # the Langfuse SDK's OTLP name
     ),
     "user_id": ("pilot.user_id",),
     "completed": ("pilot.completed",),
