@@ -566,6 +566,14 @@ def test_otlp_spans_of_the_sdk_give_the_same_log(tmp_path: Path) -> None:
         plain, want[~want.decision_id.isin(scored)].reset_index(drop=True), typed=False
     )
     assert got[got.decision_id.isin(scored)].accepted.isna().all()
+    # given as plain OTLP (format: otel), the Langfuse SDK's spans are recognised alike
+    as_otel = spans_to_decisions(
+        read_spans(con, path, "otel"), prices=PRICES, features=["claim_amount", "channel"]
+    ).decisions.to_pandas()
+    pd.testing.assert_frame_equal(
+        as_otel.sort_values("decision_id").reset_index(drop=True),
+        got.sort_values("decision_id").reset_index(drop=True),
+    )
 
 
 # ---- malformed rows -------------------------------------------------------------------------

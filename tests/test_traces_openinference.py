@@ -474,6 +474,19 @@ def test_otlp_form_of_the_same_sdk_maps_the_same(tmp_path: Path, export_dir: Pat
     assert set(spans.operation.to_pandas()) == {"invoke_agent", "chat", "execute_tool"}
     built = spans_to_decisions(spans, prices=PRICES, features=["claim_amount", "channel"])
     assert_log_equal(_typed(built.decisions.to_pandas()), expected_log())
+    # given as plain OTLP (format: otel), the OpenInference spans are recognised and
+    # give the same decisions (annotations apart: they live in the export only)
+    as_otel = spans_to_decisions(
+        read_spans(con, path, "otel"), prices=PRICES, features=["claim_amount", "channel"]
+    ).decisions.to_pandas()
+    via_oi = spans_to_decisions(
+        read_spans(con, path, "openinference"), prices=PRICES, features=["claim_amount", "channel"]
+    ).decisions.to_pandas()
+    assert len(as_otel) == len(expected_log())
+    pd.testing.assert_frame_equal(
+        as_otel.sort_values("decision_id").reset_index(drop=True),
+        via_oi.sort_values("decision_id").reset_index(drop=True),
+    )
     # the export's and the OTLP form's attribute maps agree span by span
     exported = read_spans(con, export_dir / "spans.parquet", "openinference").to_pandas()
     via_otlp = read_spans(con, path, "openinference").to_pandas()

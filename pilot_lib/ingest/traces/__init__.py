@@ -80,7 +80,33 @@ def read_spans(
         )
     files = expand_paths(paths, label)
     module = importlib.import_module(f"pilot_lib.ingest.traces.{fmt}")
-    return conform_spans(module.read_spans(con, files, label=label), label)
+    spans = module.read_spans(con, files, label=label)
+    if fmt == "otel":
+        spans = _map_sdk_spans(con, spans, label)
+    return conform_spans(spans, label)
+
+
+#: An attribute that marks spans of an SDK with its own conventions, and its module.
+_SDK_MARKERS = (
+    ("openinference.span.kind", "openinference"),
+    ("langfuse.observation.type", "langfuse"),
+)
+
+
+def _map_sdk_spans(con: BaseBackend, spans: ir.Table, label: str) -> ir.Table:
+    """OTLP spans written by the OpenInference or Langfuse SDKs, mapped like their exports.
+
+    A ``format: otel`` file may hold spans of an app instrumented with OpenInference
+    (Arize Phoenix) or the Langfuse SDK: they carry no ``gen_ai.operation.name``, so
+    without this no decision span would be found. Each mapping runs only when some
+    span carries its marker attribute (a scan that stops at the first one), and
+    leaves other spans unchanged.
+    """
+    for marker, name in _SDK_MARKERS:
+        if int(spans.filter(spans.attributes.contains(marker)).limit(1).count().execute()):
+            module = importlib.import_module(f"pilot_lib.ingest.traces.{name}")
+            spans = module.from_otlp(con, spans, label=label)
+    return spans
 
 
 def spans_to_decisions(*args: Any, **kwargs: Any) -> Any:
