@@ -41,6 +41,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode
+from trace_expectations import assert_log_equal
+from trace_expectations import expected_log as _expected_log
 
 from pilot_lib.errors import DataSourceError
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN
@@ -285,70 +287,7 @@ def annotation_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def expected_log(calls: list[Call] = CALLS) -> pd.DataFrame:
     """The decision log built by hand from the scripted calls (contract types)."""
-    rows = []
-    for k, c in enumerate(calls, start=1):
-        cost = sum(
-            stated
-            if stated is not None
-            else (
-                n_in * PRICES[m]["input_per_million_usd"]
-                + n_out * PRICES[m]["output_per_million_usd"]
-            )
-            / 1e6
-            for m, n_in, n_out, stated in c.chats
-        )
-        reason = c.reason or ("tool_failure" if c.escalated and c.tool_fails else None)
-        rows.append(
-            {
-                "decision_id": c.decision_id,
-                "timestamp": T0 + dt.timedelta(minutes=c.minute),
-                "trace_id": f"{TRACE_BASE + k:032x}",
-                "agent_id": "claims-agent",
-                "workflow": "fnol_triage",
-                "case_id": c.case_id,
-                "prompt_version": "v7",
-                "user_id": c.user_id,
-                "completed": not c.agent_error,
-                "accepted": c.accepted,
-                "overridden": c.overridden,
-                "escalated": c.escalated,
-                "escalation_reason": reason,
-                "confidence": c.confidence,
-                "correct": c.correct,
-                "input_tokens": sum(ch[1] for ch in c.chats),
-                "output_tokens": sum(ch[2] for ch in c.chats),
-                "model_cost_usd": cost,
-                "tool_cost_usd": c.tool_cost or 0.0,
-                "review_minutes": c.review_minutes,
-                "claim_amount": c.features["claim_amount"],
-                "channel": c.features["channel"],
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-_FLOATS = ("model_cost_usd", "tool_cost_usd", "confidence", "review_minutes", "claim_amount")
-
-
-def assert_log_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
-    """Every column of the decision log, one by one (floats to 1e-12 relative)."""
-    got = got.sort_values("decision_id").reset_index(drop=True)
-    for column in want.columns:
-        g, w = got[column], want[column]
-        if column in _FLOATS:
-            pd.testing.assert_series_equal(
-                pd.to_numeric(g).astype("float64"),
-                w.astype("float64"),
-                check_names=False,
-                rtol=1e-12,
-            )
-        elif column in ("input_tokens", "output_tokens"):
-            assert pd.to_numeric(g).astype("int64").tolist() == w.tolist(), column
-        else:
-            assert (
-                g.astype(object).where(g.notna(), None).tolist()
-                == w.astype(object).where(w.notna(), None).tolist()
-            ), column
+    return _expected_log(calls, prices=PRICES, trace_base=TRACE_BASE, t0=T0, prompt_version="v7")
 
 
 def _typed(log: pd.DataFrame) -> pd.DataFrame:
