@@ -216,6 +216,18 @@ class KpiThreshold(_Strict):
     min_samples: int = Field(default=30, ge=1)
     description: str | None = None
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _no_percent_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            number = value.strip().rstrip("%").strip()
+            try:
+                hint = f"write {float(number) / 100:g}"
+            except ValueError:
+                hint = "write the proportion as a number, e.g. 0.80 for 80%"
+            raise ValueError(f"a percentage in text; {hint} (a proportion, without %)")
+        return value
+
     @model_validator(mode="after")
     def _unit_matches(self) -> KpiThreshold:
         expected = KPI_NAMES[self.kpi]
@@ -564,6 +576,8 @@ class Problem:
         if len(shown) > 80:
             shown = shown[:77] + "..."
         where = self.field or "(top level)"
+        if self.value is None:  # nothing to show (an empty file, a YAML problem)
+            return f"{self.file}: {where}: {self.message}"
         return f"{self.file}: {where}: {self.message} (got {shown})"
 
 
@@ -681,15 +695,32 @@ def load_pilot(path: str | Path) -> Pilot:
         )
     data = file.read_bytes()
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
+        raw = _load_yaml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise PilotFileError(shown, [Problem(shown, "", None, f"not UTF-8 text: {exc}")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        # the problem itself (the line and column are in ``where``), else all PyYAML says
+        detail = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, _RefusedYaml):  # valid YAML this workbook refuses
+            raise PilotFileError(shown, [Problem(shown, where, None, detail)]) from None
         raise PilotFileError(
-            shown, [Problem(shown, where, None, f"not valid YAML: {exc}")]
+            shown, [Problem(shown, where, None, f"not valid YAML: {detail}")]
         ) from None
+    if raw is None:
+        raise PilotFileError(
+            shown,
+            [
+                Problem(
+                    shown,
+                    "",
+                    None,
+                    "the pilot file is empty; start from docs/pilot-file.md "
+                    "(name, pilot_window, datasets, kpis, ...)",
+                )
+            ],
+        )
     if not isinstance(raw, dict):
         raise PilotFileError(
             shown, [Problem(shown, "", type(raw).__name__, "the file must hold a mapping of keys")]
@@ -704,6 +735,77 @@ def load_pilot(path: str | Path) -> Pilot:
     if missing:
         raise PilotFileError(shown, missing)
     return pilot
+
+
+#: Most values a pilot file may expand to, its aliases followed (a real one has a few
+#: hundred): a few nested aliases can otherwise stand for billions ("alias bomb").
+MAX_YAML_VALUES = 100_000
+
+
+class _RefusedYaml(yaml.constructor.ConstructorError):
+    """Valid YAML that a pilot file must not hold (a duplicate key, an alias bomb)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last of two equal keys silently: a threshold written twice
+    would count only once, unseen.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                first = seen[key]
+                raise _RefusedYaml(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {first.line + 1}): YAML keeps "
+                    "only the last one; write each key once",
+                    key_node.start_mark,
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias followed (linear in the graph)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_VALUES + 1  # a cycle expands without end
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, MAX_YAML_VALUES + 1)
+    return memo[key]
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse a pilot file: safe YAML, no duplicate keys, aliases bounded (see MAX_YAML_VALUES)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise _RefusedYaml(
+                None,
+                None,
+                f"the file's anchors and aliases expand to more than {MAX_YAML_VALUES:,} "
+                "values; a pilot file needs a few hundred: write the values out, or use "
+                "fewer nested aliases",
+                node.start_mark,
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _missing_files(pilot: Pilot, shown: str) -> list[Problem]:

@@ -214,3 +214,51 @@ def test_paths_resolve_against_the_pilot_folder_not_the_cwd(
     assert pilot.resolve("cases.parquet").is_file()
     assert pilot.resolve("/abs/x.parquet") == Path("/abs/x.parquet")
     assert pilot.folder == folder.resolve()
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    folder = write_pilot(tmp_path / "p")
+    text = (folder / "pilot.yaml").read_text(encoding="utf-8")
+    (folder / "pilot.yaml").write_text(text + "name: another-name\n", encoding="utf-8")
+    with pytest.raises(PilotFileError, match=r"duplicate key 'name' \(first given on line \d+\)"):
+        load_pilot(folder)
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    (tmp_path / "pilot.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(PilotFileError, match="aliases expand to more than 100,000 values"):
+        load_pilot(tmp_path)
+    # 9**9 values if expanded; refused from the node graph (generous bound: loaded machines)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_few_aliases_still_load(tmp_path: Path) -> None:
+    folder = write_pilot(tmp_path / "p")
+    text = (folder / "pilot.yaml").read_text(encoding="utf-8")
+    (folder / "pilot.yaml").write_text(
+        text + "x-shared: &shared {review_hourly_rate_usd: 50.0}\n", encoding="utf-8"
+    )
+    with pytest.raises(PilotFileError, match="x-shared"):  # unknown key, but parsed
+        load_pilot(folder)
+
+
+def test_an_empty_pilot_file_says_it_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "pilot.yaml").write_text("# nothing yet\n", encoding="utf-8")
+    with pytest.raises(PilotFileError, match="the pilot file is empty"):
+        load_pilot(tmp_path)
+
+
+def test_a_threshold_written_as_a_percentage_says_to_write_the_proportion(tmp_path: Path) -> None:
+    folder = write_pilot(tmp_path / "p")
+    text = (folder / "pilot.yaml").read_text(encoding="utf-8")
+    doc = yaml.safe_load(text)
+    doc["kpis"][0]["value"] = "80%"
+    (folder / "pilot.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    with pytest.raises(PilotFileError, match=r"kpis\[0\]\.value.*write 0\.8 "):
+        load_pilot(folder)
