@@ -159,3 +159,20 @@ def test_validate_rejects_an_unknown_engine(capsys: pytest.CaptureFixture[str]) 
         main(["validate", "somewhere", "--engine", "postgres"])
     assert exit_.value.code == EXIT_USAGE
     assert "invalid choice: 'postgres'" in capsys.readouterr().err
+
+
+def test_a_drift_feature_the_decision_log_lacks_is_caught_by_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drift = {
+        "features": ["claim_amount", "channel_typo"],
+        "reference_window": {"start": "2026-03-02", "end": "2026-03-15"},
+        "current_window": {"start": "2026-03-16", "end": "2026-03-29"},
+    }
+    pilot = write_pilot(tmp_path / "p", doc_changes={"drift": drift})
+    code = main(["validate", str(pilot), "--quarantine-dir", str(tmp_path / "q")])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "drift.features names ['channel_typo']" in err
+    assert "Fix drift.features in the pilot file" in err
+    assert "Traceback" not in err

@@ -55,7 +55,7 @@ from pilot_lib.config import (
     Pilot,
     load_pilot,
 )
-from pilot_lib.errors import DataSourceError, WorkbookError
+from pilot_lib.errors import ContractError, DataSourceError, WorkbookError
 from pilot_lib.ingest.engine import (
     connect_engine,
     engine_label,
@@ -746,4 +746,24 @@ def validate_pilot(
     store = Path(store_dir) if store_dir is not None else base / "store"
     build_store(pilot, store, engine=engine or pilot.engine, quarantine_dir=out_dir)
     data = open_store(store, pilot)
+    _check_drift_features(pilot, data.manifest or {})
     return ValidationReport(pilot.name, pilot.path, data, out_dir)
+
+
+def _check_drift_features(pilot: Pilot, manifest: dict[str, Any]) -> None:
+    """Raise when ``drift.features`` names a column the checked decision log lacks.
+
+    Caught here, by ``validate``, rather than by a failed phase 3 in a run.
+    """
+    entry = manifest.get("datasets", {}).get("decisions")
+    if not entry:
+        return
+    columns = list(entry.get("valid_columns", []))
+    missing = [f for f in pilot.drift.features if f not in columns]
+    if missing:
+        raise ContractError(
+            f"{pilot.path}: drift.features names {missing}, which the decision log "
+            f"({describe_source(pilot.datasets['decisions'])}) does not have; its columns "
+            f"are {columns}. Fix drift.features in the pilot file, or add the columns to "
+            "the decision log"
+        )
