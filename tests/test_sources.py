@@ -296,3 +296,19 @@ def test_infer_format_and_describe_source() -> None:
     assert describe_source(src) == "postgres://ana:***@db.example.com:5432/claims (table decisions)"
     assert describe_source(DatasetSource(database="x.duckdb", table="t")) == "x.duckdb (table t)"
     assert describe_source(pd.DataFrame()) == "in-memory DataFrame"
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_a_csv_naming_a_column_twice_is_refused(tmp_path: Path, delimiter: str) -> None:
+    path = tmp_path / "adoption.csv"
+    header = delimiter.join(["user_id", "week", "eligible", "week"])
+    path.write_text(f"{header}\n" + delimiter.join(["u1", "2026-03-02", "true", "x"]) + "\n")
+    with pytest.raises(DataSourceError, match=r"names the column\(s\) \['week'\] more than once"):
+        open_source(DatasetSource(path=str(path)), ibis.duckdb.connect(), label="adoption")
+
+
+def test_a_csv_with_distinct_columns_that_look_renamed_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text('week,week_1,"a,b"\n1,2,3\n')
+    table = open_source(DatasetSource(path=str(path)), ibis.duckdb.connect(), label="x")
+    assert table.columns == ("week", "week_1", "a,b")

@@ -313,6 +313,8 @@ def _open_file(
         if fmt == "parquet":
             return con.read_parquet(path, table_name=_table_name(label, "src"))
         if fmt == "csv":
+            if con.name == "duckdb":
+                _refuse_repeated_header(con, path, target, label)
             return _read_text_format(con, path, label, "csv", text_columns)
         return _read_text_format(con, path, label, "jsonl", text_columns)
     except read_errors as exc:
@@ -321,6 +323,26 @@ def _open_file(
             f"Check that the file is valid {fmt}, or set datasets.{label}.format in the "
             "pilot file if the extension is misleading."
         ) from exc
+
+
+def _refuse_repeated_header(con: BaseBackend, path: str, shown: Any, label: str) -> None:
+    """Raise when the CSV's header names a column twice.
+
+    DuckDB's reader renames the second ``a`` to ``a_1``, so the contract would read
+    the first and ignore the other without a word. The header row is read as data
+    (the delimiter and quoting sniffed as for the real read): one row, cheap.
+    """
+    header = con.raw_sql(
+        f"SELECT * FROM read_csv({_sql_string(path)}, header = false, all_varchar = true) LIMIT 1"
+    ).fetchone()
+    names = [str(v).strip() for v in (header or ()) if v is not None]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataSourceError(
+            f"data set {label!r}: {shown} names the column(s) {repeated} more than once in its "
+            "header; rename or remove the extra column(s) (otherwise one would be read and the "
+            "other silently ignored)"
+        )
 
 
 def _read_text_format(
