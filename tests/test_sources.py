@@ -312,3 +312,10 @@ def test_a_csv_with_distinct_columns_that_look_renamed_still_reads(tmp_path: Pat
     path.write_text('week,week_1,"a,b"\n1,2,3\n')
     table = open_source(DatasetSource(path=str(path)), ibis.duckdb.connect(), label="x")
     assert table.columns == ("week", "week_1", "a,b")
+
+
+def test_a_csv_that_is_not_utf8_names_the_encoding_problem(tmp_path: Path) -> None:
+    path = tmp_path / "candidates.csv"
+    path.write_bytes("name,notes\nStándard claims,café\n".encode("latin-1"))
+    with pytest.raises(DataSourceError, match="is not UTF-8 text.*Save it as UTF-8"):
+        open_source(DatasetSource(path=str(path)), ibis.duckdb.connect(), label="candidates")

@@ -318,6 +318,12 @@ def _open_file(
             return _read_text_format(con, path, label, "csv", text_columns)
         return _read_text_format(con, path, label, "jsonl", text_columns)
     except read_errors as exc:
+        if "not utf-8 encoded" in str(exc).lower():
+            raise DataSourceError(
+                f"data set {label!r}: {target} is not UTF-8 text (a byte sequence is not "
+                "UTF-8; spreadsheets often save Latin-1 or Windows-1252). Save it as UTF-8 "
+                "(Excel: 'CSV UTF-8'; or iconv -f WINDOWS-1252 -t UTF-8 in > out) and run again"
+            ) from exc
         raise DataSourceError(
             f"data set {label!r}: cannot read {target} as {fmt}: {_first_lines(exc)}. "
             f"Check that the file is valid {fmt}, or set datasets.{label}.format in the "
