@@ -36,8 +36,7 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from trace_expectations import assert_log_equal
+from trace_expectations import CountingIds, assert_log_equal
 from trace_expectations import expected_log as _expected_log
 
 from pilot_lib.errors import DataSourceError
@@ -54,22 +53,6 @@ T0 = dt.datetime(2026, 3, 3, 9, 0, 0)
 TRACE_BASE = 0x0B2000000000000000000000000000
 META = "langfuse.observation.metadata."
 TRACE_META = "langfuse.trace.metadata."
-
-
-class _CountingIds(IdGenerator):
-    """Deterministic ids: trace k is ``TRACE_BASE + k``; spans count up from 0x3000."""
-
-    def __init__(self) -> None:
-        self.trace = 0
-        self.span = 0
-
-    def generate_trace_id(self) -> int:
-        self.trace += 1
-        return TRACE_BASE + self.trace
-
-    def generate_span_id(self) -> int:
-        self.span += 1
-        return 0x3000 + self.span
 
 
 @dataclass
@@ -198,7 +181,7 @@ def record(exporter: SpanExporter, calls: list[Call] = CALLS) -> None:
     ``opentelemetry.sdk.trace``) reads the scripted minute while the agent runs.
     """
     clock = [0.0]
-    provider = TracerProvider(id_generator=_CountingIds())
+    provider = TracerProvider(id_generator=CountingIds(TRACE_BASE, 0x3000))
     lf = Langfuse(
         # the SDK keeps one resource manager (tracer provider, exporter) per public key
         # for the life of the process: a fresh key gives this recording its own exporter

@@ -39,9 +39,8 @@ from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporte
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode
-from trace_expectations import assert_log_equal
+from trace_expectations import CountingIds, assert_log_equal
 from trace_expectations import expected_log as _expected_log
 
 from pilot_lib.errors import DataSourceError
@@ -55,22 +54,6 @@ PRICES = {
 }
 T0 = dt.datetime(2026, 3, 3, 9, 0, 0)
 TRACE_BASE = 0x0A1000000000000000000000000000
-
-
-class _CountingIds(IdGenerator):
-    """Deterministic ids: trace k is ``TRACE_BASE + k``; spans count up from 0x2000."""
-
-    def __init__(self) -> None:
-        self.trace = 0
-        self.span = 0
-
-    def generate_trace_id(self) -> int:
-        self.trace += 1
-        return TRACE_BASE + self.trace
-
-    def generate_span_id(self) -> int:
-        self.span += 1
-        return 0x2000 + self.span
 
 
 @dataclass
@@ -219,7 +202,7 @@ def run_agent(tracer: trace.Tracer, call: Call) -> None:
 
 def record(exporter: Any, calls: list[Call] = CALLS) -> None:
     """Run the scripted agent under OpenInference's tracer provider, exporting to ``exporter``."""
-    provider = TracerProvider(id_generator=_CountingIds())
+    provider = TracerProvider(id_generator=CountingIds(TRACE_BASE, 0x2000))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test.oi")
     for call in calls:

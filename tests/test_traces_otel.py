@@ -29,8 +29,8 @@ from opentelemetry.exporter.otlp.json.file.trace_exporter import FileSpanExporte
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode
+from trace_expectations import CountingIds
 
 from pilot_lib.config import PilotFileError, load_pilot
 from pilot_lib.errors import ContractError, DataSourceError
@@ -46,22 +46,6 @@ T0 = dt.datetime(2026, 3, 3, 9, 0, 0)
 
 
 # ---- the scripted agent ------------------------------------------------------------------
-
-
-class _CountingIds(IdGenerator):
-    """Deterministic ids: trace k is ``k`` as 32 hex digits, spans count up from 1."""
-
-    def __init__(self) -> None:
-        self.trace = 0
-        self.span = 0
-
-    def generate_trace_id(self) -> int:
-        self.trace += 1
-        return 0xABC0000000000000000000000000000 + self.trace
-
-    def generate_span_id(self) -> int:
-        self.span += 1
-        return 0x1000 + self.span
 
 
 @dataclass
@@ -243,7 +227,8 @@ def run_agent(tracer: trace.Tracer, call: Call) -> None:
 def record(path: Path, calls: list[Call] = CALLS) -> Path:
     """Run the scripted agent under the real SDK, exporting OTLP JSON Lines to ``path``."""
     provider = TracerProvider(
-        resource=Resource.create({"service.name": "claims-agent"}), id_generator=_CountingIds()
+        resource=Resource.create({"service.name": "claims-agent"}),
+        id_generator=CountingIds(0xABC0000000000000000000000000000, 0x1000),
     )
     provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
     tracer = provider.get_tracer("test.agent")

@@ -12,6 +12,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+
+class CountingIds(IdGenerator):
+    """Deterministic ids for recorded spans: trace k is ``trace_base + k``, span k ``span_base + k``."""
+
+    def __init__(self, trace_base: int, span_base: int) -> None:
+        self.trace_base, self.span_base = trace_base, span_base
+        self.trace = 0
+        self.span = 0
+
+    def generate_trace_id(self) -> int:
+        self.trace += 1
+        return self.trace_base + self.trace
+
+    def generate_span_id(self) -> int:
+        self.span += 1
+        return self.span_base + self.span
+
 
 _FLOATS = ("model_cost_usd", "tool_cost_usd", "confidence", "review_minutes", "claim_amount")
 _BOOLS = ("completed", "accepted", "overridden", "escalated", "correct")
