@@ -22,7 +22,7 @@ Helpers:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -305,7 +305,13 @@ GROUP BY s.{row_key}
 
 
 def materialize(
-    con: BaseBackend, sql: str, label: str, what: str, files: Sequence[str | Path], fix: str
+    con: BaseBackend,
+    sql: str,
+    label: str,
+    what: str,
+    files: Sequence[str | Path],
+    fix: str,
+    blame: Callable[[], str] | None = None,
 ) -> ir.Table:
     """Run ``sql`` into a temporary DuckDB table and return it as an Ibis table.
 
@@ -316,7 +322,8 @@ def materialize(
     ------
     DataSourceError
         ``con`` is not DuckDB, or DuckDB cannot read the files; the message names
-        the data set (``label``), the format (``what``), the files and ``fix``.
+        the data set (``label``), the format (``what``), the files (or what
+        ``blame()`` narrows them to, called only on failure) and ``fix``.
     """
     if con.name != "duckdb":
         raise DataSourceError(
@@ -330,9 +337,9 @@ def materialize(
         con.raw_sql("SET preserve_insertion_order = true")
         con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {sql}')
     except (duckdb.Error, IbisError) as exc:
+        shown = blame() if blame is not None else ", ".join(str(f) for f in files)
         raise DataSourceError(
-            f"data set {label!r}: cannot read {', '.join(str(f) for f in files)} as {what}: "
-            f"{first_line(exc)}. {fix}"
+            f"data set {label!r}: cannot read {shown} as {what}: {first_line(exc)}. {fix}"
         ) from exc
     finally:
         con.raw_sql(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
@@ -341,6 +348,11 @@ def materialize(
 
 def first_line(exc: BaseException) -> str:
     """The first two non-empty lines of an error message, at most 300 characters."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    # DuckDB's SQL excerpt ("LINE 3: ...") and its caret line say nothing to a user
+    lines = [
+        ln.strip()
+        for ln in str(exc).strip().splitlines()
+        if ln.strip() and not ln.strip().startswith("LINE ") and set(ln.strip()) - {"^", " "}
+    ]
     text = " ".join(lines[:2])
     return text if len(text) <= 300 else text[:297] + "..."

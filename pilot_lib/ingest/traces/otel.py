@@ -44,12 +44,11 @@ from pathlib import Path
 
 import duckdb
 import ibis.expr.types as ir
-from ibis import util as ibis_util
 from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
 
 from pilot_lib.errors import DataSourceError
-from pilot_lib.ingest.traces._tables import number_text_sql
+from pilot_lib.ingest.traces._tables import materialize, number_text_sql
 from pilot_lib.ingest.traces.spans import UNPARSEABLE_KEY
 
 __all__ = ["OTLP_COLUMNS", "otlp_spans_sql", "read_spans"]
@@ -274,28 +273,17 @@ def read_spans(con: BaseBackend, paths: Sequence[str | Path], label: str = "deci
         ``con`` is not DuckDB, or a file is not OTLP JSON Lines (the message names
         the file, DuckDB's reason with the line, and the fix).
     """
-    if con.name != "duckdb":
-        raise DataSourceError(
-            f"data set {label!r}: OTLP trace files are read with DuckDB; got a {con.name} "
-            "connection. Run with --engine duckdb, or convert the traces to the decision "
-            "log (Parquet) first."
-        )
     files = [str(Path(p)) for p in paths]
-    name = ibis_util.gen_name(f"otlp_spans_{label}")
-    previous = con.raw_sql("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    try:
-        con.raw_sql("SET preserve_insertion_order = true")
-        con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {otlp_spans_sql(files)}')
-    except (duckdb.Error, IbisError) as exc:
-        raise DataSourceError(
-            f"data set {label!r}: cannot read {_bad_file(con, files)} as OTLP JSON Lines "
-            f"(datasets.{label}.format: otel): {_first_line(exc)}. Each line must be one "
-            "TracesData JSON object ({'resourceSpans': [...]}), as the OTLP JSON file "
-            "exporter writes; fix or remove the line."
-        ) from exc
-    finally:
-        con.raw_sql(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
-    table = con.table(name)
+    table = materialize(
+        con,
+        otlp_spans_sql(files),
+        label,
+        f"OTLP JSON Lines (datasets.{label}.format: otel)",
+        files,
+        "Each line must be one TracesData JSON object ({'resourceSpans': [...]}), as the "
+        "OTLP JSON file exporter writes; fix or remove the line.",
+        blame=lambda: _bad_file(con, files),
+    )
     if not int(table.count().execute()):
         raise DataSourceError(
             f"data set {label!r}: no OTLP span in {', '.join(files)}; each line must be one "
@@ -313,13 +301,3 @@ def _bad_file(con: BaseBackend, files: Sequence[str]) -> str:
         except (duckdb.Error, IbisError):
             return f
     return ", ".join(files)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [
-        ln.strip()
-        for ln in str(exc).strip().splitlines()
-        if ln.strip() and not ln.strip().startswith("LINE ") and set(ln.strip()) - {"^", " "}
-    ]
-    text = " ".join(lines[:2])
-    return text if len(text) <= 300 else text[:297] + "..."
