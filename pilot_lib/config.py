@@ -443,6 +443,32 @@ class EngineSettings(_Strict):
         return self
 
 
+class StatisticsSettings(_Strict):
+    """How intervals and sample-size advice allow for the way the data were produced.
+
+    - ``cluster_by``: the unit decisions cluster in (``week``, ``user``, ``case``
+      or ``none`` for independent decisions). Every KPI interval is cluster-robust
+      at that level and reports its design effect. Default ``week``: decisions
+      of one week share its staff, volumes and prompt version.
+    - ``power``: the chance that extending by the advised sample settles an
+      inconclusive KPI, when the estimate holds (default 0.80).
+    - ``interim``: ``true`` for a look before the window's end: intervals become
+      anytime-valid confidence sequences, so weekly looks do not inflate the
+      chance of a false GO. ``pilot-workbook run --interim`` sets it for one run.
+    """
+
+    cluster_by: Literal["week", "user", "case", "none"] = "week"
+    power: float = Field(default=0.80, ge=0.5, lt=1)
+    interim: bool = False
+
+
+class DataSufficiency(_Strict):
+    """Limits on missing and quarantined evidence; beyond one, the gate cannot say GO.
+
+    Shares are fractions (0.10 = 10%).
+    """
+
+
 class Pilot(_Strict):
     """A validated pilot file. Build it with :func:`load_pilot`."""
 
@@ -464,6 +490,8 @@ class Pilot(_Strict):
     confidence_threshold: float = Field(default=0.7, ge=0, le=1)
     engine: EngineSettings = EngineSettings()
     traces: TraceSettings | None = None
+    statistics: StatisticsSettings = StatisticsSettings()
+    data_sufficiency: DataSufficiency = DataSufficiency()
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)
