@@ -65,13 +65,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         notebooks=args.notebooks,
         engine=args.engine,
         spark_master=args.spark_master,
+        interim=args.interim,
     )
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
         if o.ok:
             page = o.go_no_go_page
             where = f"go/no-go page: {page}" if page else f"run folder: {o.run_dir}"
-            print(f"{o.pilot}: {o.decision or 'done'}; {where}")
+            look = " (INTERIM look, anytime-valid intervals)" if o.interim else ""
+            print(f"{o.pilot}: {o.decision or 'done'}{look}; {where}")
             for ph in o.phases:
                 if ph.error:  # e.g. an HTML export that failed; the data are complete
                     print(f"  warning: phase {ph.phase} ({ph.key}): {ph.error}", file=sys.stderr)
@@ -199,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="folder of the phase notebooks (default: the checkout's)",
+    )
+    p.add_argument(
+        "--interim",
+        action="store_true",
+        help="an interim look before the pilot window ends: the gate judges with anytime-valid "
+        "intervals (confidence sequences) and every page says 'interim'; run without it at the "
+        "window's end for the final decision",
     )
     _add_engine_options(p)
     p.set_defaults(func=_cmd_run)

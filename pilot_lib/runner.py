@@ -176,6 +176,7 @@ class PilotRun:
     decision: str | None = None
     title: str | None = None
     pilot_file_sha256: str | None = None
+    interim: bool = False  # an interim look: anytime-valid intervals, not the final gate
     package_version: str = __version__
     started_at: str | None = None
     finished_at: str | None = None
@@ -668,7 +669,7 @@ class _KernelTask:
         pm.execute_notebook(
             str(self.batch.nb_dir / self.phase.notebook),
             str(state.run_dir / self.phase.notebook),
-            parameters={"pilot": str(state.pilot_file), "output_dir": str(state.run_dir)},
+            parameters=self._parameters(),
             engine_name=_engine_name(),
             km=km,
             cells_started=self.cells_started,
@@ -676,6 +677,14 @@ class _KernelTask:
             progress_bar=False,
             log_output=False,
         )
+
+    def _parameters(self) -> dict[str, Any]:
+        """The notebook's parameters: the pilot, the run folder and, for ``--interim``, ``interim``."""
+        state = self.state
+        params: dict[str, Any] = {"pilot": str(state.pilot_file), "output_dir": str(state.run_dir)}
+        if self.batch.interim:
+            params["interim"] = True
+        return params
 
     async def _shutdown(self, km: Any) -> None:
         with contextlib.suppress(Exception):
@@ -749,6 +758,7 @@ class _Batch:
         engine: str | None,
         spark_master: str | None,
         run_ids: Sequence[str | None] | None = None,
+        interim: bool = False,
     ):
         self.out_root = Path(out_root).resolve()
         self.phase_list = phases
@@ -760,6 +770,7 @@ class _Batch:
         self.kernel_manager_class = kernel_manager_class or _kernel_manager_class()
         self.engine = engine
         self.spark_master = spark_master
+        self.interim = interim
         self.events: queue.Queue[tuple[str, Any, Any, BaseException | None]] = queue.Queue()
         self.cancelled = threading.Event()
         self.running_tasks: set[_KernelTask] = set()
@@ -933,6 +944,7 @@ class _Batch:
             run_id=run_id,
             title=title,
             pilot_file_sha256=sha,
+            interim=self.interim or bool(s.loaded is not None and s.loaded.statistics.interim),
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             ingest=IngestRun(),
             phases=[PhaseRun(p, *PHASE_NOTEBOOKS[p]) for p in self.phase_list],
@@ -989,6 +1001,8 @@ class _Batch:
         assert s.run_dir is not None and s.outcome is not None
         target = s.run_dir / ph.notebook
         title = f"{s.outcome.title or s.name}: {ph.key}"
+        if s.outcome.interim:
+            title += " (INTERIM look)"
 
         def export() -> Path:
             _import_papermill()  # nbformat without the unused grammar, before nbconvert
@@ -1138,6 +1152,7 @@ def run_pilot(
     engine: str | None = None,
     spark_master: str | None = None,
     kernel_manager_class: type | None = None,
+    interim: bool = False,
 ) -> PilotRun:
     """Build the checked evidence store, then execute the phase notebooks, into a fresh run folder.
 
@@ -1160,6 +1175,10 @@ def run_pilot(
         Override the pilot file's engine (``duckdb`` or ``spark``) and Spark master.
     kernel_manager_class:
         The jupyter_client kernel manager (default: the runner's batch manager).
+    interim:
+        An interim look (``--interim``): every notebook gets ``interim=True``,
+        the go/no-go gate judges with anytime-valid intervals and every page says
+        "interim". ``False`` keeps the pilot file's ``statistics: interim``.
 
     Never raises for a failing ingest or phase: the outcome says what failed,
     where. Raises :class:`RunInterrupted` on Ctrl-C.
@@ -1178,6 +1197,7 @@ def run_pilot(
         engine,
         spark_master,
         run_ids=[run_id],
+        interim=interim,
     )
     return batch.run()[0]
 
@@ -1226,13 +1246,15 @@ def run_pilots(
     spark_master: str | None = None,
     kernel_name: str = "python3",
     kernel_manager_class: type | None = None,
+    interim: bool = False,
 ) -> list[PilotRun]:
     """Run several pilots; returns one outcome per pilot, in input order.
 
     ``jobs`` bounds the notebook kernels running at once across all pilots
     (default :func:`default_jobs`); progress goes to ``stream`` (default stderr)
-    as a bar on a terminal, else one line per phase. Raises
-    :class:`RunInterrupted` on Ctrl-C.
+    as a bar on a terminal, else one line per phase. ``interim``: an interim
+    look for every pilot (see :func:`run_pilot`). Raises :class:`RunInterrupted`
+    on Ctrl-C.
     """
     phase_list = parse_phases(phases)
     nb_dir = notebooks_dir(notebooks)
@@ -1251,6 +1273,7 @@ def run_pilots(
             kernel_manager_class,
             engine,
             spark_master,
+            interim=interim,
         )
         return batch.run()
     finally:

@@ -17,14 +17,28 @@ approval violation) stand beside the KPIs. The decision:
 - **GO** only when every KPI passes and no blocking finding stands;
 - **NO-GO** when any KPI fails or any blocking finding stands;
 - **EXTEND** otherwise: collect more data. For each inconclusive KPI the gate
-  estimates how many more samples would settle it, assuming the estimate holds,
-  and how many more weeks that takes at the pace the pilot window gathered them
-  (``n`` over the window's weeks; not for adoption, whose sample is users, not
-  weeks).
+  estimates how many more samples would settle it with probability
+  ``statistics: power`` (80% by default) if the true value equals the estimate
+  (:mod:`pilot_lib.analysis.power`, the classical one-sided power calculation
+  at the interval's 2.5% per side, times the design effect when decisions
+  cluster), and how many more weeks that takes at the pace the pilot window
+  gathered them (``n`` over the window's weeks; not for adoption, whose sample
+  is users, not weeks).
+
+**Interim looks** (``statistics: interim: true`` or ``pilot-workbook run
+--interim``): every thresholded KPI is judged with an anytime-valid confidence
+sequence (:mod:`pilot_lib.analysis.sequential`) instead of its fixed 95%
+interval, so looking every week does not inflate the chance of a false GO. A
+KPI PASSES when the whole sequence clears the threshold and FAILS only when
+the whole sequence misses it (an estimate that misses early is not yet proof);
+anything else stays INCONCLUSIVE. An interim GO may stop the pilot early; an
+interim EXTEND means "continue to the window's end", where the final run uses
+the fixed intervals.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -32,10 +46,18 @@ from typing import Any, Literal
 import pandas as pd
 
 from pilot_lib.analysis.findings import Finding
-from pilot_lib.analysis.stats import sample_size_to_clear
+from pilot_lib.analysis.power import DEFAULT_POWER, proportion_sample_size, side_sample_size
+from pilot_lib.analysis.sequential import anytime_valid_bounds
 from pilot_lib.config import KPI_NAMES, KpiThreshold, Pilot
 
-__all__ = ["GateDecision", "KpiVerdict", "evaluate_gate", "format_value", "judge_kpi"]
+__all__ = [
+    "GateDecision",
+    "KpiVerdict",
+    "evaluate_gate",
+    "format_value",
+    "interim_fraction",
+    "judge_kpi",
+]
 
 Status = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Decision = Literal["GO", "NO-GO", "EXTEND"]
@@ -93,10 +115,19 @@ class KpiVerdict:
     reason: str
     additional_samples: int | None = None  # for INCONCLUSIVE: more samples that would settle it
     additional_weeks: int | None = None  # ... and the weeks they take at the pilot's pace
+    power: float | None = None  # the chance those samples settle it, if the estimate holds
+    anytime_valid: bool = False  # low/high are an interim look's confidence sequence
+    fixed_low: float | None = None  # ... and the fixed-horizon interval it widens
+    fixed_high: float | None = None
 
     @property
     def threshold_text(self) -> str:
         return f"{self.comparator} {format_value(self.threshold, self.unit)}"
+
+    @property
+    def interval_name(self) -> str:
+        """``95% CI`` or, at an interim look, ``95% anytime-valid CI``."""
+        return "95% anytime-valid CI" if self.anytime_valid else "95% CI"
 
     @property
     def measured_text(self) -> str:
@@ -105,39 +136,81 @@ class KpiVerdict:
         if self.low is None or self.high is None:
             return format_value(self.estimate, self.unit)
         return (
-            f"{format_value(self.estimate, self.unit)} "
-            f"(95% CI {format_value(self.low, self.unit)} to {format_value(self.high, self.unit)})"
+            f"{format_value(self.estimate, self.unit)} ({self.interval_name} "
+            f"{format_value(self.low, self.unit)} to {format_value(self.high, self.unit)})"
         )
 
 
+def _design_effect(measured: dict[str, Any]) -> float:
+    """The KPI interval's design effect (variance over the independent-draws one); 1 when absent."""
+    deff = _finite(measured.get("design_effect"))
+    return deff if deff is not None and deff > 0 else 1.0
+
+
 def _extra_samples(
-    th: KpiThreshold, estimate: float, low: float, high: float, n: int
+    th: KpiThreshold,
+    estimate: float,
+    low: float,
+    high: float,
+    n: int,
+    power: float = DEFAULT_POWER,
+    confidence: float = 0.95,
+    design_effect: float = 1.0,
 ) -> int | None:
-    """Samples beyond ``n`` that would make the interval clear the threshold, estimate held fixed."""
+    """Samples beyond ``n`` that settle the KPI with probability ``power`` if the estimate holds.
+
+    A proportion (not the efficiency gain, a ratio of medians): the one-sided
+    power calculation of :func:`pilot_lib.analysis.power.proportion_sample_size`
+    times ``design_effect``. Anything else: the side of the fixed interval that
+    must clear (:func:`pilot_lib.analysis.power.side_sample_size`). ``None``
+    when no sample settles it (the estimate on the threshold, no finite bound).
+    """
     if th.unit == "proportion" and th.kpi != "efficiency_gain" and 0 <= estimate <= 1:
-        needed = sample_size_to_clear(estimate, th.value)
+        needed = proportion_sample_size(estimate, th.value, power, confidence, design_effect)
     else:
-        # Half-width shrinks as 1/sqrt(n): n_needed = n * (half / distance)^2.
-        half = (high - low) / 2
-        distance = abs(estimate - th.value)
-        if distance == 0 or half <= 0 or not math.isfinite(half):
-            return None
-        needed = math.ceil(n * (half / distance) ** 2)
+        bound = low if th.higher_is_better else high
+        needed = side_sample_size(n, estimate, bound, th.value, power, confidence)
     if needed is None:
         return None
     return max(needed - n, 1)
 
 
-def judge_kpi(th: KpiThreshold, measured: dict[str, Any] | None) -> KpiVerdict:
+def judge_kpi(
+    th: KpiThreshold,
+    measured: dict[str, Any] | None,
+    *,
+    power: float = DEFAULT_POWER,
+    confidence: float = 0.95,
+    interim_fraction: float | None = None,
+) -> KpiVerdict:
     """Judge one threshold against a phase 2 KPI record (``estimate``, ``low``, ``high``, ``n``).
 
     ``measured`` may be ``None`` (the KPI was not computed): INCONCLUSIVE, no data.
+    An optional ``design_effect`` in the record (its clustered variance over the
+    binomial one) scales the sample-size advice of a proportion; absent, 1.
+
+    ``power``: the chance the advised extra samples settle an inconclusive KPI,
+    if the true value equals the estimate. ``confidence``: the two-sided
+    coverage of the record's interval (the phase 2 result's ``confidence``).
+    ``interim_fraction``: set for an interim look, the share of the pilot
+    window's planned sample seen so far; the fixed interval is then widened to
+    the anytime-valid confidence sequence
+    (:func:`pilot_lib.analysis.sequential.anytime_valid_bounds`), a PASS needs
+    the whole sequence to clear the threshold and a FAIL the whole sequence to
+    miss it. The advice always targets the final, fixed-horizon interval.
     """
     label = KPI_LABELS.get(th.kpi, th.kpi)
     unit = KPI_NAMES[th.kpi]
     measured = measured or {}
     est, low, high = (_finite(measured.get(k)) for k in ("estimate", "low", "high"))
     n = int(measured.get("n") or 0)
+    interim = interim_fraction is not None
+    fixed_low, fixed_high = low, high
+    if interim and est is not None and low is not None and high is not None:
+        low, high = anytime_valid_bounds(est, low, high, float(interim_fraction), confidence)
+        if unit == "proportion":  # a share cannot exceed 1, a rate not fall below 0
+            high = min(high, 1.0)
+            low = low if th.kpi == "efficiency_gain" else max(low, 0.0)
     base = dict(
         kpi=th.kpi,
         label=label,
@@ -149,8 +222,12 @@ def judge_kpi(th: KpiThreshold, measured: dict[str, Any] | None) -> KpiVerdict:
         comparator=th.comparator,
         threshold=th.value,
         min_samples=th.min_samples,
+        anytime_valid=interim,
+        fixed_low=fixed_low if interim else None,
+        fixed_high=fixed_high if interim else None,
     )
     thr = format_value(th.value, unit)
+    interval = "anytime-valid 95% interval" if interim else "95% interval"
     if est is None:
         note = str(measured.get("note") or "the KPI could not be computed")
         reason = note if note.lower().startswith("no data") else f"no data: {note}"
@@ -159,44 +236,74 @@ def judge_kpi(th: KpiThreshold, measured: dict[str, Any] | None) -> KpiVerdict:
             reason=f"{reason}; more samples cannot help until the data set and the pilot window hold data",
             **base,
         )
+
+    def advice() -> int | None:
+        if fixed_low is None or fixed_high is None:
+            return None
+        return _extra_samples(
+            th, est, fixed_low, fixed_high, n, power, confidence, _design_effect(measured)
+        )
+
     if n < th.min_samples:
+        # Reach the agreed minimum, and (when the estimate clears) the powered sample.
+        powered = advice() if th.met_by(est) else None
+        extra = max(th.min_samples - n, powered or 0)
         return KpiVerdict(
             status="INCONCLUSIVE",
             reason=(
                 f"only {n:,} samples, below the {th.min_samples:,} agreed as the minimum; "
                 "the estimate cannot settle the threshold either way"
             ),
-            additional_samples=th.min_samples - n,
+            additional_samples=extra,
+            power=power if powered is not None else None,
             **base,
         )
+    good, bad = ("lower", "upper") if th.higher_is_better else ("upper", "lower")
+    bound = low if th.higher_is_better else high
     if not th.met_by(est):
+        far = high if th.higher_is_better else low
+        if interim and far is not None and th.met_by(far):
+            return KpiVerdict(
+                status="INCONCLUSIVE",
+                reason=(
+                    f"measured {format_value(est, unit)}, which misses {th.comparator} {thr} so "
+                    f"far, but the {bad} end of the {interval} ({format_value(far, unit)}) still "
+                    "reaches it: at an interim look a miss is not yet proven"
+                ),
+                **base,
+            )
+        proven = (
+            f"; even the {bad} end of the {interval} ({format_value(far, unit)}) misses it"
+            if interim and far is not None
+            else ""
+        )
         return KpiVerdict(
             status="FAIL",
-            reason=f"measured {format_value(est, unit)}, which misses the agreed {th.comparator} {thr}",
+            reason=(
+                f"measured {format_value(est, unit)}, which misses the agreed "
+                f"{th.comparator} {thr}{proven}"
+            ),
             **base,
         )
     # Estimate clears: does the whole interval?
-    bound = low if th.higher_is_better else high
     if bound is not None and th.met_by(bound):
         return KpiVerdict(
             status="PASS",
             reason=(
-                f"measured {format_value(est, unit)}; even the "
-                f"{'lower' if th.higher_is_better else 'upper'} end of the 95% interval "
-                f"({format_value(bound, unit)}) clears {th.comparator} {thr}"
+                f"measured {format_value(est, unit)}; even the {good} end of the "
+                f"{interval} ({format_value(bound, unit)}) clears {th.comparator} {thr}"
             ),
             **base,
         )
-    extra = None
-    if low is not None and high is not None:
-        extra = _extra_samples(th, est, low, high, n)
+    extra = advice()
     return KpiVerdict(
         status="INCONCLUSIVE",
         reason=(
-            f"measured {format_value(est, unit)} clears {th.comparator} {thr}, but the 95% interval "
+            f"measured {format_value(est, unit)} clears {th.comparator} {thr}, but the {interval} "
             f"reaches {format_value(bound, unit)}: the data cannot yet rule out missing it"
         ),
         additional_samples=extra,
+        power=power if extra is not None else None,
         **base,
     )
 
@@ -215,6 +322,8 @@ class GateDecision:
     pilot_file_sha256: str
     integrity_warnings: list[str] = field(default_factory=list)
     missing_phases: list[str] = field(default_factory=list)
+    interim: bool = False  # an interim look: anytime-valid intervals, not the final gate
+    interim_fraction: float | None = None  # share of the pilot window the data cover
 
     def verdict_table(self) -> pd.DataFrame:
         """One row per KPI: threshold, measured value with interval, n, status, reason."""
@@ -234,27 +343,44 @@ class GateDecision:
         )
 
     def extend_advice(self) -> pd.DataFrame:
-        """For each INCONCLUSIVE KPI: how many more samples would settle it."""
-        rows = [
-            {
-                "KPI": v.label,
-                "now": f"{v.n:,}",
-                "more samples needed": (
-                    "no data yet: check the data set and the pilot window"
-                    if v.estimate is None
-                    else "unknown"
-                    if v.additional_samples is None
-                    else f"{v.additional_samples:,}"
-                ),
-                "more weeks at the pilot's pace": (
-                    "" if v.additional_weeks is None else f"about {v.additional_weeks:,}"
-                ),
-            }
-            for v in self.verdicts
-            if v.status == "INCONCLUSIVE"
-        ]
+        """For each INCONCLUSIVE KPI: how many more samples settle it, in what time, with what power.
+
+        Columns: the KPI; ``now`` (its sample, in its own unit: decisions,
+        closed cases, users); ``more needed`` (in the same unit); ``more weeks at
+        the pilot's pace``; ``power`` (the chance those samples settle it if the
+        estimate holds; blank when the advice is only the agreed minimum sample).
+        """
+        rows = []
+        for v in self.verdicts:
+            if v.status != "INCONCLUSIVE":
+                continue
+            noun = _SAMPLE_NOUNS.get(v.kpi, "decisions")
+            if v.estimate is None:
+                more = "no data yet: check the data set and the pilot window"
+            elif v.additional_samples is not None:
+                more = f"{v.additional_samples:,} {noun}"
+            elif not _met(v):
+                more = "none settles a pass: the estimate misses the threshold so far"
+            else:
+                more = "unknown"
+            if v.additional_weeks is not None:
+                weeks = f"about {v.additional_weeks:,}"
+            elif v.kpi in _NOT_PACED and v.additional_samples:
+                weeks = "not paced by weeks: more eligible users, not more time"
+            else:
+                weeks = ""
+            rows.append(
+                {
+                    "KPI": v.label,
+                    "now": f"{v.n:,} {noun}",
+                    "more needed": more,
+                    "more weeks at the pilot's pace": weeks,
+                    "power": _power_text(v),
+                }
+            )
         return pd.DataFrame(
-            rows, columns=["KPI", "now", "more samples needed", "more weeks at the pilot's pace"]
+            rows,
+            columns=["KPI", "now", "more needed", "more weeks at the pilot's pace", "power"],
         )
 
     def to_result(self) -> dict[str, Any]:
@@ -268,15 +394,38 @@ class GateDecision:
             "other_findings": [f.__dict__ for f in self.other_findings],
             "integrity_warnings": list(self.integrity_warnings),
             "missing_phases": list(self.missing_phases),
+            "interim": self.interim,
+            **({"interim_fraction": self.interim_fraction} if self.interim else {}),
         }
 
 
 def _verdict_record(v: KpiVerdict) -> dict[str, Any]:
-    """A verdict as a result record; ``additional_weeks`` only where the gate estimated it."""
+    """A verdict as a result record; ``additional_weeks`` and ``power`` only where the gate
+    estimated them, the fixed interval only at an interim look."""
     record = v.__dict__ | {"threshold_text": v.threshold_text}
-    if record["additional_weeks"] is None:
-        del record["additional_weeks"]
+    for key in ("additional_weeks", "power"):
+        if record[key] is None:
+            del record[key]
+    if not v.anytime_valid:
+        for key in ("anytime_valid", "fixed_low", "fixed_high"):
+            del record[key]
     return record
+
+
+def _power_text(v: KpiVerdict) -> str:
+    """``80%``; ``at least 80%`` when the agreed minimum sample asks for more; blank without."""
+    if v.power is None:
+        return ""
+    at_minimum = v.n < v.min_samples and v.additional_samples == v.min_samples - v.n
+    return f"{'at least ' if at_minimum else ''}{v.power:.0%}"
+
+
+def _met(v: KpiVerdict) -> bool:
+    """Whether the verdict's estimate meets its threshold."""
+    if v.estimate is None:
+        return False
+    x, t = v.estimate, v.threshold
+    return {">": x > t, ">=": x >= t, "<": x < t, "<=": x <= t}[v.comparator]
 
 
 #: What each KPI's sample counts, for the EXTEND advice (default: decisions).
@@ -306,6 +455,8 @@ def _rationale(
     verdicts: list[KpiVerdict],
     blocking: list[Finding],
     missing: list[str],
+    interim: bool = False,
+    interim_fraction: float | None = None,
 ) -> str:
     agreed = "; ".join(f"{v.label.split(' (')[0].lower()} {v.threshold_text}" for v in verdicts)
     w = pilot.pilot_window
@@ -366,46 +517,113 @@ def _rationale(
             "lessons, and choose the next use case on evidence."
         )
     else:
-        timed = [v for v in unsure if v.additional_weeks is not None]
-        pace = ""
-        if timed:
-            longest = max(timed, key=lambda v: v.additional_weeks or 0)
-            weeks = longest.additional_weeks or 0
-            pace = (
-                f" (at the pace of this pilot, about {weeks:,} more week{'s' if weeks != 1 else ''}"
-                f" for {longest.label.split(' (')[0].lower()}: "
-                f"{longest.additional_samples:,} more "
-                f"{_SAMPLE_NOUNS.get(longest.kpi, 'decisions')})"
-            )
-        lines.append(
-            "Decision: EXTEND. Nothing failed, but not every threshold is proven yet; collect the "
-            f"additional samples listed below{pace} and rerun the gate."
-        )
+        lines.append(_extend_sentence(pilot, unsure, interim))
+    if interim:
+        lines.append(_interim_sentence(pilot, decision, interim_fraction))
     return " ".join(lines)
+
+
+def _extend_sentence(pilot: Pilot, unsure: list[KpiVerdict], interim: bool) -> str:
+    """The EXTEND decision: collect the samples of the advice table (the longest in weeks named)."""
+    timed = [v for v in unsure if v.additional_weeks is not None]
+    pace = ""
+    if timed:
+        longest = max(timed, key=lambda v: v.additional_weeks or 0)
+        weeks = longest.additional_weeks or 0
+        chance = (
+            f"; {_power_text(longest)} power: the chance they settle it if the estimate holds"
+            if longest.power is not None
+            else ""
+        )
+        pace = (
+            f" (at the pace of this pilot, about {weeks:,} more week{'s' if weeks != 1 else ''}"
+            f" for {longest.label.split(' (')[0].lower()}: "
+            f"{longest.additional_samples:,} more "
+            f"{_SAMPLE_NOUNS.get(longest.kpi, 'decisions')}{chance})"
+        )
+    if interim:
+        return (
+            "Decision: EXTEND at an interim look. Nothing is proven missed, but not every "
+            f"threshold is proven met yet; continue the pilot to the end of its window "
+            f"({pilot.pilot_window.end:%d %B %Y}) and run the final gate there. For the final "
+            f"gate's fixed intervals, the samples listed below are needed{pace}."
+        )
+    return (
+        "Decision: EXTEND. Nothing failed, but not every threshold is proven yet; collect the "
+        f"additional samples listed below{pace} and rerun the gate."
+    )
+
+
+def _interim_sentence(pilot: Pilot, decision: Decision, fraction: float | None) -> str:
+    """What an interim look means for the decision just stated."""
+    share = "" if fraction is None else f" (about {min(fraction, 1):.0%} of the pilot window)"
+    head = (
+        f"INTERIM look (anytime-valid intervals): the data so far{share} were judged with 95% "
+        "confidence sequences, valid however often the team looks, instead of fixed intervals."
+    )
+    if decision == "GO":
+        return (
+            f"{head} Every threshold is already met with them and nothing blocks, so stopping "
+            "the pilot early is allowed; record this look as the go decision."
+        )
+    if decision == "NO-GO":
+        return f"{head} What is missed or blocks is enough to stop now."
+    return f"{head} The final run at the window's end uses the fixed 95% intervals."
 
 
 #: KPIs whose sample does not grow with time (adoption counts users of the first month).
 _NOT_PACED = ("adoption_rate",)
 
 
-def _with_weeks(pilot: Pilot, v: KpiVerdict) -> KpiVerdict:
-    """``v`` with the weeks its additional samples take at the pace of the pilot window."""
+def _with_weeks(pilot: Pilot, v: KpiVerdict, weeks: float | None = None) -> KpiVerdict:
+    """``v`` with the weeks its additional samples take at the pace of the pilot window.
+
+    ``weeks``: the weeks that gathered ``v.n`` (default: the whole pilot window;
+    at an interim look, the weeks the data cover so far).
+    """
     if v.status != "INCONCLUSIVE" or not v.additional_samples or v.n <= 0:
         return v
     if v.kpi in _NOT_PACED:
         return v
-    w = pilot.pilot_window
-    weeks = ((w.end - w.start).days + 1) / 7
+    if weeks is None:
+        w = pilot.pilot_window
+        weeks = ((w.end - w.start).days + 1) / 7
     if weeks <= 0:
         return v
     per_week = v.n / weeks
     return replace(v, additional_weeks=max(1, math.ceil(v.additional_samples / per_week)))
 
 
+def interim_fraction(pilot: Pilot, kpi_result: dict[str, Any]) -> float:
+    """Share of the pilot window the data cover at an interim look, in (0, 1].
+
+    From phase 2's weekly table (``weekly``: one record per week with a
+    ``week`` start and its ``decisions``): the days from the window's start to
+    the end of the last week holding decisions, over the window's days. 1 when
+    the table is missing (the confidence sequence is then tuned for the sample
+    in hand).
+    """
+    w = pilot.pilot_window
+    days = (w.end - w.start).days + 1
+    last = None
+    for row in kpi_result.get("weekly") or []:
+        try:
+            week = dt.date.fromisoformat(str(row.get("week"))[:10])
+        except ValueError:
+            continue
+        if (row.get("decisions") or 0) > 0 and (last is None or week > last):
+            last = week
+    if last is None or days <= 0:
+        return 1.0
+    covered = (min(last + dt.timedelta(days=6), w.end) - w.start).days + 1
+    return min(1.0, max(covered, 1) / days)
+
+
 def evaluate_gate(
     pilot: Pilot,
     results: dict[str, Any],
     integrity_warnings: list[str] | None = None,
+    interim: bool | None = None,
 ) -> GateDecision:
     """Judge every KPI threshold and decide GO, NO-GO or EXTEND.
 
@@ -422,10 +640,34 @@ def evaluate_gate(
     integrity_warnings:
         Warnings about the pilot file itself (thresholds edited after the pilot
         started), shown with the decision.
+    interim:
+        An interim look (anytime-valid intervals, see the module docstring);
+        default: the pilot file's ``statistics: interim``.
     """
+    stats = pilot.statistics
+    interim = stats.interim if interim is None else interim
     kpi_result = results.get("kpi_baselining") or {}
     measured = {k["kpi"]: k for k in (kpi_result.get("kpis") or [])}
-    verdicts = [_with_weeks(pilot, judge_kpi(th, measured.get(th.kpi))) for th in pilot.kpis]
+    confidence = _finite(kpi_result.get("confidence")) or 0.95
+    fraction = interim_fraction(pilot, kpi_result) if interim else None
+    weeks = None
+    if fraction is not None:
+        w = pilot.pilot_window
+        weeks = fraction * ((w.end - w.start).days + 1) / 7
+    verdicts = [
+        _with_weeks(
+            pilot,
+            judge_kpi(
+                th,
+                measured.get(th.kpi),
+                power=stats.power,
+                confidence=confidence,
+                interim_fraction=fraction,
+            ),
+            weeks,
+        )
+        for th in pilot.kpis
+    ]
     findings: list[Finding] = []
     for phase in BLOCKING_PHASES:
         findings.extend(_findings_of(results, phase))
@@ -450,8 +692,10 @@ def evaluate_gate(
         verdicts=verdicts,
         blocking=blocking,
         other_findings=others,
-        rationale=_rationale(pilot, decision, verdicts, blocking, missing),
+        rationale=_rationale(pilot, decision, verdicts, blocking, missing, interim, fraction),
         pilot_file_sha256=pilot.file_hash,
         integrity_warnings=list(integrity_warnings or []),
         missing_phases=missing,
+        interim=interim,
+        interim_fraction=fraction,
     )

@@ -199,6 +199,8 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
                 "threshold": v.get("threshold_text"),
             }
         notes = []
+        if gate.get("interim"):
+            notes.append("INTERIM look (anytime-valid intervals), not the final gate")
         decision = gate.get("decision") or manifest.get("decision")
         if not decision:
             ran = [str(ph.get("phase")) for ph in manifest.get("phases", [])]

@@ -257,11 +257,20 @@ class PhaseContext:
     def quarantine_dir(self) -> Path | None:
         return None if self.output_dir is None else self.output_dir / "quarantine"
 
+    @property
+    def interim(self) -> bool:
+        """Whether this run is an interim look (``statistics: interim`` or ``run --interim``)."""
+        return self.pilot.statistics.interim
+
     def header(self) -> Any:
-        """Markdown header: pilot, owner, scope, window, and the pilot file's fingerprint."""
+        """Markdown header: pilot, owner, scope, window, and the pilot file's fingerprint.
+
+        An interim look starts with the label :data:`INTERIM_LABEL` and what it means.
+        """
         p = self.pilot
         return md(
-            "**Pilot:** {title} (`{name}`)  \n**Owner:** {owner}, {unit}  \n**Scope:** {scope}  \n"
+            (INTERIM_HEADER + "  \n" if self.interim else "")
+            + "**Pilot:** {title} (`{name}`)  \n**Owner:** {owner}, {unit}  \n**Scope:** {scope}  \n"
             "**Pilot window:** {start} to {end} ({weeks:.0f} weeks); baseline {bstart} to {bend}  \n"
             "**Pilot file SHA-256:** `{sha}...`",
             title=p.title,
@@ -298,11 +307,22 @@ class PhaseContext:
         return read_phase_result(phase, self.output_dir, self.pilot)
 
 
+#: The label every page of an interim run carries.
+INTERIM_LABEL = "INTERIM look (anytime-valid intervals)"
+
+INTERIM_HEADER = (
+    f"**{INTERIM_LABEL}:** a look before the pilot window ends. The go/no-go gate judges the "
+    "KPIs with 95% confidence sequences, valid however often the team looks; the final run at "
+    "the window's end uses the fixed 95% intervals."
+)
+
+
 def open_phase(
     phase: str,
     pilot: str | os.PathLike[str],
     output_dir: str | os.PathLike[str] | None = None,
     load_data: bool = True,
+    interim: bool | None = None,
 ) -> PhaseContext:
     """Resolve and load the pilot for one phase notebook.
 
@@ -312,10 +332,18 @@ def open_phase(
     (``<output_dir>/store``, or the analyst's cache without ``output_dir``); it is
     built first when it is missing or the pilot file or an input file changed, and
     reused otherwise (``ctx.store_note()`` says which).
+
+    ``interim``: ``True`` for an interim look (``pilot-workbook run --interim``
+    passes it), ``False`` for the final run; ``None`` keeps the pilot file's
+    ``statistics: interim``. The header of every page says when a run is interim.
     """
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {list(PHASES)}")
     loaded = load_pilot(find_pilot(pilot))
+    if interim is not None and bool(interim) != loaded.statistics.interim:
+        loaded = loaded.model_copy(
+            update={"statistics": loaded.statistics.model_copy(update={"interim": bool(interim)})}
+        )
     out = None if output_dir in (None, "") else Path(output_dir).expanduser().resolve()
     ctx = PhaseContext(phase=phase, pilot=loaded, output_dir=out)
     if load_data:
@@ -1011,12 +1039,18 @@ def decision_banner(decision: Any) -> Any:
     from IPython.display import HTML
 
     bg, fg = _BANNER[decision.decision]
+    interim = (
+        f'<div style="font-size:15px;font-weight:700;margin-bottom:4px">{escape(INTERIM_LABEL)}</div>'
+        if getattr(decision, "interim", False)
+        else ""
+    )
     warnings = "".join(
         f'<p style="margin:8px 0 0 0"><b>Warning:</b> {escape(w)}</p>'
         for w in decision.integrity_warnings
     )
     return HTML(
         f'<div class="tex2jax_ignore mathjax_ignore" style="background:{bg};color:{fg};padding:18px 22px;border-radius:6px;">'
+        f"{interim}"
         f'<div style="font-size:13px;text-transform:uppercase;letter-spacing:.08em">Go / no-go decision</div>'
         f'<div style="font-size:40px;font-weight:800;line-height:1.2">{escape(decision.decision)}</div>'
         f'<div style="font-size:17px;font-weight:600">{escape(decision.title)} ({escape(decision.pilot)})</div>'
