@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import proportion_confint, proportion_effectsize
 
 from pilot_lib.analysis.gate import evaluate_gate, judge_kpi
 from pilot_lib.analysis.integrity import check_thresholds, seal_thresholds
@@ -120,23 +121,72 @@ def test_interval_straddling_threshold_is_inconclusive_and_extend(pilot: Pilot) 
     v = gate.verdicts[0]
     assert v.status == "INCONCLUSIVE"
     assert gate.decision == "EXTEND"
-    # Advice: the n at which a Wilson interval around 0.82 clears 0.80, checked independently.
-    total = v.n + v.additional_samples
-    assert proportion_confint(0.82 * total, total, method="wilson")[0] > 0.80
-    smaller = total - 1
-    assert proportion_confint(0.82 * smaller, smaller, method="wilson")[0] <= 0.80
-    assert not gate.extend_advice().empty
+    # Advice: the total for 80% power if 0.82 is the truth, as statsmodels solves it (the
+    # PASS rule is one side of the 95% interval: a one-sided test at 2.5%).
+    expected = NormalIndPower().solve_power(
+        effect_size=proportion_effectsize(0.82, 0.80),
+        alpha=0.025,
+        power=0.8,
+        ratio=0,
+        alternative="larger",
+    )
+    assert v.n + v.additional_samples == math.ceil(expected)
+    assert v.power == 0.8
+    advice = gate.extend_advice()
+    assert advice.to_dict("records")[0] == {
+        "KPI": v.label,
+        "now": "100 decisions",
+        "more needed": f"{v.additional_samples:,} decisions",
+        "more weeks at the pilot's pace": f"about {v.additional_weeks}",
+        "power": "80%",
+    }
 
 
 def test_inconclusive_cost_advice_scales_with_interval(pilot: Pilot) -> None:
-    # Cost 2.40 with half-width 0.20 on n=400: needs (0.20/0.10)^2 = 4x the sample.
+    # Cost 2.40, upper bound 2.60 on n=400 against < 2.50: se 0.20 / z per decision-sample,
+    # 400 (2.8016 x 0.10204 / 0.10)^2 = 3,269.1 in total for 80% power (test_power checks
+    # the statsmodels agreement): 2,870 more. Just clearing would take 1,200 more.
     v = judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.40, 2.20, 2.60, 400))
     assert v.status == "INCONCLUSIVE"
-    assert v.additional_samples == 1200
+    assert v.additional_samples == 2870
+    half = judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.40, 2.20, 2.60, 400), power=0.5)
+    assert half.additional_samples == 1200
+
+
+def test_advice_uses_the_side_of_the_interval_that_must_clear(pilot: Pilot) -> None:
+    # Cost 2.40 against < 2.50: the upper side (0.05 wide) decides, not the lower (0.35).
+    v = judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.40, 2.05, 2.45, 400))
+    narrow = judge_kpi(pilot.kpis[1], kpi("cost_per_decision", 2.40, 2.35, 2.45, 400))
+    assert v.additional_samples == narrow.additional_samples
+
+
+def test_advice_for_a_clustered_proportion_scales_with_its_design_effect(pilot: Pilot) -> None:
+    lo, hi = proportion_confint(82, 100, method="wilson")
+    plain = judge_kpi(pilot.kpis[0], kpi("task_completion_rate", 0.82, lo, hi, 100))
+    record = kpi("task_completion_rate", 0.82, lo, hi, 100) | {"design_effect": 4.0}
+    clustered = judge_kpi(pilot.kpis[0], record)
+    h = proportion_effectsize(0.82, 0.80)
+    n1 = NormalIndPower().solve_power(h, alpha=0.025, power=0.8, ratio=0, alternative="larger")
+    assert plain.n + plain.additional_samples == math.ceil(n1)
+    assert clustered.n + clustered.additional_samples == math.ceil(4 * n1)
+
+
+def test_pilot_file_power_sets_the_advice(pilot: Pilot) -> None:
+    stats = pilot.statistics.model_copy(update={"power": 0.9})
+    strict = pilot.model_copy(update={"statistics": stats})
+    args = (
+        kpi("task_completion_rate", 0.95, 0.93, 0.97, 1000),
+        kpi("cost_per_decision", 2.40, 2.20, 2.60, 400),
+    )
+    v = evaluate_gate(strict, results(*args)).verdicts[1]
+    assert v.power == 0.9
+    assert (
+        v.additional_samples > evaluate_gate(pilot, results(*args)).verdicts[1].additional_samples
+    )
 
 
 def test_extend_advice_says_how_many_weeks_at_the_pilots_pace(pilot: Pilot) -> None:
-    # Cost needs 1,200 more decisions; 400 came in the 12-week window: 36 more weeks.
+    # Cost needs 2,870 more decisions; 400 came in the 12-week window: 86.1, so 87 more weeks.
     gate = evaluate_gate(
         pilot,
         results(
@@ -146,12 +196,17 @@ def test_extend_advice_says_how_many_weeks_at_the_pilots_pace(pilot: Pilot) -> N
     )
     assert gate.decision == "EXTEND"
     v = gate.verdicts[1]
-    assert (v.additional_samples, v.additional_weeks) == (1200, 36)
+    assert (v.additional_samples, v.additional_weeks) == (2870, 87)
     advice = gate.extend_advice()
-    assert advice["more weeks at the pilot's pace"].tolist() == ["about 36"]
-    assert "about 36 more weeks for cost per decision: 1,200 more decisions" in gate.rationale
+    assert advice["more weeks at the pilot's pace"].tolist() == ["about 87"]
+    assert advice["power"].tolist() == ["80%"]
+    assert (
+        "about 87 more weeks for cost per decision: 2,870 more decisions; 80% power: the "
+        "chance they settle it if the estimate holds" in gate.rationale
+    )
     record = gate.to_result()["verdicts"]
-    assert record[1]["additional_weeks"] == 36 and "additional_weeks" not in record[0]
+    assert record[1]["additional_weeks"] == 87 and "additional_weeks" not in record[0]
+    assert record[1]["power"] == 0.8 and "power" not in record[0]
     # Adoption counts the users of the first month: more weeks do not add to it.
     from dataclasses import replace
 
@@ -166,6 +221,20 @@ def test_below_minimum_sample_is_inconclusive_even_if_estimate_misses(pilot: Pil
     assert v.status == "INCONCLUSIVE"
     assert "below the 100" in v.reason
     assert v.additional_samples == 90
+    assert v.power is None  # the estimate misses: only the minimum is advised
+
+
+def test_below_minimum_sample_advice_is_the_larger_of_minimum_and_power(pilot: Pilot) -> None:
+    # 0.95 on 60 of a 100 minimum: the minimum decides (40 more), with at least 80% power.
+    lo, hi = proportion_confint(57, 60, method="wilson")
+    v = judge_kpi(pilot.kpis[0], kpi("task_completion_rate", 0.95, lo, hi, 60))
+    assert (v.additional_samples, v.power) == (40, 0.8)
+    # 0.83 on 60: the power calculation (1,313 in total) decides.
+    lo, hi = proportion_confint(50, 60, method="wilson")
+    v = judge_kpi(pilot.kpis[0], kpi("task_completion_rate", 50 / 60, lo, hi, 60))
+    h = proportion_effectsize(50 / 60, 0.80)
+    n1 = NormalIndPower().solve_power(h, alpha=0.025, power=0.8, ratio=0, alternative="larger")
+    assert v.additional_samples == math.ceil(n1) - 60
 
 
 def test_no_data_is_inconclusive_with_label(pilot: Pilot) -> None:
@@ -291,3 +360,155 @@ def test_git_history_change_after_start_is_reported(pilot: Pilot, tmp_path: Path
     _git(tmp_path, "commit", "-qam", "lower the bar", date="2026-04-01T10:00:00")
     warnings, _ = check_thresholds(load_pilot(tmp_path))
     assert len(warnings) == 1 and "2026-04-01" in warnings[0]
+
+
+# ---- interim looks (anytime-valid confidence sequences) ------------------------------
+
+
+def weekly(weeks: int) -> list[dict]:
+    """Phase 2's weekly table for the first ``weeks`` weeks of the 12-week window."""
+    start = dt.date(2026, 3, 2)
+    return [
+        {"week": (start + dt.timedelta(weeks=k)).isoformat(), "decisions": 100}
+        for k in range(weeks)
+    ]
+
+
+def interim_results(completion: dict, cost: dict, weeks: int = 3) -> dict:
+    res = results(completion, cost)
+    res["kpi_baselining"]["weekly"] = weekly(weeks)
+    res["kpi_baselining"]["confidence"] = 0.95
+    return res
+
+
+def test_interim_fraction_from_the_weekly_table(pilot: Pilot) -> None:
+    from pilot_lib.analysis.gate import interim_fraction
+
+    assert interim_fraction(pilot, {"weekly": weekly(3)}) == pytest.approx(21 / 84)
+    assert interim_fraction(pilot, {"weekly": weekly(12)}) == 1.0
+    assert interim_fraction(pilot, {}) == 1.0  # no table: tuned for the sample in hand
+    empty_last = weekly(4)
+    empty_last[-1]["decisions"] = 0
+    assert interim_fraction(pilot, {"weekly": empty_last}) == pytest.approx(21 / 84)
+
+
+def test_interim_look_judges_with_the_wider_confidence_sequence(pilot: Pilot) -> None:
+    from pilot_lib.analysis.sequential import widening
+
+    # 0.86 on 300 decisions after 3 of 12 weeks: the fixed Wilson interval clears 80%...
+    lo, hi = proportion_confint(258, 300, method="wilson")
+    assert lo > 0.80
+    args = (
+        kpi("task_completion_rate", 0.86, lo, hi, 300),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    assert evaluate_gate(pilot, interim_results(*args)).decision == "GO"
+    # ... the anytime-valid one, 1.7 times as wide a quarter of the way through, does not.
+    gate = evaluate_gate(pilot, interim_results(*args), interim=True)
+    v = gate.verdicts[0]
+    k = widening(21 / 84)
+    assert v.low == pytest.approx(0.86 - (0.86 - lo) * k)
+    assert v.high == pytest.approx(0.86 + (hi - 0.86) * k)
+    assert v.status == "INCONCLUSIVE" and v.anytime_valid
+    assert "anytime-valid 95% interval" in v.reason
+    assert "95% anytime-valid CI" in v.measured_text
+    assert gate.decision == "EXTEND" and gate.interim
+    assert "Decision: EXTEND at an interim look" in gate.rationale
+    assert "INTERIM look (anytime-valid intervals)" in gate.rationale
+    assert "24 May 2026" in gate.rationale  # continue to the window's end
+    # The advice targets the final run's fixed interval, at the pace of the weeks so far.
+    assert v.additional_samples is not None and v.additional_samples > 0
+    assert v.additional_weeks == math.ceil(v.additional_samples / (300 / 3))
+    out = gate.to_result()
+    assert out["interim"] is True and out["interim_fraction"] == pytest.approx(0.25)
+    record = out["verdicts"][0]
+    assert record["anytime_valid"] and (record["fixed_low"], record["fixed_high"]) == (lo, hi)
+    assert (
+        "anytime_valid"
+        not in evaluate_gate(pilot, interim_results(*args)).to_result()["verdicts"][0]
+    )
+    assert evaluate_gate(pilot, interim_results(*args)).to_result()["interim"] is False
+
+
+def test_interim_fail_needs_the_whole_sequence_to_miss(pilot: Pilot) -> None:
+    # 0.78 on 400 after 3 weeks: the fixed rule fails it on the estimate...
+    lo, hi = proportion_confint(312, 400, method="wilson")
+    args = (
+        kpi("task_completion_rate", 0.78, lo, hi, 400),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    assert evaluate_gate(pilot, interim_results(*args)).decision == "NO-GO"
+    # ... an interim look only once the whole confidence sequence misses.
+    gate = evaluate_gate(pilot, interim_results(*args), interim=True)
+    v = gate.verdicts[0]
+    assert v.status == "INCONCLUSIVE" and v.high > 0.80
+    assert "not yet proven" in v.reason
+    assert gate.decision == "EXTEND"
+    row = gate.extend_advice().to_dict("records")[0]
+    assert row["more needed"].startswith("none settles a pass")
+    # A clear miss is proven at once: NO-GO at the interim look.
+    lo, hi = proportion_confint(280, 400, method="wilson")
+    clear = interim_results(
+        kpi("task_completion_rate", 0.70, lo, hi, 400),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    gate = evaluate_gate(pilot, clear, interim=True)
+    assert gate.verdicts[0].status == "FAIL" and "even the upper end" in gate.verdicts[0].reason
+    assert gate.decision == "NO-GO" and "enough to stop now" in gate.rationale
+
+
+def test_interim_go_allows_stopping_early(pilot: Pilot) -> None:
+    lo, hi = proportion_confint(270, 300, method="wilson")
+    gate = evaluate_gate(
+        pilot,
+        interim_results(
+            kpi("task_completion_rate", 0.90, lo, hi, 300),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+        ),
+        interim=True,
+    )
+    assert gate.decision == "GO"
+    assert "stopping the pilot early is allowed" in gate.rationale
+
+
+def test_pilot_file_interim_setting_and_its_override(pilot: Pilot) -> None:
+    stats = pilot.statistics.model_copy(update={"interim": True})
+    looking = pilot.model_copy(update={"statistics": stats})
+    lo, hi = proportion_confint(258, 300, method="wilson")
+    args = (
+        kpi("task_completion_rate", 0.86, lo, hi, 300),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    assert evaluate_gate(looking, interim_results(*args)).interim
+    final = evaluate_gate(looking, interim_results(*args), interim=False)
+    assert not final.interim and final.decision == "GO"
+
+
+def test_interim_pages_are_labelled(pilot: Pilot) -> None:
+    from pilot_lib.report import notebook as nb
+
+    ctx = nb.open_phase("go_no_go_summary", pilot.path, None, load_data=False, interim=True)
+    assert ctx.interim and ctx.pilot.file_hash == pilot.file_hash
+    assert "INTERIM look (anytime-valid intervals)" in ctx.header().data
+    plain = nb.open_phase("go_no_go_summary", pilot.path, None, load_data=False)
+    assert not plain.interim and "INTERIM" not in plain.header().data
+    lo, hi = proportion_confint(258, 300, method="wilson")
+    args = (
+        kpi("task_completion_rate", 0.86, lo, hi, 300),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    banner = nb.decision_banner(evaluate_gate(ctx.pilot, interim_results(*args))).data
+    assert "INTERIM look (anytime-valid intervals)" in banner
+    assert "INTERIM" not in nb.decision_banner(evaluate_gate(pilot, interim_results(*args))).data
+
+
+def test_advice_table_says_at_least_when_the_minimum_decides(pilot: Pilot) -> None:
+    lo, hi = proportion_confint(57, 60, method="wilson")
+    gate = evaluate_gate(
+        pilot,
+        results(
+            kpi("task_completion_rate", 0.95, lo, hi, 60),
+            kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+        ),
+    )
+    assert gate.extend_advice()["power"].tolist() == ["at least 80%"]
