@@ -403,7 +403,7 @@ def test_interim_look_judges_with_the_wider_confidence_sequence(pilot: Pilot) ->
         kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
     )
     assert evaluate_gate(pilot, interim_results(*args)).decision == "GO"
-    # ... the anytime-valid one, 1.7 times as wide a quarter of the way through, does not.
+    # ... the anytime-valid one, 1.67 times as wide a quarter of the way through, does not.
     gate = evaluate_gate(pilot, interim_results(*args), interim=True)
     v = gate.verdicts[0]
     k = widening(21 / 84)
