@@ -88,6 +88,9 @@ PILOT: dict[str, Any] = {
     ],
     "costs": {"review_hourly_rate_usd": 60.0, "manual_cost_per_case_usd": 10.0},
     "confidence_threshold": 0.7,
+    # The hand-worked figures below are the independent (Wilson / Student-t) ones;
+    # clustering has its own tests in tests/test_clustered.py.
+    "statistics": {"cluster_by": "none"},
     "drift": {
         "features": ["x"],
         "reference_window": {"start": "2026-03-02", "end": "2026-03-29"},
