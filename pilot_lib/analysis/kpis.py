@@ -22,6 +22,17 @@ bounds are that distribution's exact percentiles), and Newcombe's
 square-and-add interval for the paired gap between technical and business
 completion.
 
+Those are the intervals if decisions were independent. Decisions cluster (by
+week, user or case: ``pilot.statistics.cluster_by``, default week), so every KPI
+interval is widened for it (:mod:`pilot_lib.analysis.clustered`): a
+cluster-robust CR1 interval with Student t on ``G - 1`` degrees of freedom for
+the rates and the cost per decision, from per-cluster sums the engine reduces to
+one row; a week bootstrap from per-week histograms for the efficiency gain.
+The honest bounds are ``low``/``high`` (never narrower than the independent
+ones, kept as ``low_iid``/``high_iid``), with ``se``, ``design_effect``,
+``clusters`` and ``cluster_by`` beside them. Weekly rows stay within-week
+(independent) intervals.
+
 Work happens in the engine: the decision log, cases and adoption tables are
 Ibis expressions (DuckDB by default) and only aggregates come back to pandas:
 one row of window totals, one row per week, one row per escalation reason.
@@ -216,6 +227,10 @@ class KpiTable:
         ``unit`` ("proportion" or "usd"), ``method``, ``note`` and the pilot
         file's threshold (``comparator``, ``threshold``, ``min_samples``; None /
         NaN when the file sets none). ``headline`` marks the five playbook KPIs.
+        ``low``/``high`` allow for clustering at ``cluster_by``; beside them
+        ``se`` (clustered standard error, the estimate's scale), ``design_effect``
+        (clustered / independent variance), ``clusters`` (G) and the
+        independent bounds ``low_iid``/``high_iid``.
     weekly:
         Per ISO week (``week`` = its Monday) of the decision log: counts,
         technical / business completion, escalation and override rates with
