@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
 import ibis
 import numpy as np
@@ -259,77 +258,83 @@ def test_coverage_with_week_random_effects() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Week bootstrap of the ratio of medians
+# Efficiency gain: the ratio of medians, linearised and clustered by week
 # ---------------------------------------------------------------------------
-def _hist(values_by_week: list[np.ndarray], bins: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Per-week histograms as the engine builds them: log-scale bins, count and sum."""
-    allv = np.concatenate(values_by_week)
-    lo, hi = np.log(allv.min()), np.log(allv.max())
-    width = (hi - lo) / bins
-    counts = np.zeros((len(values_by_week), bins))
-    sums = np.zeros((len(values_by_week), bins))
-    for w, v in enumerate(values_by_week):
-        b = np.clip(np.floor((np.log(v) - lo) / width), 0, bins - 1).astype(int)
-        np.add.at(counts[w], b, 1)
-        np.add.at(sums[w], b, v)
-    keep = counts.sum(axis=0) > 0
-    return counts[:, keep], sums[:, keep]
+def statsmodels_log_ratio_variance(
+    a: pd.DataFrame, c: pd.DataFrame, cv_a: float, cv_c: float
+) -> float:
+    """Var(log(median_a / median_c)) clustered by week, from statsmodels.
+
+    Regress the indicator "at or below the cohort's median" on the two cohort
+    dummies with a week-clustered covariance: the coefficients are the two
+    shares F and their covariance matrix is the sandwich. By the delta method
+    (Woodruff) log(median) moves by -dF / (f(m) m) = -dF x cv / sqrt(F (1 - F) / N).
+    statsmodels' correction carries (N - 1) / (N - K) with K = 2; taken out here.
+    """
+    both = pd.concat([a.assign(agent=1.0), c.assign(agent=0.0)], ignore_index=True)
+    y = both["below"].to_numpy(dtype=float)
+    x = np.column_stack([both["agent"], 1 - both["agent"]])
+    fit = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(both["week"])[0]})
+    n = len(y)
+    cov = np.asarray(fit.cov_params()) * (n - 2) / (n - 1)
+    scale = []
+    for frame, cv in ((a, cv_a), (c, cv_c)):
+        f = frame["below"].mean()
+        scale.append(cv / math.sqrt(f * (1 - f) / len(frame)))
+    s_a, s_c = scale
+    return s_a**2 * cov[0, 0] + s_c**2 * cov[1, 1] - 2 * s_a * s_c * cov[0, 1]
 
 
-def test_week_bootstrap_matches_resampling_raw_weeks() -> None:
-    rng = np.random.default_rng(11)
-    weeks = 10
-    agent = [rng.lognormal(1.0 + rng.normal(0, 0.2), 0.6, 300) for _ in range(weeks)]
-    control = [rng.lognormal(1.5 + rng.normal(0, 0.2), 0.6, 300) for _ in range(weeks)]
-    draws = clustered.cluster_bootstrap_median_ratio(
-        _hist(agent), _hist(control), paired=True, n_resamples=200, seed=4
+def test_median_design_effect_is_the_share_below_its_design_effect() -> None:
+    rng = np.random.default_rng(31)
+    weeks = np.repeat(np.arange(10), 80)
+    x = rng.lognormal(1.0 + rng.normal(0, 0.3, 10)[weeks], 0.5)
+    m = np.median(x)
+    below = (x <= m).astype(float)
+    b = np.bincount(weeks, weights=below)
+    n = np.bincount(weeks).astype(float)
+    other = (np.full(10, 40.0), np.full(10, 80.0), 0.05)  # a flat cohort, no week effect
+    mv = clustered.median_ratio_variance((b, n, 0.04), other, paired=False)
+    se_share = statsmodels_cluster_se(below, weeks)
+    f = below.mean()
+    assert mv.cohort_design_effects[0] == pytest.approx(
+        se_share**2 / (f * (1 - f) / below.size), rel=1e-9
     )
-    # The same seeded week multiplicities, applied to the raw values.
-    rng2 = np.random.default_rng(4)
-    w = rng2.multinomial(weeks, np.full(weeks, 1 / weeks), size=200)
-    # Each median is off by at most one bin: a fraction ln(max / min) / 2048 of it.
-    spans = [np.concatenate(x) for x in (agent, control)]
-    tol = sum(math.expm1(np.log(v.max() / v.min()) / 2048) for v in spans)
-    for b in range(200):
-        a = np.concatenate([np.repeat(agent[i], w[b, i]).reshape(-1) for i in range(weeks)])
-        c = np.concatenate([np.repeat(control[i], w[b, i]).reshape(-1) for i in range(weeks)])
-        a_med = np.sort(a)[math.ceil(a.size / 2) - 1]  # the lower middle value
-        c_med = np.sort(c)[math.ceil(c.size / 2) - 1]
-        assert draws[b] == pytest.approx(a_med / c_med, rel=tol)
+    assert mv.cohort_design_effects[1] == 0.0
+    assert mv.clustered == pytest.approx(0.04**2 * mv.cohort_design_effects[0], rel=1e-9)
+    assert mv.independent == pytest.approx(0.04**2 + 0.05**2)
 
 
-def test_week_bootstrap_unpaired_draws_cohorts_separately() -> None:
-    rng = np.random.default_rng(12)
-    agent = [rng.lognormal(1.0, 0.5, 100) for _ in range(6)]
-    base = [rng.lognormal(1.4, 0.5, 100) for _ in range(4)]
-    draws = clustered.cluster_bootstrap_median_ratio(
-        _hist(agent), _hist(base), paired=False, n_resamples=500, seed=1
-    )
-    assert draws.shape == (500,) and np.isfinite(draws).all()
-    point = np.median(np.concatenate(agent)) / np.median(np.concatenate(base))
-    assert np.quantile(draws, 0.025) < point < np.quantile(draws, 0.975)
-
-
-def test_efficiency_gain_week_bootstrap_in_phase_2() -> None:
-    rng = np.random.default_rng(21)
-    rows: list[dict[str, Any]] = []
-    for w in range(12):
-        shift = rng.normal(0, 0.3)  # a week's cases are slow or fast for both cohorts
+def _weekly_cases(seed: int, weeks: int = 12, per_week: int = 150) -> pd.DataFrame:
+    """Agent and control cases opened side by side; a week is slow or fast for both."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in range(weeks):
+        shift = rng.normal(0, 0.3)
         opened = pd.Timestamp("2026-03-02") + pd.Timedelta(days=7 * w + 1)
         for cohort, mu in (("agent", 1.0), ("control", 1.6)):
-            hours = rng.lognormal(mu + shift, 0.5, 150)
-            for i, h in enumerate(hours):
-                rows.append(
+            own = rng.normal(0, 0.1)  # and a little of its own
+            hours = rng.lognormal(mu + shift + own, 0.5, per_week)
+            rows.append(
+                pd.DataFrame(
                     {
-                        "case_id": f"{cohort}-{w}-{i}",
+                        "case_id": [f"{cohort}-{w}-{i}" for i in range(per_week)],
                         "cohort": cohort,
                         "opened_at": opened,
-                        "closed_at": opened + pd.Timedelta(hours=float(h)),
+                        "closed_at": opened + pd.to_timedelta(hours, "h"),
                     }
                 )
-    cases = pd.DataFrame(rows)
+            )
+    cases = pd.concat(rows, ignore_index=True)
     cases["opened_at"] = cases["opened_at"].astype("datetime64[us]")
     cases["closed_at"] = cases["closed_at"].astype("datetime64[us]")
+    return cases
+
+
+def test_efficiency_gain_clustered_by_week_matches_statsmodels() -> None:
+    from pilot_lib.analysis import stats
+
+    cases = _weekly_cases(seed=21)
     df = clustered_log(seed=1)
     out = {}
     for cb in ("week", "none"):
@@ -339,6 +344,60 @@ def test_efficiency_gain_week_bootstrap_in_phase_2() -> None:
     assert week["estimate"] == none["estimate"]
     assert week["clusters"] == 12 and week["cluster_by"] == "week"
     assert (week["low_iid"], week["high_iid"]) == (none["low"], none["high"])
-    assert week["low"] <= none["low"] and week["high"] >= none["high"]
-    # Shared weekly shifts mostly cancel in the paired ratio, but not entirely.
-    assert week["design_effect"] > 0
+
+    hours = (cases["closed_at"] - cases["opened_at"]).dt.total_seconds() / 3600
+    frames, cvs, medians = [], [], []
+    for cohort in ("agent", "control"):
+        x = hours[cases["cohort"] == cohort].to_numpy()
+        dist = stats.median_bootstrap_distribution(*stats.median_band_from_values(x))
+        pmf = np.diff(np.concatenate(([0.0], dist.cdf)))
+        mean = pmf @ dist.values / pmf.sum()
+        sd = math.sqrt(pmf @ (dist.values - mean) ** 2 / pmf.sum())
+        m = np.median(x)
+        medians.append(m)
+        cvs.append(sd / m)
+        week_of = cases.loc[cases["cohort"] == cohort, "opened_at"].dt.to_period("W-SUN")
+        frames.append(pd.DataFrame({"below": x <= m, "week": week_of.astype(str).to_numpy()}))
+    var = statsmodels_log_ratio_variance(frames[0], frames[1], *cvs)
+    ratio = medians[0] / medians[1]
+    assert 1 - ratio == pytest.approx(week["estimate"], rel=1e-12)
+    assert week["se"] == pytest.approx(ratio * math.sqrt(var), rel=1e-9)
+    assert week["design_effect"] == pytest.approx(var / (cvs[0] ** 2 + cvs[1] ** 2), rel=1e-9)
+    half = st.t.ppf(0.975, 11) * math.sqrt(var)
+    assert week["low"] == pytest.approx(min(1 - ratio * math.exp(half), none["low"]), rel=1e-9)
+    assert week["high"] == pytest.approx(max(1 - ratio * math.exp(-half), none["high"]), rel=1e-9)
+
+
+def test_median_ratio_coverage_with_week_effects() -> None:
+    rng = np.random.default_rng(77)
+    sims, weeks, per_week, sigma = 600, 12, 120, 0.5
+    z = st.norm.ppf(0.975)
+    true_log_ratio = 1.0 - 1.6
+    shift = rng.normal(0, 0.3, (sims, weeks, 1))
+    a = rng.lognormal(
+        1.0 + shift + rng.normal(0, 0.1, (sims, weeks, 1)), sigma, (sims, weeks, per_week)
+    )
+    c = rng.lognormal(
+        1.6 + shift + rng.normal(0, 0.1, (sims, weeks, 1)), sigma, (sims, weeks, per_week)
+    )
+    n = np.full(weeks, float(per_week))
+    big_n = weeks * per_week
+    # Distribution-free SE of a median from its order statistics: ranks N/2 -/+ z sqrt(N)/2.
+    k = int(round(z * math.sqrt(big_n) / 2))
+    covered_cl = covered_iid = 0
+    for s in range(sims):
+        parts = []
+        for x in (a[s], c[s]):
+            flat = np.sort(x.reshape(-1))
+            m = np.median(flat)
+            se = (flat[big_n // 2 + k] - flat[big_n // 2 - k - 1]) / (2 * z)
+            parts.append(((x <= m).sum(axis=1).astype(float), n, se / m, m))
+        mv = clustered.median_ratio_variance(parts[0][:3], parts[1][:3], paired=True)
+        log_r = math.log(parts[0][3] / parts[1][3])
+        half_cl = st.t.ppf(0.975, weeks - 1) * math.sqrt(mv.clustered)
+        half_iid = z * math.sqrt(mv.independent)
+        covered_cl += abs(log_r - true_log_ratio) <= max(half_cl, half_iid)
+        covered_iid += abs(log_r - true_log_ratio) <= half_iid
+    # Nominal 95%; binomial sd over 600 runs is 0.009; allow about 3 sd.
+    assert 0.92 <= covered_cl / sims <= 0.98
+    assert covered_iid / sims < 0.85

@@ -1197,9 +1197,10 @@ def _efficiency(
     )
     if cluster_by == "week":
         method += (
-            "; widened to a week bootstrap (whole weeks of cases resampled, from per-week "
-            "histograms of 2,048 log-scale bins, spread scaled by sqrt(G / (G - 1))), never "
-            "narrower than the case bootstrap"
+            "; clustered by week: each median linearised (Woodruff: its design effect is that "
+            "of the share of cases at or below it, paired week by week for a concurrent "
+            "control), CR1 variance of log(ratio), Student t with weeks - 1 degrees of "
+            "freedom, never narrower than the case bootstrap"
         )
     else:
         method += (
@@ -1356,22 +1357,16 @@ def _efficiency(
     level = "case" if cluster_by in ("user", "case") else "none"
     if cluster_by == "week":
         level = "week"
-        weekly_ci = _week_bootstrap_ratio(scoped, comparison, ratio, confidence, seed)
-        clusters = weekly_ci["clusters"]
+        weekly_ci = _week_clustered_ratio(
+            scoped, comparison, agent_dist, comparison_dist, ratio, confidence
+        )
+        clusters, deff = weekly_ci["clusters"], weekly_ci["design_effect"]
         if weekly_ci["low"] is not None:
             r_low = min(weekly_ci["low"], ratio_low)
             r_high = max(weekly_ci["high"], ratio_high)
             efficiency.update(ratio_low=r_low, ratio_high=r_high)
             gain_low, gain_high = 1 - r_high, 1 - r_low
             se = weekly_ci["se"]
-            width_iid = ratio_high - ratio_low
-            deff = (
-                ((weekly_ci["high"] - weekly_ci["low"]) / width_iid) ** 2
-                if width_iid > 0
-                else math.nan
-            )
-        else:
-            deff = math.nan
     efficiency.update(
         gain=gain,
         gain_low=gain_low,
@@ -1413,122 +1408,95 @@ def _efficiency(
     return efficiency, fig, weekly_cycle
 
 
-def _weekly_histograms(
-    scoped: ir.Table, cohorts: list[str]
-) -> dict[str, tuple[list[Any], np.ndarray, np.ndarray]]:
-    """Per cohort: its weeks, and weeks x bins arrays of counts and sums of closed cycle hours.
+def _distribution_sd(dist: stats.MedianBootstrap) -> float:
+    """Standard deviation of an exact median bootstrap distribution (the median's independent SE)."""
+    cdf = np.asarray(dist.cdf, dtype=float)
+    pmf = np.diff(np.concatenate(([0.0], cdf)))
+    pmf = np.clip(pmf, 0.0, None)
+    total = pmf.sum()
+    if total <= 0:
+        return math.nan
+    mean = float(pmf @ dist.values) / total
+    return math.sqrt(float(pmf @ (dist.values - mean) ** 2) / total)
 
-    Two engine aggregates with rows bounded by weeks x cohorts x
-    :data:`clustered.HISTOGRAM_BINS`, whatever the number of cases: each
-    cohort's smallest positive and largest cycle time, then per cohort, week
-    (Monday of the week the case was opened) and log-scale bin the count and
-    sum of the cycle times. Cycle times of 0 hours (or less) get a bin of their
-    own below the others.
+
+def _weekly_median_counts(
+    scoped: ir.Table, medians: dict[str, float]
+) -> dict[str, dict[dt.date, tuple[int, int]]]:
+    """Per cohort and week (Monday of ``opened_at``): closed cases at or below the median, closed.
+
+    One engine aggregate, one row per cohort and week.
     """
-    bins = clustered.HISTOGRAM_BINS
-    rows = scoped.filter(scoped.cycle_hours.notnull() & scoped.cohort.isin(cohorts))
-    positive = rows.filter(rows.cycle_hours > 0)
-    ranges = (
-        positive.group_by("cohort")
-        .aggregate(low=positive.cycle_hours.min(), high=positive.cycle_hours.max())
-        .execute()
+    rows = scoped.filter(scoped.cycle_hours.notnull() & scoped.cohort.isin(list(medians)))
+    median = ibis.cases(
+        *[(rows.cohort == name, ibis.literal(float(m))) for name, m in medians.items()],
+        else_=ibis.null("float64"),
     )
-    logs: dict[str, tuple[float, float]] = {}
-    for r in ranges.to_dict(orient="records"):
-        lo, hi = math.log(float(r["low"])), math.log(float(r["high"]))
-        logs[str(r["cohort"])] = (lo, (hi - lo) / bins if hi > lo else 1.0)
-    h = rows.cycle_hours
-    raw = (
-        ibis.cases(
-            *[
-                (rows.cohort == name, ((h.ln() - lo) / width).floor())
-                for name, (lo, width) in logs.items()
-            ],
-            else_=ibis.literal(0.0),
-        )
-        if logs
-        else ibis.literal(0.0)
-    )
-    binned = rows.mutate(
+    marked = rows.mutate(
         week=rows.opened_at.truncate("W").cast("date"),
-        bin=ibis.ifelse(
-            h > 0, ibis.least(ibis.greatest(raw, 0), bins - 1), ibis.literal(-1.0)
-        ).cast("int64"),
+        at_or_below=(rows.cycle_hours <= median).cast("int64"),
     )
-    hist = (
-        binned.group_by(["cohort", "week", "bin"])
-        .aggregate(n=binned.count(), total=binned.cycle_hours.sum())
+    frame = (
+        marked.group_by(["cohort", "week"])
+        .aggregate(below=marked.at_or_below.sum(), closed=marked.count())
         .execute()
     )
-    out = {}
-    for name in cohorts:
-        mine = hist[hist["cohort"] == name]
-        weeks = sorted(mine["week"].unique())
-        bin_ids = np.sort(mine["bin"].unique())
-        counts = np.zeros((len(weeks), len(bin_ids)))
-        sums = np.zeros((len(weeks), len(bin_ids)))
-        where = {w: i for i, w in enumerate(weeks)}
-        wi = np.array([where[w] for w in mine["week"]], dtype=np.int64)
-        bi = np.searchsorted(bin_ids, mine["bin"].to_numpy())
-        np.add.at(counts, (wi, bi), mine["n"].to_numpy(dtype=float))
-        np.add.at(sums, (wi, bi), mine["total"].to_numpy(dtype=float))
-        out[name] = ([_as_date(w) for w in weeks], counts, sums)
+    out: dict[str, dict[dt.date, tuple[int, int]]] = {name: {} for name in medians}
+    for r in frame.to_dict(orient="records"):
+        out[str(r["cohort"])][_as_date(r["week"])] = (_int(r["below"]), _int(r["closed"]))
     return out
 
 
-def _align_weeks(
-    first: tuple[list[Any], np.ndarray, np.ndarray],
-    second: tuple[list[Any], np.ndarray, np.ndarray],
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Both cohorts' arrays over the union of their weeks (zero rows where one had none)."""
-    weeks = sorted(set(first[0]) | set(second[0]))
-    aligned = []
-    for wk, counts, sums in (first, second):
-        rows = [weeks.index(w) for w in wk]
-        c = np.zeros((len(weeks), counts.shape[1]))
-        t = np.zeros((len(weeks), sums.shape[1]))
-        c[rows], t[rows] = counts, sums
-        aligned.append((c, t))
-    return aligned[0], aligned[1]
-
-
-def _week_bootstrap_ratio(
-    scoped: ir.Table, comparison: str, ratio: float, confidence: float, seed: int
+def _week_clustered_ratio(
+    scoped: ir.Table,
+    comparison: str,
+    agent: stats.MedianBootstrap,
+    other: stats.MedianBootstrap,
+    ratio: float,
+    confidence: float,
 ) -> dict[str, Any]:
-    """Week-bootstrap interval of the ratio of medians, agent over ``comparison``.
+    """Week-clustered interval of the ratio of medians, agent over ``comparison``.
 
-    Agent and control ran in the same weeks, so a resample draws weeks once for
-    both (paired); a baseline ran in other weeks, so its weeks are drawn on
-    their own. The percentile bounds' distances from the estimate are scaled by
-    ``sqrt(G / (G - 1))`` (the bootstrap's variance falls short of the
-    between-cluster variance by ``(G - 1) / G``, the factor CR1 corrects for);
-    ``G`` is the number of weeks (the smaller cohort's for a baseline). Bounds
-    None when ``G < 2``.
+    Each median is linearised (:func:`clustered.median_ratio_variance`): its
+    design effect is that of the share of cases at or below it, whose per-week
+    counts come from the engine. Agent and control ran in the same weeks, so
+    their residuals are paired week by week; a baseline's weeks are its own.
+    The interval is ``ratio x exp(+/- t(G - 1) x se(log ratio))``; bounds None
+    when ``G < 2`` or a median's spread is unknown.
     """
-    hists = _weekly_histograms(scoped, ["agent", comparison])
+    counts = _weekly_median_counts(scoped, {"agent": agent.median, comparison: other.median})
+    cv_a, cv_b = _distribution_sd(agent) / agent.median, _distribution_sd(other) / other.median
     paired = comparison == "control"
     if paired:
-        num, den = _align_weeks(hists["agent"], hists[comparison])
-        clusters = num[0].shape[0]
+        weeks = sorted(set(counts["agent"]) | set(counts[comparison]))
+        arrays = [
+            (
+                np.array([counts[name].get(w, (0, 0))[0] for w in weeks], dtype=float),
+                np.array([counts[name].get(w, (0, 0))[1] for w in weeks], dtype=float),
+            )
+            for name in ("agent", comparison)
+        ]
     else:
-        num, den = hists["agent"][1:], hists[comparison][1:]
-        clusters = min(num[0].shape[0], den[0].shape[0])
-    if clusters < 2:
-        return {"clusters": clusters, "low": None, "high": None, "se": math.nan}
-    draws = clustered.cluster_bootstrap_median_ratio(
-        num, den, paired, n_resamples=stats.DEFAULT_RESAMPLES, seed=seed
-    )
-    draws = draws[np.isfinite(draws)]
-    if draws.size == 0:
-        return {"clusters": clusters, "low": None, "high": None, "se": math.nan}
-    alpha = (1 - confidence) / 2
-    q_low, q_high = np.quantile(draws, [alpha, 1 - alpha])
-    scale = math.sqrt(clusters / (clusters - 1))
+        arrays = [
+            (
+                np.array([b for b, _ in counts[name].values()], dtype=float),
+                np.array([n for _, n in counts[name].values()], dtype=float),
+            )
+            for name in ("agent", comparison)
+        ]
+    none = {"clusters": 0, "low": None, "high": None, "se": math.nan, "design_effect": math.nan}
+    if not (math.isfinite(cv_a) and math.isfinite(cv_b)) or agent.median <= 0:
+        return none
+    mv = clustered.median_ratio_variance((*arrays[0], cv_a), (*arrays[1], cv_b), paired=paired)
+    if mv.clusters < 2 or not math.isfinite(mv.clustered):
+        return {**none, "clusters": mv.clusters}
+    half = clustered.t_value(mv.clusters - 1, confidence) * math.sqrt(mv.clustered)
     return {
-        "clusters": clusters,
-        "low": float(ratio - scale * (ratio - q_low)),
-        "high": float(ratio + scale * (q_high - ratio)),
-        "se": float(scale * np.std(draws, ddof=1)) if draws.size > 1 else math.nan,
+        "clusters": mv.clusters,
+        "low": ratio * math.exp(-half),
+        "high": ratio * math.exp(half),
+        "se": ratio * math.sqrt(mv.clustered),
+        "design_effect": mv.design_effect,
     }
 
 
