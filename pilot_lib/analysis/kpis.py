@@ -27,7 +27,8 @@ week, user or case: ``pilot.statistics.cluster_by``, default week), so every KPI
 interval is widened for it (:mod:`pilot_lib.analysis.clustered`): a
 cluster-robust CR1 interval with Student t on ``G - 1`` degrees of freedom for
 the rates and the cost per decision, from per-cluster sums the engine reduces to
-one row; a week bootstrap from per-week histograms for the efficiency gain.
+one row; for the efficiency gain each median linearised (Woodruff's method)
+from one row per cohort and week.
 The honest bounds are ``low``/``high`` (never narrower than the independent
 ones, kept as ``low_iid``/``high_iid``), with ``se``, ``design_effect``,
 ``clusters`` and ``cluster_by`` beside them. Weekly rows stay within-week
