@@ -449,7 +449,10 @@ class StatisticsSettings(_Strict):
     - ``cluster_by``: the unit decisions cluster in (``week``, ``user``, ``case``
       or ``none`` for independent decisions). Every KPI interval is cluster-robust
       at that level and reports its design effect. Default ``week``: decisions
-      of one week share its staff, volumes and prompt version.
+      of one week share its staff, volumes and prompt version. ``week`` is the
+      ISO week (Monday) of the timestamp; ``user`` the decision log's
+      ``user_id`` (a decision without one counts with its case; a log without
+      the column is clustered by case); ``case`` the ``case_id``.
     - ``power``: the chance that extending by the advised sample settles an
       inconclusive KPI, when the estimate holds (default 0.80).
     - ``interim``: ``true`` for a look before the window's end: intervals become

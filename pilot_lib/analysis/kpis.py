@@ -22,6 +22,18 @@ bounds are that distribution's exact percentiles), and Newcombe's
 square-and-add interval for the paired gap between technical and business
 completion.
 
+Those are the intervals if decisions were independent. Decisions cluster (by
+week, user or case: ``pilot.statistics.cluster_by``, default week), so every KPI
+interval is widened for it (:mod:`pilot_lib.analysis.clustered`): a
+cluster-robust CR1 interval with Student t on ``G - 1`` degrees of freedom for
+the rates and the cost per decision, from per-cluster sums the engine reduces to
+one row; for the efficiency gain each median linearised (Woodruff's method)
+from one row per cohort and week.
+The honest bounds are ``low``/``high`` (never narrower than the independent
+ones, kept as ``low_iid``/``high_iid``), with ``se``, ``design_effect``,
+``clusters`` and ``cluster_by`` beside them. Weekly rows stay within-week
+(independent) intervals.
+
 Work happens in the engine: the decision log, cases and adoption tables are
 Ibis expressions (DuckDB by default) and only aggregates come back to pandas:
 one row of window totals, one row per week, one row per escalation reason.
@@ -48,7 +60,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from pilot_lib.analysis import stats
+from pilot_lib.analysis import clustered, stats
 from pilot_lib.analysis.findings import Finding
 from pilot_lib.config import ESCALATION_REASONS, KPI_NAMES, Pilot, load_pilot
 from pilot_lib.errors import ContractError
@@ -142,6 +154,12 @@ KPI_COLUMNS = [
     "comparator",
     "threshold",
     "min_samples",
+    "se",
+    "design_effect",
+    "clusters",
+    "cluster_by",
+    "low_iid",
+    "high_iid",
 ]
 
 _WEEKLY_COLUMNS = [
@@ -210,6 +228,10 @@ class KpiTable:
         ``unit`` ("proportion" or "usd"), ``method``, ``note`` and the pilot
         file's threshold (``comparator``, ``threshold``, ``min_samples``; None /
         NaN when the file sets none). ``headline`` marks the five playbook KPIs.
+        ``low``/``high`` allow for clustering at ``cluster_by``; beside them
+        ``se`` (clustered standard error, the estimate's scale), ``design_effect``
+        (clustered / independent variance), ``clusters`` (G) and the
+        independent bounds ``low_iid``/``high_iid``.
     weekly:
         Per ISO week (``week`` = its Monday) of the decision log: counts,
         technical / business completion, escalation and override rates with
@@ -259,6 +281,7 @@ class KpiTable:
     efficiency: dict[str, Any]
     adoption: dict[str, Any]
     flags: list[Finding] = field(default_factory=list)
+    cluster_by: str = "none"
 
     def kpi(self, name: str) -> dict[str, Any]:
         """One row of :attr:`kpis` as a dict; KeyError for an unknown name."""
@@ -272,7 +295,9 @@ class KpiTable:
 
         Columns: KPI, estimate with interval (e.g. ``"86.1% (85.7%-86.5%)"``),
         sample (``"n=29,431 decisions"``), threshold (``"> 80.0%"``, or
-        ``"none set"``), the threshold's minimum sample, and the note.
+        ``"none set"``), the threshold's minimum sample, the design effect of
+        the interval (``"42.3 (13 weeks)"``; empty when the decisions are
+        treated as independent or there is no data) and the note.
         """
         ci = f"Estimate ({_pct_label(self.confidence)} CI)"
         rows = []
@@ -287,10 +312,12 @@ class KpiTable:
                     "Min. sample": (
                         f"{int(r['min_samples']):,}" if r["comparator"] is not None else ""
                     ),
+                    "Design effect": _format_design_effect(r),
                     "Note": r["note"] or "",
                 }
             )
-        return pd.DataFrame(rows, columns=["KPI", ci, "Sample", "Threshold", "Min. sample", "Note"])
+        columns = ["KPI", ci, "Sample", "Threshold", "Min. sample", "Design effect", "Note"]
+        return pd.DataFrame(rows, columns=columns)
 
     def cost_per_decision_at(self, review_hourly_rate_usd: float) -> float:
         """What-if: the cost per decision (US dollars) at another loaded hourly review rate.
@@ -337,6 +364,7 @@ class KpiTable:
             r["threshold"] = float(r["threshold"]) if has_threshold else None
             r["min_samples"] = int(r["min_samples"]) if has_threshold else None
             r["n"] = int(r["n"])
+            r["clusters"] = int(r["clusters"])
             r["headline"] = bool(r["headline"])
             kpis.append(r)
         return to_jsonable(
@@ -345,6 +373,7 @@ class KpiTable:
                 "confidence": self.confidence,
                 "seed": self.seed,
                 "bootstrap_resamples": stats.DEFAULT_RESAMPLES,
+                "cluster_by": self.cluster_by,
                 "pilot_window": {"start": self.pilot_window[0], "end": self.pilot_window[1]},
                 "baseline_window": {
                     "start": self.baseline_window[0],
@@ -473,25 +502,31 @@ def compute_kpis_from_tables(
     window_text = _window_text(pilot.pilot_window.start, pilot.pilot_window.end)
     empty_reason = f"no decisions in the pilot window ({window_text})"
 
-    completion, completion_figs = _completion(totals, confidence, empty_reason)
+    cluster_by = pilot.statistics.cluster_by
+    clustering = _decision_clustering(window, cluster_by, rate, pilot.confidence_threshold, totals)
+    completion, completion_figs = _completion(totals, confidence, empty_reason, clustering)
     reasons = _escalation_by_reason(window, totals, confidence)
     escalation_fig = _proportion_figure(
         "escalation_rate",
         totals["escalated"],
         totals["escalated_n"],
         confidence,
-        "escalated / decisions in the pilot window; Wilson score interval",
+        "escalated / decisions in the pilot window",
         _null_reason("escalated", totals["decisions"], empty_reason),
         _left_out_note("escalated", totals["escalated_n"], totals["decisions"]),
+        clustering,
+        "escalated",
     )
     override_log_fig = _proportion_figure(
         "override_rate_decision_log",
         totals["overridden"],
         totals["overridden_n"],
         confidence,
-        "overridden / decisions in the pilot window (decision log); Wilson score interval",
+        "overridden / decisions in the pilot window (decision log)",
         _null_reason("overridden", totals["decisions"], empty_reason),
         _left_out_note("overridden", totals["overridden_n"], totals["decisions"]),
+        clustering,
+        "overridden",
     )
     low_conf_fig = _proportion_figure(
         "low_confidence_share",
@@ -499,13 +534,19 @@ def compute_kpis_from_tables(
         totals["confidence_n"],
         confidence,
         f"decisions with confidence < {pilot.confidence_threshold:g} (the pilot's "
-        "confidence threshold) / decisions with a confidence; Wilson score interval",
+        "confidence threshold) / decisions with a confidence",
         _null_reason("confidence", totals["decisions"], empty_reason),
         _left_out_note("confidence", totals["confidence_n"], totals["decisions"]),
+        clustering,
+        "below_threshold",
     )
-    cost_fig, cost_breakdown, cost = _cost(totals, pilot, confidence, empty_reason)
-    efficiency, efficiency_fig, weekly_cycle = _efficiency(cases, pilot, confidence, seed)
-    adoption_summary, adoption_figs, weekly_adoption = _adoption(adoption, pilot, confidence)
+    cost_fig, cost_breakdown, cost = _cost(totals, pilot, confidence, empty_reason, clustering)
+    efficiency, efficiency_fig, weekly_cycle = _efficiency(
+        cases, pilot, confidence, seed, cluster_by
+    )
+    adoption_summary, adoption_figs, weekly_adoption = _adoption(
+        adoption, pilot, confidence, cluster_by
+    )
 
     figures = {
         f.kpi: f
@@ -522,7 +563,14 @@ def compute_kpis_from_tables(
     kpis = _kpi_frame(pilot, [figures[k] for k in KPI_LABELS])
     for name in ("override_rate", "override_rate_decision_log"):
         f = figures[name]
-        adoption_summary[name] = {"estimate": f.estimate, "low": f.low, "high": f.high, "n": f.n}
+        adoption_summary[name] = {
+            "estimate": f.estimate,
+            "low": f.low,
+            "high": f.high,
+            "n": f.n,
+            "design_effect": f.design_effect,
+            "cluster_by": f.cluster_by,
+        }
     weekly = _weekly_decisions(window, rate, confidence)
 
     table = KpiTable(
@@ -541,6 +589,7 @@ def compute_kpis_from_tables(
         cost=cost,
         efficiency=efficiency,
         adoption=adoption_summary,
+        cluster_by=cluster_by,
     )
     table.flags = _flags(table, totals, cases is None, adoption is None, window_text)
     return table
@@ -559,10 +608,76 @@ class _Figure:
     method: str = ""
     note: str = ""
     no_data: str | None = None  # reason, when there is no figure
+    se: float = math.nan  # standard error of the estimate (cluster-robust when clustered)
+    design_effect: float = math.nan
+    clusters: int = 0
+    cluster_by: str = "none"
+    low_iid: float = math.nan  # the interval if the units were independent
+    high_iid: float = math.nan
 
 
 def _no_data(kpi: str, reason: str, method: str, n: int = 0) -> _Figure:
     return _Figure(kpi, n=n, method=method, note=f"no data ({reason})", no_data=reason)
+
+
+@dataclass(frozen=True)
+class _Clustering:
+    """How the figures of one data set are clustered: the level used and the engine's sums."""
+
+    level: str = "none"
+    sums: dict[str, clustered.ClusterSums] = field(default_factory=dict)
+    note: str = ""  # e.g. a fallback from user to case
+
+    @property
+    def noun(self) -> str:
+        return {"week": "weeks", "user": "users", "case": "cases"}.get(self.level, "units")
+
+
+_INDEPENDENT = _Clustering()
+
+
+def _method_suffix(clustering: _Clustering, iid_name: str) -> str:
+    if clustering.level == "none":
+        return f"{iid_name} (decisions treated as independent: statistics.cluster_by none)"
+    return (
+        f"cluster-robust (CR1 sandwich) interval clustered by {clustering.level}, Student t "
+        f"with clusters - 1 degrees of freedom, never narrower than the {iid_name}"
+    )
+
+
+def _with_clustering(
+    fig: _Figure,
+    sums_key: str,
+    clustering: _Clustering,
+    se_iid: float,
+    confidence: float,
+    bounds: tuple[float, float],
+) -> _Figure:
+    """Put the honest (clustered) bounds into ``fig.low``/``high``, keeping the independent ones."""
+    fig.low_iid, fig.high_iid, fig.se = fig.low, fig.high, se_iid
+    fig.cluster_by = clustering.level
+    sums = clustering.sums.get(sums_key)
+    if clustering.level == "none" or sums is None:
+        fig.clusters = fig.n
+        fig.design_effect = 1.0
+        return fig
+    se = clustered.cluster_robust_se(fig.n, sums.sq_residuals, sums.clusters)
+    ci = clustered.clustered_interval(
+        fig.estimate, se, sums.clusters, (fig.low, fig.high), se_iid, confidence, bounds
+    )
+    fig.low, fig.high = ci.low, ci.high
+    fig.se, fig.design_effect, fig.clusters = ci.se, ci.design_effect, ci.clusters
+    extra = []
+    if clustering.note:
+        extra.append(clustering.note)
+    if sums.clusters < 2:
+        extra.append(
+            f"only {sums.clusters} {clustering.level}: the variation between "
+            f"{clustering.noun} cannot be estimated; independent interval shown"
+        )
+    if extra:
+        fig.note = "; ".join([fig.note, *extra]) if fig.note else "; ".join(extra)
+    return fig
 
 
 def _proportion_figure(
@@ -573,11 +688,19 @@ def _proportion_figure(
     method: str,
     no_data_reason: str | None,
     note: str = "",
+    clustering: _Clustering = _INDEPENDENT,
+    sums_key: str | None = None,
 ) -> _Figure:
+    method = f"{method}; {_method_suffix(clustering, 'Wilson score interval')}"
     if n == 0:
-        return _no_data(kpi, no_data_reason or "zero denominator", method)
+        fig = _no_data(kpi, no_data_reason or "zero denominator", method)
+        fig.cluster_by = clustering.level
+        return fig
     low, high = _wilson(successes, n, confidence, kpi)
-    return _Figure(kpi, successes / n, low, high, n, method, note)
+    p = successes / n
+    fig = _Figure(kpi, p, low, high, n, method, note)
+    se_iid = math.sqrt(p * (1 - p) / n)
+    return _with_clustering(fig, sums_key or kpi, clustering, se_iid, confidence, (0.0, 1.0))
 
 
 def _wilson(successes: int, n: int, confidence: float, what: str) -> tuple[float, float]:
@@ -624,10 +747,17 @@ def _kpi_frame(pilot: Pilot, figures: list[_Figure]) -> pd.DataFrame:
                 "comparator": threshold.comparator if threshold else None,
                 "threshold": threshold.value if threshold else math.nan,
                 "min_samples": threshold.min_samples if threshold else pd.NA,
+                "se": float(f.se),
+                "design_effect": float(f.design_effect),
+                "clusters": int(f.clusters),
+                "cluster_by": f.cluster_by,
+                "low_iid": float(f.low_iid),
+                "high_iid": float(f.high_iid),
             }
         )
     frame = pd.DataFrame(rows, columns=KPI_COLUMNS)
     frame["n"] = frame["n"].astype("int64")
+    frame["clusters"] = frame["clusters"].astype("int64")
     frame["min_samples"] = frame["min_samples"].astype("Int64")
     # Object dtype keeps None (pandas' string dtype would turn it into NaN).
     frame["comparator"] = pd.Series([r["comparator"] for r in rows], dtype=object)
@@ -694,6 +824,45 @@ def _decision_totals(t: ir.Table, rate: float, confidence_threshold: float) -> d
     return out
 
 
+def _decision_clustering(
+    t: ir.Table,
+    cluster_by: str,
+    rate: float,
+    confidence_threshold: float,
+    totals: dict[str, Any],
+) -> _Clustering:
+    """The engine's cluster sums for every decision-log figure (one aggregate, one row back)."""
+    key, level, note = clustered.decision_cluster_key(t, cluster_by)
+    if key is None or totals["decisions"] == 0:
+        return _Clustering(level, {}, note)
+
+    def flag(col: ir.BooleanValue) -> tuple[ir.Value, ir.Value]:
+        return col.cast("int64").fill_null(0), col.notnull().cast("int64")
+
+    def ratio(k: str, n: str) -> float:
+        return totals[k] / totals[n] if totals[n] else 0.0
+
+    cost = _total_cost(t, rate)
+    below = t.confidence < confidence_threshold
+    figures = {
+        "accepted": (*flag(t.accepted), ratio("accepted", "accepted_n")),
+        "completed": (*flag(t.completed), ratio("completed", "completed_n")),
+        "escalated": (*flag(t.escalated), ratio("escalated", "escalated_n")),
+        "overridden": (*flag(t.overridden), ratio("overridden", "overridden_n")),
+        "below_threshold": (
+            below.cast("int64").fill_null(0),
+            t.confidence.notnull().cast("int64"),
+            ratio("below_threshold", "confidence_n"),
+        ),
+        "cost": (
+            cost.fill_null(0.0),
+            cost.notnull().cast("int64"),
+            totals["cost_mean"] if totals["cost_n"] else 0.0,
+        ),
+    }
+    return _Clustering(level, clustered.cluster_residual_sums(t, key, figures), note)
+
+
 def _int(value: Any) -> int:
     return 0 if value is None or pd.isna(value) else int(value)
 
@@ -703,7 +872,10 @@ def _float(value: Any) -> float:
 
 
 def _completion(
-    totals: dict[str, Any], confidence: float, empty_reason: str
+    totals: dict[str, Any],
+    confidence: float,
+    empty_reason: str,
+    clustering: _Clustering = _INDEPENDENT,
 ) -> tuple[dict[str, Any], list[_Figure]]:
     decisions = totals["decisions"]
     business = _proportion_figure(
@@ -711,18 +883,22 @@ def _completion(
         totals["accepted"],
         totals["accepted_n"],
         confidence,
-        "accepted without correction / decisions in the pilot window; Wilson score interval",
+        "accepted without correction / decisions in the pilot window",
         _null_reason("accepted", decisions, empty_reason),
         _left_out_note("accepted", totals["accepted_n"], decisions),
+        clustering,
+        "accepted",
     )
     technical = _proportion_figure(
         "technical_completion_rate",
         totals["completed"],
         totals["completed_n"],
         confidence,
-        "well-formed output / decisions in the pilot window; Wilson score interval",
+        "well-formed output / decisions in the pilot window",
         _null_reason("completed", decisions, empty_reason),
         _left_out_note("completed", totals["completed_n"], decisions),
+        clustering,
+        "completed",
     )
     a, b, c, d = (totals[k] for k in ("both", "completed_only", "accepted_only", "neither"))
     gap, gap_low, gap_high = paired_difference_interval(a, b, c, d, confidence)
@@ -748,13 +924,23 @@ def _completion(
         "business_low": business.low,
         "business_high": business.high,
         "business_n": business.n,
+        "business_low_iid": business.low_iid,
+        "business_high_iid": business.high_iid,
+        "business_design_effect": business.design_effect,
+        "technical_low_iid": technical.low_iid,
+        "technical_high_iid": technical.high_iid,
+        "technical_design_effect": technical.design_effect,
+        "cluster_by": clustering.level,
         "gap": gap,
         "gap_low": gap_low,
         "gap_high": gap_high,
         "gap_n": a + b + c + d,
         "completed_not_accepted": b,
         "accepted_not_completed": c,
-        "gap_method": "Newcombe square-and-add interval for a paired difference of proportions",
+        "gap_method": (
+            "Newcombe square-and-add interval for a paired difference of proportions "
+            "(decisions treated as independent)"
+        ),
         "note": gap_note,
     }
     return completion, [business, technical]
@@ -836,14 +1022,20 @@ def _escalation_by_reason(t: ir.Table, totals: dict[str, Any], confidence: float
 
 
 def _cost(
-    totals: dict[str, Any], pilot: Pilot, confidence: float, empty_reason: str
+    totals: dict[str, Any],
+    pilot: Pilot,
+    confidence: float,
+    empty_reason: str,
+    clustering: _Clustering = _INDEPENDENT,
 ) -> tuple[_Figure, pd.DataFrame, dict[str, Any]]:
     rate = pilot.costs.review_hourly_rate_usd
     manual = pilot.costs.manual_cost_per_case_usd
     n = totals["cost_n"]
     method = (
-        f"(model + tool cost + review minutes / 60 x ${rate:,.2f}/h) / decisions; Student-t "
-        "interval from the mean, standard deviation and count"
+        f"(model + tool cost + review minutes / 60 x ${rate:,.2f}/h) / decisions; "
+        + _method_suffix(
+            clustering, "Student-t interval from the mean, standard deviation and count"
+        )
     )
     parts = {
         "model": totals["model_usd"],
@@ -871,6 +1063,7 @@ def _cost(
             else "no decision in the pilot window has all three cost columns"
         )
         fig = _no_data("cost_per_decision", reason, method)
+        fig.cluster_by = clustering.level
         cost = {
             "cost_per_decision_usd": math.nan,
             "manual_cost_per_case_usd": manual,
@@ -907,10 +1100,16 @@ def _cost(
     if not (math.isfinite(low) and math.isfinite(high)):
         note += "; one decision: no interval"
     fig = _Figure("cost_per_decision", mean, low, high, n, method, note)
+    std = totals["cost_std"]
+    se_iid = std / math.sqrt(n) if n > 1 and math.isfinite(std) else math.nan
+    fig = _with_clustering(fig, "cost", clustering, se_iid, confidence, (-math.inf, math.inf))
     cost = {
         "cost_per_decision_usd": mean,
-        "cost_low": low,
-        "cost_high": high,
+        "cost_low": fig.low,
+        "cost_high": fig.high,
+        "cost_low_iid": fig.low_iid,
+        "cost_high_iid": fig.high_iid,
+        "cost_design_effect": fig.design_effect,
         "manual_cost_per_case_usd": manual,
         "saving_per_decision_usd": saving,
         "cost_ratio_to_manual": mean / manual,
@@ -985,7 +1184,11 @@ def _cycle_hours(t: ir.Table) -> ir.FloatingValue:
 
 
 def _efficiency(
-    cases: ir.Table | None, pilot: Pilot, confidence: float, seed: int
+    cases: ir.Table | None,
+    pilot: Pilot,
+    confidence: float,
+    seed: int,
+    cluster_by: str = "none",
 ) -> tuple[dict[str, Any], _Figure, pd.DataFrame]:
     method = (
         "1 - median(agent cycle time) / median(comparison cycle time), wall-clock hours from "
@@ -993,6 +1196,20 @@ def _efficiency(
         "distribution of the median (binomial formula on the engine's counts around the "
         f"median), {stats.DEFAULT_RESAMPLES:,} seeded draws per cohort"
     )
+    if cluster_by == "week":
+        method += (
+            "; clustered by week: each median linearised (Woodruff: its design effect is that "
+            "of the share of cases at or below it, paired week by week for a concurrent "
+            "control), CR1 variance of log(ratio), Student t with weeks - 1 degrees of "
+            "freedom, never narrower than the case bootstrap"
+        )
+    else:
+        method += (
+            "; cases treated as independent (statistics.cluster_by "
+            f"{cluster_by}: the cases data have no user, and each case is its own cluster)"
+            if cluster_by in ("user", "case")
+            else "; cases treated as independent (statistics.cluster_by none)"
+        )
     efficiency: dict[str, Any] = {
         "comparison": None,
         "comparison_label": None,
@@ -1133,8 +1350,34 @@ def _efficiency(
         efficiency["note"] = fig.note
         return efficiency, fig, weekly_cycle
 
-    gain, gain_low, gain_high = 1 - ratio, 1 - ratio_high, 1 - ratio_low
-    efficiency.update(gain=gain, gain_low=gain_low, gain_high=gain_high)
+    gain, gain_low_iid, gain_high_iid = 1 - ratio, 1 - ratio_high, 1 - ratio_low
+    gain_low, gain_high = gain_low_iid, gain_high_iid
+    z = stats.z_value(confidence)
+    se_iid = (ratio_high - ratio_low) / (2 * z)
+    se, deff, clusters = se_iid, 1.0, n
+    level = "case" if cluster_by in ("user", "case") else "none"
+    if cluster_by == "week":
+        level = "week"
+        weekly_ci = _week_clustered_ratio(
+            scoped, comparison, agent_dist, comparison_dist, ratio, confidence
+        )
+        clusters, deff = weekly_ci["clusters"], weekly_ci["design_effect"]
+        if weekly_ci["low"] is not None:
+            r_low = min(weekly_ci["low"], ratio_low)
+            r_high = max(weekly_ci["high"], ratio_high)
+            efficiency.update(ratio_low=r_low, ratio_high=r_high)
+            gain_low, gain_high = 1 - r_high, 1 - r_low
+            se = weekly_ci["se"]
+    efficiency.update(
+        gain=gain,
+        gain_low=gain_low,
+        gain_high=gain_high,
+        gain_low_iid=gain_low_iid,
+        gain_high_iid=gain_high_iid,
+        design_effect=deff,
+        clusters=clusters,
+        cluster_by=level,
+    )
     if comparison == "control":
         note = (
             f"{label}: agent and control cases opened in the pilot window; median "
@@ -1154,9 +1397,108 @@ def _efficiency(
             f"; open cases left out: {efficiency['open_agent']:,} agent, "
             f"{efficiency['open_comparison']:,} {comparison}"
         )
+    if cluster_by == "week" and clusters < 2:
+        note += (
+            f"; only {clusters} week: the variation between weeks cannot be estimated; "
+            "case bootstrap shown"
+        )
     efficiency["note"] = note
     fig = _Figure("efficiency_gain", gain, gain_low, gain_high, n, method, note)
+    fig.se, fig.design_effect, fig.clusters, fig.cluster_by = se, deff, clusters, level
+    fig.low_iid, fig.high_iid = gain_low_iid, gain_high_iid
     return efficiency, fig, weekly_cycle
+
+
+def _distribution_sd(dist: stats.MedianBootstrap) -> float:
+    """Standard deviation of an exact median bootstrap distribution (the median's independent SE)."""
+    cdf = np.asarray(dist.cdf, dtype=float)
+    pmf = np.diff(np.concatenate(([0.0], cdf)))
+    pmf = np.clip(pmf, 0.0, None)
+    total = pmf.sum()
+    if total <= 0:
+        return math.nan
+    mean = float(pmf @ dist.values) / total
+    return math.sqrt(float(pmf @ (dist.values - mean) ** 2) / total)
+
+
+def _weekly_median_counts(
+    scoped: ir.Table, medians: dict[str, float]
+) -> dict[str, dict[dt.date, tuple[int, int]]]:
+    """Per cohort and week (Monday of ``opened_at``): closed cases at or below the median, closed.
+
+    One engine aggregate, one row per cohort and week.
+    """
+    rows = scoped.filter(scoped.cycle_hours.notnull() & scoped.cohort.isin(list(medians)))
+    median = ibis.cases(
+        *[(rows.cohort == name, ibis.literal(float(m))) for name, m in medians.items()],
+        else_=ibis.null("float64"),
+    )
+    marked = rows.mutate(
+        week=rows.opened_at.truncate("W").cast("date"),
+        at_or_below=(rows.cycle_hours <= median).cast("int64"),
+    )
+    frame = (
+        marked.group_by(["cohort", "week"])
+        .aggregate(below=marked.at_or_below.sum(), closed=marked.count())
+        .execute()
+    )
+    out: dict[str, dict[dt.date, tuple[int, int]]] = {name: {} for name in medians}
+    for r in frame.to_dict(orient="records"):
+        out[str(r["cohort"])][_as_date(r["week"])] = (_int(r["below"]), _int(r["closed"]))
+    return out
+
+
+def _week_clustered_ratio(
+    scoped: ir.Table,
+    comparison: str,
+    agent: stats.MedianBootstrap,
+    other: stats.MedianBootstrap,
+    ratio: float,
+    confidence: float,
+) -> dict[str, Any]:
+    """Week-clustered interval of the ratio of medians, agent over ``comparison``.
+
+    Each median is linearised (:func:`clustered.median_ratio_variance`): its
+    design effect is that of the share of cases at or below it, whose per-week
+    counts come from the engine. Agent and control ran in the same weeks, so
+    their residuals are paired week by week; a baseline's weeks are its own.
+    The interval is ``ratio x exp(+/- t(G - 1) x se(log ratio))``; bounds None
+    when ``G < 2`` or a median's spread is unknown.
+    """
+    counts = _weekly_median_counts(scoped, {"agent": agent.median, comparison: other.median})
+    cv_a, cv_b = _distribution_sd(agent) / agent.median, _distribution_sd(other) / other.median
+    paired = comparison == "control"
+    if paired:
+        weeks = sorted(set(counts["agent"]) | set(counts[comparison]))
+        arrays = [
+            (
+                np.array([counts[name].get(w, (0, 0))[0] for w in weeks], dtype=float),
+                np.array([counts[name].get(w, (0, 0))[1] for w in weeks], dtype=float),
+            )
+            for name in ("agent", comparison)
+        ]
+    else:
+        arrays = [
+            (
+                np.array([b for b, _ in counts[name].values()], dtype=float),
+                np.array([n for _, n in counts[name].values()], dtype=float),
+            )
+            for name in ("agent", comparison)
+        ]
+    none = {"clusters": 0, "low": None, "high": None, "se": math.nan, "design_effect": math.nan}
+    if not (math.isfinite(cv_a) and math.isfinite(cv_b)) or agent.median <= 0:
+        return none
+    mv = clustered.median_ratio_variance((*arrays[0], cv_a), (*arrays[1], cv_b), paired=paired)
+    if mv.clusters < 2 or not math.isfinite(mv.clustered):
+        return {**none, "clusters": mv.clusters}
+    half = clustered.t_value(mv.clusters - 1, confidence) * math.sqrt(mv.clustered)
+    return {
+        "clusters": mv.clusters,
+        "low": ratio * math.exp(-half),
+        "high": ratio * math.exp(half),
+        "se": ratio * math.sqrt(mv.clustered),
+        "design_effect": mv.design_effect,
+    }
 
 
 #: Band widenings tried (x2 each) when an engine's quantiles leave a band short,
@@ -1286,18 +1628,24 @@ def _cycle_bands(
 # Adoption
 # --------------------------------------------------------------------------------------
 def _adoption(
-    adoption: ir.Table | None, pilot: Pilot, confidence: float
+    adoption: ir.Table | None, pilot: Pilot, confidence: float, cluster_by: str = "none"
 ) -> tuple[dict[str, Any], list[_Figure], pd.DataFrame]:
     pw = pilot.pilot_window
     first_end = pw.start + dt.timedelta(days=FIRST_MONTH_DAYS)
     month_text = _window_text(pw.start, first_end - dt.timedelta(days=1))
     adoption_method = (
         "users engaged in a week they were eligible / users eligible in any week of the first "
-        f"month (weeks starting {month_text}); Wilson score interval"
+        f"month (weeks starting {month_text})"
     )
     override_method = (
-        "overrides / agent outputs seen, summed over the pilot window's weeks (adoption data); "
-        "Wilson score interval"
+        "overrides / agent outputs seen, summed over the pilot window's weeks (adoption data)"
+    )
+    # The adoption table has no case: clustering by case falls back to the user.
+    override_level = {"week": "week", "user": "user", "case": "user"}.get(cluster_by, "none")
+    override_clustering = _Clustering(
+        override_level,
+        {},
+        "the adoption data have no case: clustered by user" if cluster_by == "case" else "",
     )
     summary: dict[str, Any] = {
         "first_month": {"start": pw.start, "end": first_end - dt.timedelta(days=1)},
@@ -1312,6 +1660,7 @@ def _adoption(
             _no_data("adoption_rate", reason, adoption_method),
             _no_data("override_rate", reason, override_method),
         ]
+        figs[1].cluster_by = override_level
         summary["note"] = figs[0].note
         return summary, figs, pd.DataFrame(columns=_WEEKLY_ADOPTION_COLUMNS)
 
@@ -1345,6 +1694,19 @@ def _adoption(
         f"no eligible users in the first month (weeks starting {month_text})",
         f"{engaged:,} of {eligible:,} eligible users engaged in the first month",
     )
+    # Each user counts once: users are the units, already independent of each other.
+    adoption_fig.method = adoption_method + (
+        "; Wilson score interval (each user counted once: the users are the clusters)"
+    )
+    adoption_fig.cluster_by = "user"
+    if override_level != "none" and seen:
+        key = window.week if override_level == "week" else window.user_id.cast("string")
+        sums = clustered.cluster_residual_sums(
+            window,
+            key,
+            {"overrides": (window.overrides, window.decisions_seen, overrides / seen)},
+        )
+        override_clustering = _Clustering(override_level, sums, override_clustering.note)
     override_fig = _proportion_figure(
         "override_rate",
         overrides,
@@ -1353,6 +1715,8 @@ def _adoption(
         override_method,
         "no agent outputs seen in the adoption data for the pilot window",
         "users modifying or replacing outputs is a trust signal, not only usage",
+        override_clustering,
+        "overrides",
     )
     summary.update(
         eligible_users=eligible,
@@ -1565,6 +1929,17 @@ def _format_estimate(r: dict[str, Any]) -> str:
         return f"{est} (no interval: n={int(r['n'])})"
     sep = " to " if low < 0 or high < 0 else "-"
     return f"{est} ({_format_value(low, unit)}{sep}{_format_value(high, unit)})"
+
+
+def _format_design_effect(r: dict[str, Any]) -> str:
+    """``"42.3 (13 weeks)"``: how many times the independent variance the clustered one is."""
+    deff, level = r.get("design_effect"), r.get("cluster_by")
+    if r["status"] == "no data" or level in (None, "none") or deff is None:
+        return ""
+    if not math.isfinite(deff):
+        return f"n/a ({int(r['clusters'])} {level})"
+    noun = {"week": "weeks", "user": "users", "case": "cases"}.get(level, level)
+    return f"{deff:,.1f} ({int(r['clusters']):,} {noun})"
 
 
 def _format_threshold(r: dict[str, Any]) -> str:
