@@ -1197,10 +1197,19 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
             f"{_day(lim['baseline_end'])}) the daily rate averaged {_pct(lim['ma_mean'])}; "
             f"review band for the {ch.window}-day average {_pct(lim['lcl'])} to "
             f"{_pct(lim['ucl'])} (mean +/- {ch.sigma:g} standard deviations, from the "
-            f"baseline's day-to-day variation). Days varied by {_pct(lim['tau'], 2)} beyond "
-            f"binomial chance (Laney's sigma_z {lim['sigma_z']:.2f}), which the p'-chart that "
-            "confirms a shift allows for."
+            "baseline's day-to-day variation)."
         )
+        if lim["tau"] > 0:
+            text += (
+                f" Days varied more than binomial chance explains (by a standard deviation of "
+                f"{100 * lim['tau']:.2f} points; Laney's sigma_z {lim['sigma_z']:.2f}), which "
+                "the p'-chart that confirms a shift allows for."
+            )
+        else:
+            text += (
+                " Days varied no more than binomial chance explains, so the p'-chart that "
+                "confirms a shift is the classic count-based p-chart."
+            )
         ma_eps = ch.episodes[ch.episodes["chart"] == "moving_average"]
         ma_eps = ma_eps[ma_eps["level"] != "baseline"]
         shown = ma_eps[ma_eps["level"].isin(["blocking", "review"])]
