@@ -272,6 +272,10 @@ class DriftSettings(_Strict):
     calibration_bins: int = Field(default=15, ge=2, le=100)
     moving_average_days: int = Field(default=7, ge=1, le=60)
     sigma: float = Field(default=2.0, gt=0)
+    confirmation_sigma: float = Field(default=3.0, gt=0)
+    min_shift_absolute: float = Field(default=0.01, ge=0, le=1)
+    min_shift_relative: float = Field(default=0.25, ge=0)
+    psi_no_drift_quantile: float = Field(default=0.99, ge=0.5, lt=1)
 
     @model_validator(mode="after")
     def _keys_are_features(self) -> DriftSettings:

@@ -530,7 +530,7 @@ def test_drift_report_names_missing_columns():
         drift_report(_pilot(), ibis.memtable(frame.drop(columns=["correct"])))
 
 
-def test_escalations_falling_below_the_limit_at_the_end_warn_but_do_not_block():
+def test_escalations_falling_below_the_band_at_the_end_are_information_only():
     log = _decision_log(3, drifting=False)
     # After day 30 the agent escalates far less often than in the baseline.
     late = log["timestamp"] >= pd.Timestamp(PILOT_START) + pd.Timedelta(days=30)
@@ -539,8 +539,11 @@ def test_escalations_falling_below_the_limit_at_the_end_warn_but_do_not_block():
     report = drift_report(_pilot(), ibis.memtable(log))
     assert report.chart is not None and report.chart.confirmed_breach_at_end
     codes = {(f.severity, f.code) for f in report.findings}
-    assert ("warning", "escalation_below_limit_at_end") in codes
-    assert not any(f.code == "escalation_control_breach" for f in report.findings)
+    assert ("info", "escalation_below_band") in codes
+    assert report.blocking == []
+    assert not [f for f in report.findings if f.severity == "warning"]
+    assert report.chart.first_breach_day is None  # a fall is not a breach that matters
+    assert "fell below the band" in report.summary_text()
 
 
 def test_a_breach_that_starts_inside_the_baseline_and_never_ends_still_blocks():
@@ -552,5 +555,130 @@ def test_a_breach_that_starts_inside_the_baseline_and_never_ends_still_blocks():
     report = drift_report(_pilot(), ibis.memtable(log))
     eps = report.chart.episodes
     ongoing = eps[(eps["chart"] == "moving_average") & eps["ongoing"]]
-    assert len(ongoing) == 1 and bool(ongoing["during_baseline"].iloc[0])
+    # The jump widens the band (it is part of the baseline's day-to-day variation), so the
+    # average crosses on the baseline's last day or just after it.
+    assert len(ongoing) == 1
+    assert pd.Timestamp(ongoing["start"].iloc[0]) <= pd.Timestamp("2026-03-24")
+    assert ongoing["level"].iloc[0] == "blocking"
     assert any(f.code == "escalation_control_breach" for f in report.blocking)
+
+
+def test_episode_levels():
+    from pilot_lib.analysis.spc import episode_level
+
+    ma = "moving_average"
+    # (side, ongoing, during_baseline, confirmed, confirmed_at_end, material) -> level
+    assert episode_level(ma, "above", True, True, True, True, True) == "blocking"
+    assert episode_level(ma, "above", True, False, True, True, False) == "review"
+    assert episode_level(ma, "above", True, False, True, False, True) == "review"
+    assert episode_level(ma, "above", True, False, False, False, True) == "info"
+    assert episode_level(ma, "above", False, False, True, False, False) == "review"
+    assert episode_level(ma, "above", False, True, True, False, False) == "baseline"
+    assert episode_level(ma, "below", True, False, True, True, True) == "info"
+    assert episode_level("p_chart", "above", True, False, True, False, False, False) == "review"
+    assert episode_level("p_chart", "above", True, False, True, True, True, True) == "info"
+
+
+def _psi_counts(rng, shares, n):
+    return rng.multinomial(n, shares)
+
+
+def test_psi_no_drift_chi_square_approximation_agrees_with_simulation_at_moderate_n():
+    """(1/n_ref + 1/n_cur) * chi2(bins - 1) against the simulated no-drift PSI quantile, when
+    every bin expects plenty of decisions; at 50 decisions the empty bins' epsilon makes the
+    simulation (which computes PSI exactly as reported) much higher than the approximation."""
+    from scipy.stats import chi2
+
+    from pilot_lib.analysis.drift import psi_no_drift_quantile
+
+    ref = np.full(10, 1000)
+    for n_cur in (500, 2000):
+        cur = np.full(10, n_cur // 10)
+        for q in (0.95, 0.99):
+            sim = psi_no_drift_quantile(ref, cur, q=q)
+            approx = psi_no_drift_quantile(ref, cur, q=q, method="chi2")
+            assert approx == pytest.approx((1 / 10_000 + 1 / n_cur) * chi2.ppf(q, 9))
+            assert sim == pytest.approx(approx, rel=0.12)
+    small = np.full(10, 5)
+    assert psi_no_drift_quantile(ref, small) > 1.5 * psi_no_drift_quantile(
+        ref, small, method="chi2"
+    )
+    # Seeded: the same counts give the same value.
+    assert psi_no_drift_quantile(ref, small) == psi_no_drift_quantile(ref, small)
+
+
+def test_psi_small_sample_guard_on_no_drift_and_on_real_drift():
+    """50 current decisions, no drift: the unguarded bands call a feature "significant" in
+    about a third of the draws (the issue measured 32%); the guarded band in at most about
+    1% (the 0.99 no-drift quantile). Real drift at 2,000 decisions is still flagged."""
+    rng = np.random.default_rng(2024)
+    reference = rng.normal(0, 1, 10_000)
+    draws = 300
+    raw = guarded = 0
+    for _ in range(draws):
+        current = rng.normal(0, 1, 50)
+        table = feature_drift(
+            pd.DataFrame({"x": reference}), pd.DataFrame({"x": current}), ["x"]
+        ).iloc[0]
+        raw += table["psi"] > 0.25
+        guarded += table["band"] == "significant"
+    assert raw / draws > 0.2
+    assert guarded / draws <= 0.01 + 2 * math.sqrt(0.01 * 0.99 / draws)
+    shifted = feature_drift(
+        pd.DataFrame({"x": reference}), pd.DataFrame({"x": rng.normal(0.6, 1, 2000)}), ["x"]
+    ).iloc[0]
+    assert shifted["band"] == "significant" and shifted["psi"] > shifted["psi_no_drift"]
+    small_shift = feature_drift(
+        pd.DataFrame({"x": reference}), pd.DataFrame({"x": rng.normal(0.3, 1, 60)}), ["x"]
+    ).iloc[0]
+    assert small_shift["band"] in ("too few decisions", "stable")
+
+
+def test_a_key_feature_with_too_few_decisions_warns_and_does_not_block():
+    log = _decision_log(6, drifting=False, per_day=250)
+    current = log["timestamp"] >= pd.Timestamp("2026-04-06")
+    # Keep only 40 decisions in the current window.
+    keep = ~current | (log.index.isin(log[current].sample(40, random_state=1).index))
+    report = drift_report(_pilot(), ibis.memtable(log[keep].reset_index(drop=True)))
+    bands = report.features.set_index("feature")["band"]
+    assert "significant" not in set(bands)
+    few = [f for f in report.findings if f.code == "feature_too_few_decisions"]
+    assert all(
+        f.severity == ("warning" if f.evidence["feature"] in ("amount", "channel") else "info")
+        for f in few
+    )
+    assert not any(f.code == "key_feature_drift" for f in report.findings)
+    json.dumps(report.to_result(), allow_nan=False)
+
+
+@pytest.mark.slow
+def test_claims_auto_at_one_million_decisions_is_go(tmp_path):
+    """Issue 10: the claims-auto story generated at 1M decisions came out NO-GO on a p-chart
+    breach still open on the last day (7.6% to about 7.9%, against a 20% threshold). The
+    rise is real (the count-based chart confirms it: a warning to review) but smaller than
+    the 1.9 points that matter, so it does not block, and the pilot is GO."""
+    from pilot_lib.analysis.gate import evaluate_gate
+    from pilot_lib.config import load_pilot
+    from pilot_lib.ingest.contracts import load_pilot_data
+    from pilot_lib.phases import drift_phase, incident_phase, kpi_phase
+    from pilot_lib.synth import generate_pilot
+
+    folder = generate_pilot("claims-auto", tmp_path, rows=1_000_000)
+    pilot = load_pilot(folder)
+    data = load_pilot_data(pilot)
+    drift = drift_phase(pilot, data)
+    assert drift.blocking == []
+    chart = drift.chart
+    assert chart.limits["baseline_decisions"] > 300_000
+    assert dt.date(2026, 4, 6) <= chart.first_breach_day <= dt.date(2026, 4, 12)
+    small = chart.episodes[
+        (chart.episodes["level"] == "review")
+        & (chart.episodes["start"] > pd.Timestamp("2026-05-03"))
+    ]
+    assert len(small) >= 1 and (small["peak_shift"] < chart.min_shift).all()
+    results = {
+        "kpi_baselining": kpi_phase(pilot, data).to_result(),
+        "drift_analysis": drift.to_result(),
+        "incident_drill_review": incident_phase(pilot, data).to_result(),
+    }
+    assert evaluate_gate(pilot, results).decision == "GO"

@@ -90,6 +90,7 @@ __all__ = [
     "histogram",
     "kl_divergence",
     "psi",
+    "psi_no_drift_quantile",
 ]
 
 PHASE = "drift_analysis"
@@ -100,6 +101,13 @@ DEFAULT_EPSILON = 1e-4
 BAND_MODERATE = 0.1
 #: PSI above this is "significant" drift.
 BAND_SIGNIFICANT = 0.25
+#: Quantile of the no-drift PSI distribution a band must exceed (see ``drift_band``).
+DEFAULT_NO_DRIFT_QUANTILE = 0.99
+#: Simulated no-drift samples per feature, and their seed.
+NO_DRIFT_DRAWS = 4000
+NO_DRIFT_SEED = 20260
+#: Band of a PSI the sample cannot tell from chance.
+TOO_FEW_LABEL = "too few decisions"
 #: A categorical feature with more reference categories than this is refused:
 #: it is an identifier or free text, not a category, and would blow up the bins.
 MAX_CATEGORIES = 1000
@@ -122,6 +130,7 @@ FEATURE_DRIFT_COLUMNS = [
     "reference_missing_share",
     "current_missing_share",
     "n_bins",
+    "psi_no_drift",
 ]
 
 
@@ -615,15 +624,100 @@ def _divergences(
     return (psi_value, kl_value)
 
 
-def drift_band(psi_value: float) -> str:
-    """``"stable"`` (< 0.1), ``"moderate"`` (0.1-0.25), ``"significant"`` (> 0.25) or ``"no data"``."""
+def drift_band(psi_value: float, no_drift: float | None = None) -> str:
+    """The PSI band of a feature.
+
+    ``"stable"`` (< 0.1), ``"moderate"`` (0.1-0.25), ``"significant"`` (> 0.25)
+    or ``"no data"`` (NaN). With ``no_drift`` (the PSI that chance alone
+    reaches, without any drift, for the same counts: see
+    :func:`psi_no_drift_quantile`), a PSI of 0.1 or more that does not exceed
+    it reads ``"too few decisions"``: the windows hold too few decisions to
+    tell drift from sampling noise.
+    """
     if psi_value is None or not math.isfinite(psi_value):
         return "no data"
     if psi_value < BAND_MODERATE:
         return "stable"
+    if no_drift is not None and math.isfinite(no_drift) and psi_value <= no_drift:
+        return TOO_FEW_LABEL
     if psi_value <= BAND_SIGNIFICANT:
         return "moderate"
     return "significant"
+
+
+def _psi_many(ref: np.ndarray, cur: np.ndarray, epsilon: float) -> np.ndarray:
+    """PSI of many pairs of count vectors at once (rows), exactly as :func:`_divergences`."""
+    ref = np.asarray(ref, dtype=float)
+    cur = np.asarray(cur, dtype=float)
+    keep = (ref + cur) > 0
+
+    def shares(x: np.ndarray) -> np.ndarray:
+        sh = x / x.sum(axis=1, keepdims=True)
+        sh = np.where(keep & (sh == 0), epsilon, sh)
+        sh = np.where(keep, sh, 0.0)
+        return sh / sh.sum(axis=1, keepdims=True)
+
+    r, c = shares(ref), shares(cur)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(keep, (c - r) * np.log(c / r), 0.0)
+    return term.sum(axis=1)
+
+
+def psi_no_drift_quantile(
+    reference_counts: Sequence[float],
+    current_counts: Sequence[float],
+    q: float = DEFAULT_NO_DRIFT_QUANTILE,
+    epsilon: float = DEFAULT_EPSILON,
+    method: Literal["simulate", "chi2"] = "simulate",
+    draws: int = NO_DRIFT_DRAWS,
+    seed: int = NO_DRIFT_SEED,
+) -> float:
+    """The PSI that chance alone exceeds with probability ``1 - q`` when nothing drifted.
+
+    Parameters
+    ----------
+    reference_counts, current_counts:
+        Bin counts of the two windows over the same bins (as PSI uses them).
+    q:
+        Quantile of the no-drift distribution (default 0.99: a feature that did
+        not drift reads above it in 1% of samples).
+    method:
+        ``"simulate"`` (default): both windows are drawn ``draws`` times from
+        one multinomial distribution, the pooled shares of the two windows
+        (what "no drift" means), with the windows' own sizes; each draw's PSI is
+        computed exactly as the reported one (same epsilon, same bins) and the
+        ``q`` quantile is returned. Seeded: the same counts give the same
+        value. ``"chi2"``: the large-sample approximation
+        ``(1/n_ref + 1/n_cur) * chi2.ppf(q, bins - 1)`` (PSI is then close to
+        the symmetric chi-square statistic); it ignores the epsilon of empty
+        bins, so it is too low when bins hold only a few expected decisions.
+
+    Returns
+    -------
+    float
+        NaN when either window has no rows. Decreases as ``1/n``: with 10 bins
+        and 10,000 reference decisions, about 0.44 at 50 current decisions and
+        0.01 at 5,000.
+    """
+    ref = np.asarray(reference_counts, dtype=float)
+    cur = np.asarray(current_counts, dtype=float)
+    n_ref, n_cur = ref.sum(), cur.sum()
+    if n_ref <= 0 or n_cur <= 0:
+        return math.nan
+    if not 0 < q < 1:
+        raise ValueError(f"q must be between 0 and 1, got {q!r}")
+    pooled = ref + cur
+    pooled = pooled[pooled > 0] / pooled.sum()
+    if method == "chi2":
+        from scipy.stats import chi2
+
+        return float((1 / n_ref + 1 / n_cur) * chi2.ppf(q, max(len(pooled) - 1, 1)))
+    if method != "simulate":
+        raise ValueError(f"method must be 'simulate' or 'chi2', got {method!r}")
+    rng = np.random.default_rng(seed)
+    sim_ref = rng.multinomial(int(n_ref), pooled, size=draws)
+    sim_cur = rng.multinomial(int(n_cur), pooled, size=draws)
+    return float(np.quantile(_psi_many(sim_ref, sim_cur, epsilon), q))
 
 
 def _resolve_kind(ref: _Source, cur: _Source, feature: str, forced: Kind | None) -> Kind:
@@ -692,8 +786,16 @@ class _FeatureResult:
             }
         )
 
-    def row(self) -> dict[str, Any]:
+    def row(self, no_drift_quantile: float | None = DEFAULT_NO_DRIFT_QUANTILE) -> dict[str, Any]:
         psi_value, kl_value = self.divergences()
+        crit = math.nan
+        if no_drift_quantile is not None and math.isfinite(psi_value):
+            crit = psi_no_drift_quantile(
+                _full_vector(self.reference, self.kind),
+                _full_vector(self.current, self.kind),
+                q=no_drift_quantile,
+                epsilon=self.epsilon,
+            )
         n_ref, n_cur = self.reference.total, self.current.total
         unseen = self.current.unseen if self.kind == "categorical" else self.current.out_of_range
         return {
@@ -701,13 +803,14 @@ class _FeatureResult:
             "kind": self.kind,
             "psi": psi_value,
             "kl": kl_value,
-            "band": drift_band(psi_value),
+            "band": drift_band(psi_value, crit),
             "n_reference": n_ref,
             "n_current": n_cur,
             "unseen_share": unseen / n_cur if n_cur else math.nan,
             "reference_missing_share": self.reference.missing / n_ref if n_ref else math.nan,
             "current_missing_share": self.current.missing / n_cur if n_cur else math.nan,
             "n_bins": int(self.binning.n_regular),
+            "psi_no_drift": crit,
         }
 
 
@@ -853,6 +956,7 @@ def _feature_drift_details(
     epsilon: float,
     categorical: Sequence[str] | None,
     quantiles: Literal["exact", "approx"],
+    no_drift_quantile: float | None = DEFAULT_NO_DRIFT_QUANTILE,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     if isinstance(features, str):
         features = [features]
@@ -861,7 +965,7 @@ def _feature_drift_details(
     cur = _as_source(current_table, "current window")
     forced: dict[str, Kind | None] = {f: "categorical" for f in (categorical or [])}
     results = _analyse(ref, cur, features, bins, epsilon, forced, quantiles)
-    table = pd.DataFrame([r.row() for r in results], columns=FEATURE_DRIFT_COLUMNS)
+    table = pd.DataFrame([r.row(no_drift_quantile) for r in results], columns=FEATURE_DRIFT_COLUMNS)
     order = table["psi"].fillna(-math.inf)
     table = (
         table.assign(_order=-order)
@@ -883,6 +987,7 @@ def feature_drift(
     epsilon: float = DEFAULT_EPSILON,
     categorical: Sequence[str] | None = None,
     quantiles: Literal["exact", "approx"] = "exact",
+    no_drift_quantile: float | None = DEFAULT_NO_DRIFT_QUANTILE,
 ) -> pd.DataFrame:
     """PSI, KL and band of every feature, reference window vs current window.
 
@@ -897,6 +1002,11 @@ def feature_drift(
         (integer codes).
     bins, epsilon:
         As in :func:`psi`.
+    no_drift_quantile:
+        A PSI of 0.1 or more must also exceed this quantile of its no-drift
+        distribution (:func:`psi_no_drift_quantile`, simulated for the
+        feature's counts) to be "moderate" or "significant"; otherwise its band
+        is "too few decisions". ``None`` turns the guard off.
     quantiles:
         ``"exact"`` (default; DuckDB ``quantile_cont``, identical to numpy) or
         ``"approx"`` (the engine's approximate quantiles, for very large tables
@@ -911,7 +1021,8 @@ def feature_drift(
         ``unseen_share`` (share of current rows in a category the reference never
         had; for numeric features the share outside the reference's [min, max]),
         ``reference_missing_share``, ``current_missing_share``, ``n_bins``
-        (regular bins after collapsing coinciding edges).
+        (regular bins after collapsing coinciding edges), ``psi_no_drift``
+        (the no-drift quantile; NaN with the guard off or an empty window).
 
     Raises
     ------
@@ -922,7 +1033,14 @@ def feature_drift(
         more than ``MAX_CATEGORIES`` reference categories.
     """
     table, _ = _feature_drift_details(
-        reference_table, current_table, features, bins, epsilon, categorical, quantiles
+        reference_table,
+        current_table,
+        features,
+        bins,
+        epsilon,
+        categorical,
+        quantiles,
+        no_drift_quantile,
     )
     return table
 
@@ -999,6 +1117,7 @@ class DriftReport:
     spirals: list[dict[str, Any]]
     findings: list[Finding] = field(default_factory=list)
     chart_problem: str | None = None
+    psi_no_drift_quantile: float = DEFAULT_NO_DRIFT_QUANTILE
 
     @property
     def blocking(self) -> list[Finding]:
@@ -1036,7 +1155,15 @@ class DriftReport:
                     "p_chart_in_breach_at_end": chart.p_in_breach_at_end,
                     "first_breach_day": chart.first_breach_day,
                     "run_rule_violations": len(chart.rule_violations),
+                    "confirmation_sigma": chart.confirmation_sigma,
+                    "confirmed_breach_at_end": chart.confirmed_breach_at_end,
+                    "min_shift": chart.min_shift,
+                    "shift_at_end": chart.shift_at_end,
+                    "material_at_end": chart.material_at_end,
+                    "blocking_at_end": chart.blocking_at_end,
+                    "threshold": chart.threshold,
                 },
+                "psi_no_drift_quantile": self.psi_no_drift_quantile,
                 "calibration": {k: v.to_dict() for k, v in self.calibration.items()},
                 "prompt_versions": self.prompt_versions,
                 "contamination_spirals": self.spirals,
@@ -1067,40 +1194,60 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
         lim = ch.limits
         text = (
             f"Escalation rate: during the baseline ({_day(lim['baseline_start'])} to "
-            f"{_day(lim['baseline_end'])}) the {ch.window}-day average was "
-            f"{_pct(lim['ma_mean'])}, control limits {_pct(lim['lcl'])} to {_pct(lim['ucl'])} "
-            f"(mean +/- {ch.sigma:g} standard deviations of the {ch.window}-day average)."
+            f"{_day(lim['baseline_end'])}) the daily rate averaged {_pct(lim['ma_mean'])}; "
+            f"review band for the {ch.window}-day average {_pct(lim['lcl'])} to "
+            f"{_pct(lim['ucl'])} (mean +/- {ch.sigma:g} standard deviations, from the "
+            "baseline's day-to-day variation)."
         )
+        if lim["tau"] > 0:
+            text += (
+                f" Days varied more than binomial chance explains (by a standard deviation of "
+                f"{100 * lim['tau']:.2f} points; Laney's sigma_z {lim['sigma_z']:.2f}), which "
+                "the p'-chart that confirms a shift allows for."
+            )
+        else:
+            text += (
+                " Days varied no more than binomial chance explains, so the p'-chart that "
+                "confirms a shift is the classic count-based p-chart."
+            )
         ma_eps = ch.episodes[ch.episodes["chart"] == "moving_average"]
-        ma_eps = ma_eps[~ma_eps["during_baseline"]]
-        shown = ma_eps[ma_eps["confirmed"] | ma_eps["ongoing"]]
-        brief = len(ma_eps) - len(shown)
+        ma_eps = ma_eps[ma_eps["level"] != "baseline"]
+        shown = ma_eps[ma_eps["level"].isin(["blocking", "review"])]
+        brief = int(((ma_eps["level"] == "info") & (ma_eps["side"] == "above")).sum())
+        dips = int((ma_eps["side"] == "below").sum())
         if ma_eps.empty:
-            text += " It stayed inside the limits after the baseline."
+            text += " The average stayed inside the band after the baseline."
         for ep in shown.itertuples(index=False):
-            side = "above the upper" if ep.side == "above" else "below the lower"
-            peak_word = "peak" if ep.side == "above" else "low"
             if ep.ongoing:
-                agree = (
-                    "; the count-based p-chart agrees"
-                    if ch.confirmed_breach_at_end
-                    else "; the count-based p-chart does not confirm it yet"
-                )
+                if ep.level == "blocking":
+                    agree = (
+                        f"; the p'-chart confirms it and the rise, {_pts(ch.shift_at_end)}, matters"
+                    )
+                elif ch.confirmed_breach_at_end:
+                    agree = (
+                        f"; the p'-chart confirms it, but the rise, {_pts(ch.shift_at_end)}, is "
+                        f"smaller than the {_pts(ch.min_shift)[1:]} that matter"
+                    )
+                else:
+                    agree = "; the p'-chart does not confirm it on the last day"
                 text += (
-                    f" It went {side} limit on {_day(ep.start)} and was still there at the end "
-                    f"of the data ({peak_word} {_pct(ep.peak)} on {_day(ep.peak_day)}{agree})."
+                    f" It went above the band on {_day(ep.start)} and was still there at the "
+                    f"end of the data (peak {_pct(ep.peak)} on {_day(ep.peak_day)}{agree})."
                 )
             else:
                 text += (
-                    f" It went {side} limit on {_day(ep.start)} and came back on "
+                    f" It went above the band on {_day(ep.start)} and came back on "
                     f"{_day(pd.Timestamp(ep.end) + pd.Timedelta(days=1))} after {ep.days} "
-                    f"day(s) ({peak_word} {_pct(ep.peak)} on {_day(ep.peak_day)})."
+                    f"day(s) (peak {_pct(ep.peak)} on {_day(ep.peak_day)}; confirmed by the "
+                    "p'-chart)."
                 )
         if brief:
             text += (
-                f" {'Besides, it' if len(shown) else 'It'} left the limits briefly {brief} "
-                "time(s) without the count-based p-chart agreeing (chance excursions)."
+                f" {'Besides, it' if len(shown) else 'It'} rose above the band {brief} "
+                "time(s) without the p'-chart confirming it (chance excursions)."
             )
+        if dips:
+            text += f" It fell below the band {dips} time(s) (fewer escalations: information only)."
         out.append(text)
 
     feats = r.features
@@ -1183,8 +1330,14 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
     return out
 
 
+def _pts(x: float) -> str:
+    """A difference of two rates in percentage points."""
+    return "no data" if x is None or not math.isfinite(x) else f"{100 * x:+.1f} points"
+
+
 def _chart_findings(ch: ControlChart | None, problem: str | None = None) -> list[Finding]:
-    """Findings from the escalation control chart (episodes after the baseline only)."""
+    """Findings from the escalation control chart, by the level of each episode
+    (:func:`pilot_lib.analysis.spc.episode_level`)."""
     if ch is None:
         return [
             Finding(
@@ -1198,11 +1351,12 @@ def _chart_findings(ch: ControlChart | None, problem: str | None = None) -> list
         ]
     found: list[Finding] = []
     unconfirmed: list[dict[str, Any]] = []
+    dips: list[dict[str, Any]] = []
     w = ch.window
+    lim = ch.limits
+    p_bar = lim["p_bar"]
     for ep in ch.episodes.itertuples(index=False):
-        if ep.during_baseline and not ep.ongoing:
-            # Excursions inside the baseline are part of how the limits were set; one that
-            # starts there and never ends is still a breach at the end of the window.
+        if ep.level == "baseline":
             continue
         ev = {
             "chart": ep.chart,
@@ -1212,87 +1366,118 @@ def _chart_findings(ch: ControlChart | None, problem: str | None = None) -> list
             "days": ep.days,
             "peak": ep.peak,
             "peak_day": ep.peak_day,
+            "ongoing": ep.ongoing,
             "confirmed_by_other_chart": ep.confirmed,
-            "ma_limits": {"ucl": ch.limits["ucl"], "lcl": ch.limits["lcl"]},
-            "p_bar": ch.limits["p_bar"],
+            "peak_shift": ep.peak_shift,
+            "level": ep.level,
+            "ma_limits": {"ucl": lim["ucl"], "lcl": lim["lcl"]},
+            "p_bar": p_bar,
+            "min_shift": ch.min_shift,
+            "shift_at_end": ch.shift_at_end if ep.ongoing else None,
         }
-        side = "above the upper" if ep.side == "above" else "below the lower"
-        if ep.chart == "moving_average":
-            if ep.ongoing and ch.confirmed_breach_at_end and ep.side == "below":
-                # Fewer escalations than the baseline is no reason to stop a pilot, but an
-                # agent that stops escalating while calibration slips is worth a look.
+        if ep.chart == "moving_average" and ep.side == "below":
+            dips.append(ev)
+            continue
+        if ep.chart == "p_chart":
+            if ep.level == "review":
                 found.append(
                     Finding(
                         PHASE,
-                        "escalation_below_limit_at_end",
+                        "p_chart_breach_at_end",
                         "warning",
-                        f"The {w}-day escalation rate has been {side} control limit since "
-                        f"{_day(ep.start)} and is still there at the end of the data "
-                        f"({_pct(ep.peak)} at its extreme). Fewer escalations is good news if "
-                        "the agent is right more often; check calibration before trusting it.",
+                        f"The p'-chart of the {w}-day escalation rate is above its limit at the "
+                        f"end of the data (since {_day(ep.start)}), while the {w}-day average "
+                        "is inside its band; trigger a review and watch the next days.",
                         ev,
                     )
                 )
-            elif ep.ongoing and ch.confirmed_breach_at_end:
-                found.append(
-                    Finding(
-                        PHASE,
-                        "escalation_control_breach",
-                        "blocking",
-                        f"The {w}-day escalation rate has been {side} control limit since "
-                        f"{_day(ep.start)} and is still there at the end of the data "
-                        f"({_pct(ep.peak)} at its extreme); the count-based p-chart agrees.",
-                        ev,
-                    )
+            continue
+        if ep.level == "blocking":
+            why = (
+                f"a rise of {_pts(ch.shift_at_end)} over the baseline's {_pct(p_bar)}, at least "
+                f"the {_pts(ch.min_shift)[1:]} that matter"
+            )
+            if ch.shift_at_end < ch.min_shift - 1e-12 and ch.threshold is not None:
+                why = (
+                    f"a rise of {_pts(ch.shift_at_end)} that takes the rate to or beyond the "
+                    f"{_pct(ch.threshold)} escalation threshold"
                 )
-            elif ep.ongoing:
-                found.append(
-                    Finding(
-                        PHASE,
-                        "escalation_breach_unconfirmed",
-                        "warning",
-                        f"The {w}-day escalation rate is {side} control limit at the end of the "
-                        f"data (since {_day(ep.start)}), but the count-based p-chart does not "
-                        "confirm it; watch the next days.",
-                        ev,
-                    )
-                )
-            elif ep.confirmed:
-                found.append(
-                    Finding(
-                        PHASE,
-                        "escalation_breach_episode",
-                        "warning",
-                        f"The {w}-day escalation rate went {side} control limit from "
-                        f"{_day(ep.start)} to {_day(ep.end)} ({ep.days} days, {_pct(ep.peak)} "
-                        "at its extreme), then returned inside.",
-                        ev,
-                    )
-                )
-            else:
-                unconfirmed.append(ev)
-        elif ep.ongoing and not ch.in_breach_at_end:
             found.append(
                 Finding(
                     PHASE,
-                    "p_chart_breach_at_end",
-                    "warning",
-                    f"The count-based p-chart is {side} limit at the end of the data (since "
-                    f"{_day(ep.start)}), while the {w}-day average chart is inside its limits; "
-                    "watch the next days.",
+                    "escalation_control_breach",
+                    "blocking",
+                    f"The {w}-day escalation rate has been above the upper control limit since "
+                    f"{_day(ep.start)} and is still there at the end of the data "
+                    f"({_pct(ep.peak)} at its extreme); the p'-chart, which allows for the "
+                    f"day-to-day variation of the baseline, confirms it, and it is {why}.",
                     ev,
                 )
             )
+        elif ep.level == "review" and ep.ongoing and ch.confirmed_breach_at_end:
+            found.append(
+                Finding(
+                    PHASE,
+                    "escalation_shift_below_material",
+                    "warning",
+                    f"The {w}-day escalation rate has been above the upper control limit since "
+                    f"{_day(ep.start)} and the p'-chart confirms the rise, but it is small: "
+                    f"{_pts(ch.shift_at_end)} over the baseline's {_pct(p_bar)}, less than the "
+                    f"{_pts(ch.min_shift)[1:]} that matter (drift.min_shift_absolute / "
+                    "min_shift_relative). Trigger a review; it does not block.",
+                    ev,
+                )
+            )
+        elif ep.level == "review" and ep.ongoing:
+            found.append(
+                Finding(
+                    PHASE,
+                    "escalation_breach_open",
+                    "warning",
+                    f"The {w}-day escalation rate has been above the upper control limit since "
+                    f"{_day(ep.start)} and still is at the end of the data ({_pct(ep.peak)} at "
+                    "its extreme); the p'-chart confirmed the rise on some of those days but "
+                    "not on the last one. Trigger a review and watch the next days.",
+                    ev,
+                )
+            )
+        elif ep.level == "review":
+            found.append(
+                Finding(
+                    PHASE,
+                    "escalation_breach_episode",
+                    "warning",
+                    f"The {w}-day escalation rate went above the upper control limit from "
+                    f"{_day(ep.start)} to {_day(ep.end)} ({ep.days} days, {_pct(ep.peak)} "
+                    "at its extreme; confirmed by the p'-chart), then returned inside.",
+                    ev,
+                )
+            )
+        else:
+            unconfirmed.append(ev)
     if unconfirmed:
         found.append(
             Finding(
                 PHASE,
                 "escalation_breach_unconfirmed_episodes",
                 "info",
-                f"The {w}-day escalation rate left its limits briefly {len(unconfirmed)} time(s) "
-                "without the p-chart agreeing; short excursions like these are expected by "
-                "chance with limits set on a few weeks of data.",
+                f"The {w}-day escalation rate rose above its band {len(unconfirmed)} time(s) "
+                "without the p'-chart confirming it; excursions like these happen by chance "
+                f"(the band is {ch.sigma:g} standard deviations wide).",
                 {"episodes": unconfirmed},
+            )
+        )
+    if dips:
+        found.append(
+            Finding(
+                PHASE,
+                "escalation_below_band",
+                "info",
+                f"The {w}-day escalation rate fell below its band {len(dips)} time(s) (first on "
+                f"{_day(dips[0]['start'])}). Fewer escalations harm no one by themselves; "
+                "whether the agent is right when it does not escalate is what calibration and "
+                "the acceptance rate show.",
+                {"episodes": dips},
             )
         )
     if len(ch.rule_violations):
@@ -1327,6 +1512,7 @@ def _findings(r: DriftReport) -> list[Finding]:
             "n_reference": row.n_reference,
             "n_current": row.n_current,
             "unseen_share": row.unseen_share,
+            "psi_no_drift": row.psi_no_drift,
         }
         if row.band == "significant":
             if row.feature in key:
@@ -1358,6 +1544,20 @@ def _findings(r: DriftReport) -> list[Finding]:
                     "feature_drift_moderate",
                     "info",
                     f"Feature {row.feature} shows moderate drift (PSI {row.psi:.2f}).",
+                    ev,
+                )
+            )
+        elif row.band == TOO_FEW_LABEL:
+            found.append(
+                Finding(
+                    PHASE,
+                    "feature_too_few_decisions",
+                    "warning" if row.feature in key else "info",
+                    f"{'Key feature' if row.feature in key else 'Feature'} {row.feature}: too "
+                    f"few decisions to judge drift (PSI {row.psi:.2f} on {row.n_current:,} "
+                    f"current and {row.n_reference:,} reference decisions; without any drift, "
+                    f"chance alone exceeds {row.psi_no_drift:.2f} in "
+                    f"{100 * (1 - r.psi_no_drift_quantile):g}% of samples).",
                     ev,
                 )
             )
@@ -1435,6 +1635,15 @@ def _decisions_table(data: Any) -> ir.Table:
     return table
 
 
+def escalation_threshold(pilot: Pilot) -> float | None:
+    """The escalation-rate threshold the rate must stay below (``<`` or ``<=``), if the
+    pilot file sets one; a confirmed rise to it or beyond always matters."""
+    k = pilot.threshold("escalation_rate")
+    if k is None or k.comparator not in ("<", "<="):
+        return None
+    return float(k.value)
+
+
 def drift_report(pilot: Pilot, data: Any) -> DriftReport:
     """Run phase 3 on a pilot's decision log.
 
@@ -1478,7 +1687,14 @@ def drift_report(pilot: Pilot, data: Any) -> DriftReport:
     settings = pilot.drift
     reference, current = drift_windows(decisions, pilot)
     features, distributions = _feature_drift_details(
-        reference, current, settings.features, settings.bins, settings.epsilon, None, "exact"
+        reference,
+        current,
+        settings.features,
+        settings.bins,
+        settings.epsilon,
+        None,
+        "exact",
+        settings.psi_no_drift_quantile,
     )
     daily, versions = escalation_tables(decisions, window=pilot.pilot_window)
     try:
@@ -1488,6 +1704,10 @@ def drift_report(pilot: Pilot, data: Any) -> DriftReport:
             window=settings.moving_average_days,
             sigma=settings.sigma,
             rules=True,
+            confirmation_sigma=settings.confirmation_sigma,
+            min_shift_absolute=settings.min_shift_absolute,
+            min_shift_relative=settings.min_shift_relative,
+            threshold=escalation_threshold(pilot),
         )
     except WorkbookError as exc:
         chart = None
@@ -1512,6 +1732,7 @@ def drift_report(pilot: Pilot, data: Any) -> DriftReport:
         prompt_versions=versions,
         spirals=spirals,
         chart_problem=chart_problem,
+        psi_no_drift_quantile=settings.psi_no_drift_quantile,
     )
     report.findings = _findings(report)
     return report
