@@ -297,7 +297,7 @@ def cohort_lines(
 def control_chart_figure(
     chart: Any, title: str = "Daily escalation rate: 7-day moving average against control limits"
 ) -> Figure:
-    """Daily rates, the 7-day average, its limits and the p-chart limits, breaches shaded.
+    """Daily rates, the 7-day average, its review band and the p'-chart limits, breaches shaded.
 
     ``chart`` is a :class:`pilot_lib.analysis.spc.ControlChart`.
     """
@@ -312,7 +312,12 @@ def control_chart_figure(
     )
     ax.plot(s["day"], s["lcl"], color=OKABE_ITO[3], linestyle="--", linewidth=1)
     ax.plot(
-        s["day"], s["p_ucl"], color=OKABE_ITO[4], linestyle=":", linewidth=1, label="p-chart limits"
+        s["day"],
+        s["p_ucl"],
+        color=OKABE_ITO[4],
+        linestyle=":",
+        linewidth=1,
+        label="p'-chart limits (confirmation)",
     )
     ax.plot(s["day"], s["p_lcl"], color=OKABE_ITO[4], linestyle=":", linewidth=1)
     base = s[s["in_baseline"]]

@@ -719,6 +719,7 @@ def episodes_view(chart: Any) -> pd.DataFrame:
         "peak",
         "confirmed by the other chart",
         "still on at the end",
+        "level",
     ]
     if chart is None or chart.episodes is None or chart.episodes.empty:
         return pd.DataFrame(columns=cols)
@@ -733,8 +734,22 @@ def episodes_view(chart: Any) -> pd.DataFrame:
             "peak": e["peak"].map(_pct),
             "confirmed by the other chart": e["confirmed"].map({True: "yes", False: "no"}),
             "still on at the end": e["ongoing"].map({True: "yes", False: ""}),
+            "level": (
+                e["level"].map(_EPISODE_LEVELS).fillna(e["level"])
+                if "level" in e
+                else pd.Series("", index=e.index)
+            ),
         }
     )[cols]
+
+
+#: What each episode level means for the decision, in the reader's words.
+_EPISODE_LEVELS = {
+    "blocking": "blocking: a rise that matters, open at the end",
+    "review": "review: confirmed, trigger a review",
+    "info": "information only",
+    "baseline": "during the baseline",
+}
 
 
 def drift_view(report: Any) -> pd.DataFrame:
@@ -826,6 +841,7 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
     import ipywidgets as w
     from IPython.display import display
 
+    from pilot_lib.analysis.drift import escalation_threshold
     from pilot_lib.analysis.spc import control_chart
     from pilot_lib.errors import WorkbookError
 
@@ -842,7 +858,14 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
     def show(sigma: float) -> None:
         try:
             chart = control_chart(
-                report.daily, window, window=pilot.drift.moving_average_days, sigma=sigma
+                report.daily,
+                window,
+                window=pilot.drift.moving_average_days,
+                sigma=sigma,
+                confirmation_sigma=pilot.drift.confirmation_sigma,
+                min_shift_absolute=pilot.drift.min_shift_absolute,
+                min_shift_relative=pilot.drift.min_shift_relative,
+                threshold=escalation_threshold(pilot),
             )
         except WorkbookError as exc:
             print(f"No control chart at {sigma:g} sigma: {exc}")
