@@ -12,7 +12,10 @@ result, with its interval and sample size:
 
 Blocking findings from phases 3 and 4 (significant drift in a key feature, a
 control chart in breach at the end of the window, a failed kill-switch drill, an
-approval violation) stand beside the KPIs. The decision:
+approval violation) stand beside the KPIs, and so do phase 2's data-sufficiency
+findings: evidence with more quarantined or missing rows than the pilot file's
+``data_sufficiency`` limits allow is a blocking finding ("The evidence is
+incomplete: ..."). The rationale always carries the data-coverage line. The decision:
 
 - **GO** only when every KPI passes and no blocking finding stands;
 - **NO-GO** when any KPI fails or any blocking finding stands;
@@ -215,6 +218,13 @@ class GateDecision:
     pilot_file_sha256: str
     integrity_warnings: list[str] = field(default_factory=list)
     missing_phases: list[str] = field(default_factory=list)
+    #: Phase 2's data coverage (:mod:`pilot_lib.analysis.coverage`); None when not measured.
+    data_coverage: dict[str, Any] | None = None
+
+    @property
+    def coverage_line(self) -> str:
+        """The data-coverage line the go/no-go page always shows."""
+        return _coverage_line(self.data_coverage)
 
     def verdict_table(self) -> pd.DataFrame:
         """One row per KPI: threshold, measured value with interval, n, status, reason."""
@@ -268,6 +278,11 @@ class GateDecision:
             "other_findings": [f.__dict__ for f in self.other_findings],
             "integrity_warnings": list(self.integrity_warnings),
             "missing_phases": list(self.missing_phases),
+            "data_coverage": (
+                None
+                if self.data_coverage is None
+                else self.data_coverage | {"line": self.coverage_line}
+            ),
         }
 
 
@@ -300,12 +315,21 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _coverage_line(coverage: dict[str, Any] | None) -> str:
+    from pilot_lib.analysis.coverage import missing_coverage_line
+
+    if not coverage or not coverage.get("line"):
+        return missing_coverage_line()
+    return str(coverage["line"])
+
+
 def _rationale(
     pilot: Pilot,
     decision: Decision,
     verdicts: list[KpiVerdict],
     blocking: list[Finding],
     missing: list[str],
+    coverage: dict[str, Any] | None = None,
 ) -> str:
     agreed = "; ".join(f"{v.label.split(' (')[0].lower()} {v.threshold_text}" for v in verdicts)
     w = pilot.pilot_window
@@ -313,6 +337,7 @@ def _rationale(
         f"Before the pilot started, the team agreed {len(verdicts)} thresholds for "
         f"{pilot.title} (owner: {pilot.owner}): {agreed}.",
         f"The pilot ran from {w.start:%d %B %Y} to {w.end:%d %B %Y}.",
+        _coverage_line(coverage),
     ]
     passed = [v for v in verdicts if v.status == "PASS"]
     failed = [v for v in verdicts if v.status == "FAIL"]
@@ -424,6 +449,7 @@ def evaluate_gate(
         started), shown with the decision.
     """
     kpi_result = results.get("kpi_baselining") or {}
+    coverage = kpi_result.get("data_coverage") if kpi_result else None
     measured = {k["kpi"]: k for k in (kpi_result.get("kpis") or [])}
     verdicts = [_with_weeks(pilot, judge_kpi(th, measured.get(th.kpi))) for th in pilot.kpis]
     findings: list[Finding] = []
@@ -450,8 +476,9 @@ def evaluate_gate(
         verdicts=verdicts,
         blocking=blocking,
         other_findings=others,
-        rationale=_rationale(pilot, decision, verdicts, blocking, missing),
+        rationale=_rationale(pilot, decision, verdicts, blocking, missing, coverage),
         pilot_file_sha256=pilot.file_hash,
         integrity_warnings=list(integrity_warnings or []),
         missing_phases=missing,
+        data_coverage=coverage,
     )
