@@ -302,13 +302,9 @@ FLAGS: tuple[FlagRule, ...] = (
     FlagRule(
         "decisions",
         "low_confidence escalation at or above confidence_threshold",
-        lambda t, p: (t.escalation_reason == "low_confidence")
-        & (t.confidence >= p.confidence_threshold),
-    ),
-    FlagRule(
-        "decisions",
-        "confidence below confidence_threshold without escalation",
-        lambda t, p: (t.confidence < p.confidence_threshold) & ~t.escalated,
+        lambda t, p: (
+            (t.escalation_reason == "low_confidence") & (t.confidence >= p.confidence_threshold)
+        ),
     ),
     FlagRule(
         "adoption",
@@ -337,7 +333,9 @@ def flag_counts(name: str, valid: ir.Table, pilot: Pilot) -> dict[str, int]:
         for i, f in enumerate(rules)
     }
     row = valid.aggregate(**metrics).execute().iloc[0]
-    return {f.label: int(row[f"f{i}"]) if pd.notna(row[f"f{i}"]) else 0 for i, f in enumerate(rules)}
+    return {
+        f.label: int(row[f"f{i}"]) if pd.notna(row[f"f{i}"]) else 0 for i, f in enumerate(rules)
+    }
 
 
 def _window_checks(pilot: Pilot) -> dict[str, tuple[dict[str, list[pa.Check]], list[pa.Check]]]:
@@ -962,6 +960,7 @@ class ValidationReport:
         lines = [f"pilot {self.pilot_name} ({self.pilot_path})", ""]
         lines += _text_table(self.data.report())
         lines += _trace_lines(getattr(self.data, "manifest", None))
+        lines += _coverage_lines(self.data)
         summary = self.data.quarantine_summary()
         lines.append("")
         if summary.empty:
@@ -976,6 +975,21 @@ class ValidationReport:
         lines.append(f"quarantine files ({self.quarantine_dir}):")
         lines += [f"  {p.name}" for p in files]
         return "\n".join(lines)
+
+
+def _coverage_lines(data: PilotData) -> list[str]:
+    """The data-coverage line, the flagged rows, and each data-sufficiency finding."""
+    from pilot_lib.analysis.coverage import data_coverage
+
+    coverage = data_coverage(data.pilot, data)
+    lines = ["", coverage.line()]
+    flags = data.flag_summary()
+    if not flags.empty:
+        lines.append("flagged rows (kept and used, counted):")
+        lines += ["  " + ln for ln in _text_table(flags)]
+    lines += [f"  {f.severity}: {f.message}" for f in coverage.findings if f.code != "flagged_rows"]
+    lines += [f"  {f.severity}: {f.message}" for f in coverage.findings if f.code == "flagged_rows"]
+    return lines
 
 
 def _trace_lines(manifest: dict[str, Any] | None) -> list[str]:
