@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import PILOT_START, tiny_frames, write_pilot
+
 from pilot_lib import phases
 from pilot_lib.analysis.coverage import PREFIX, data_coverage, format_share
 from pilot_lib.analysis.gate import evaluate_gate
@@ -263,7 +263,8 @@ def test_amounts_with_thousands_separators_are_no_go_naming_approvals(tmp_path: 
     raw = pd.read_csv(folder / "approvals.csv", dtype=str, keep_default_na=False)
     amount = pd.to_numeric(raw["amount"], errors="coerce")
     raw["amount"] = [
-        f"{a:,.2f}" if pd.notna(a) and a >= 0 else s for a, s in zip(amount, raw["amount"])
+        f"{a:,.2f}" if pd.notna(a) and a >= 0 else s
+        for a, s in zip(amount, raw["amount"], strict=True)
     ]
     raw.to_csv(folder / "approvals.csv", index=False)
     with_separator = raw["amount"].str.contains(",").mean()
