@@ -292,3 +292,12 @@ def test_claims_auto_coverage_is_within_the_default_limits(tmp_path: Path) -> No
     assert cov.sufficient
     assert cov.line().startswith("Data coverage: 29,994 of 30,000 decisions valid (99.98%)")
     assert len(cov.weeks) == 12 and not cov.weeks["thin"].any()
+
+
+def test_data_without_checks_gives_an_empty_coverage_that_says_so(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    data = load_pilot_data(write_pilot(tmp_path / "p", tiny_frames()))
+    cov = data_coverage(data.pilot, SimpleNamespace(decisions=data.decisions))
+    assert cov.datasets == [] and cov.findings == []
+    assert cov.line().startswith("Data coverage: not measured")

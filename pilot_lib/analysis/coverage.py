@@ -163,6 +163,11 @@ class DataCoverage:
         decisions valid (99.98%); 12 of 12 weeks with at least 630 valid decisions;
         business outcome known for 100.0%, correctness for 60.1%; cases 99.997% valid;
         ...; no flagged rows.``"""
+        if not self.datasets:
+            return (
+                "Data coverage: not measured (the data came without their contract checks, "
+                "so how much was quarantined is unknown)."
+            )
         parts: list[str] = []
         dec = self.dataset("decisions")
         if dec is not None:
@@ -385,6 +390,8 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
         :class:`~pilot_lib.ingest.evidence.PilotData` (from the evidence store or an
         in-memory check): its ``checks`` give rows, valid, quarantined, rules and flags
         per data set; its decision tables give the counts per week and prompt version.
+        Data without ``checks`` (tables handed in by hand) gives an empty coverage
+        (no data set, no finding) whose line says so.
 
     Returns
     -------
@@ -395,8 +402,9 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
     """
     ds = pilot.data_sufficiency
     datasets: list[DatasetCoverage] = []
+    checks = getattr(data, "checks", None) or {}
     for name in DATASET_NAMES:
-        check = data.checks.get(name) if data is not None else None
+        check = checks.get(name)
         if check is None:
             continue
         by_rule = [
@@ -439,7 +447,7 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
     without: dict[str, int] = {UNKNOWN_WEEK: 0, OUTSIDE_WINDOW: 0}
     minimum: float | None = None
     outcome: dict[str, Any] = {}
-    valid = data.table("decisions") if data is not None else None
+    valid = data.table("decisions") if checks else None
     dec = next((d for d in datasets if d.dataset == "decisions"), None)
     if valid is not None and dec is not None:
         quarantined = data.quarantined("decisions")
