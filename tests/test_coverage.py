@@ -253,6 +253,11 @@ def test_confidence_on_a_0_100_scale_is_no_go_with_the_coverage_finding(tmp_path
     dec_cov = next(d for d in cov["datasets"] if d["dataset"] == "decisions")
     assert dec_cov["quarantined_share"] == pytest.approx(share_newer, abs=0.001)
     assert set(coverage[0].evidence["prompt_versions_above_limit"]) == {"v1.2", "v1.3"}
+    # the newer versions ran alone in the last weeks: those weeks hold no valid decision,
+    # judged against the pace of the weeks that do (12,484 valid decisions in 5 weeks)
+    thin = next(f for f in coverage if f.code == "thin_weeks")
+    assert thin.evidence["valid"] == [0] * 7
+    assert 600 < thin.evidence["minimum_full_week"] < 650
     assert decision.coverage_line in decision.rationale
     assert "The evidence is incomplete" in decision.rationale
     assert decision.to_result()["data_coverage"]["sufficient"] is False

@@ -13,8 +13,9 @@ the pilot file's ``data_sufficiency`` section (:class:`~pilot_lib.config.DataSuf
   does not parse has no week: it is counted as "week unknown", one outside the
   window as "outside the pilot window"; a missing prompt version is "(none)";
 - thin weeks: weeks of the window whose valid decisions fall below
-  ``min_week_share`` of the median week's daily pace times the week's days
-  inside the window (a week with no valid decision is thin);
+  ``min_week_share`` of the median daily pace of the full weeks that hold
+  decisions, times the week's days inside the window (a week with no valid
+  decision is always thin);
 - the share of decisions whose business outcome is known (``accepted``
   recorded; for a log built from traces, decisions with an outcome row), and the
   share of valid decisions with a known ``correct`` (calibration's outcome);
@@ -454,9 +455,13 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
         weeks, without, versions = _decision_groups(pilot, valid, quarantined)
         weeks = _judge_shares(weeks, ds.max_group_quarantined_share, ds.min_group_rows)
         versions = _judge_shares(versions, ds.max_group_quarantined_share, ds.min_group_rows)
+        # the reference pace: the median over full weeks that hold decisions (weeks with
+        # none are thin anyway, and must not drag the reference to zero)
         pace = weeks["valid"] / weeks["days_in_window"]
-        full = weeks["days_in_window"] == 7
-        median_pace = float((pace[full] if full.any() else pace).median()) if len(weeks) else 0.0
+        held = weeks["valid"] > 0
+        full = held & (weeks["days_in_window"] == 7)
+        ref = pace[full] if full.any() else pace[held]
+        median_pace = float(ref.median()) if len(ref) else 0.0
         minimum = ds.min_week_share * median_pace * 7
         needed = ds.min_week_share * median_pace * weeks["days_in_window"]
         weeks["thin"] = (weeks["valid"] == 0) | (weeks["valid"] < needed)
