@@ -263,8 +263,9 @@ def test_confidence_on_a_0_100_scale_is_no_go_with_the_coverage_finding(tmp_path
     assert decision.to_result()["data_coverage"]["sufficient"] is False
 
 
-def test_amounts_with_thousands_separators_are_no_go_naming_approvals(tmp_path: Path) -> None:
-    folder = _copy_claims(tmp_path)
+def _thousands_separators(folder: Path) -> float:
+    """Rewrite the approvals' amounts as a spreadsheet exports them ("1,234.50");
+    returns the share of amounts that got a separator."""
     raw = pd.read_csv(folder / "approvals.csv", dtype=str, keep_default_na=False)
     amount = pd.to_numeric(raw["amount"], errors="coerce")
     raw["amount"] = [
@@ -272,7 +273,12 @@ def test_amounts_with_thousands_separators_are_no_go_naming_approvals(tmp_path: 
         for a, s in zip(amount, raw["amount"], strict=True)
     ]
     raw.to_csv(folder / "approvals.csv", index=False)
-    with_separator = raw["amount"].str.contains(",").mean()
+    return float(raw["amount"].str.contains(",").mean())
+
+
+def test_amounts_with_thousands_separators_are_no_go_naming_approvals(tmp_path: Path) -> None:
+    folder = _copy_claims(tmp_path)
+    with_separator = _thousands_separators(folder)
     assert 0.87 < with_separator < 0.89  # the issue's 88%
 
     decision, results = _gate(folder, tmp_path)
@@ -306,3 +312,30 @@ def test_data_without_checks_gives_an_empty_coverage_that_says_so(tmp_path: Path
     cov = data_coverage(data.pilot, SimpleNamespace(decisions=data.decisions))
     assert cov.datasets == [] and cov.findings == []
     assert cov.line().startswith("Data coverage: not measured")
+
+
+@pytest.mark.slow
+def test_the_command_line_run_says_no_go_with_the_coverage_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from pilot_lib.cli import main
+    from pilot_lib.runs import latest_run_dir
+
+    folder = _copy_claims(tmp_path)
+    _thousands_separators(folder)
+    out = tmp_path / "runs"
+    # phase 5 alone computes the earlier phases itself: the whole chain, one notebook
+    args = ["run", str(folder), "--out", str(out), "--phases", "5", "--no-export"]
+    assert main([*args, "--fail-on", "no-go"]) == 1
+    assert "claims-auto: NO-GO; run folder:" in capsys.readouterr().out
+    run_dir = latest_run_dir(out / "claims-auto")
+    assert run_dir is not None
+    gate = json.loads((run_dir / "go_no_go_summary.json").read_text())["result"]
+    assert gate["decision"] == "NO-GO"
+    (finding,) = [f for f in gate["blocking_findings"] if f["phase"] == "kpi_baselining"]
+    assert finding["message"].startswith("The evidence is incomplete: ")
+    assert finding["evidence"]["dataset"] == "approvals"
+    assert gate["data_coverage"]["sufficient"] is False
+    assert gate["data_coverage"]["line"] in gate["rationale"]
