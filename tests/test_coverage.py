@@ -339,3 +339,22 @@ def test_the_command_line_run_says_no_go_with_the_coverage_finding(
     assert finding["evidence"]["dataset"] == "approvals"
     assert gate["data_coverage"]["sufficient"] is False
     assert gate["data_coverage"]["line"] in gate["rationale"]
+
+
+def test_one_prompt_version_above_its_limit_blocks_below_the_overall_limit(
+    tmp_path: Path,
+) -> None:
+    frames = tiny_frames(n_decisions=200, seed=3)
+    dec = frames["decisions"].copy()
+    dec.loc[dec.index[:30], "prompt_version"] = "v3"  # a small version: 30 rows
+    dec.loc[dec.index[:7], "confidence"] = 80.0  # 7 of its 30 quarantined (23.3%)
+    frames["decisions"] = dec
+    data = load_pilot_data(write_pilot(tmp_path / "p", frames))
+    cov = data_coverage(data.pilot, data)
+    assert cov.dataset("decisions").share == pytest.approx(7 / 200)  # under 5%
+    (finding,) = cov.blocking
+    assert finding.code == "incomplete_weeks_or_versions"
+    assert finding.message.startswith(PREFIX)
+    assert "prompt version v3 (23.3% quarantined)" in finding.message
+    assert finding.evidence["prompt_versions_above_limit"] == ["v3"]
+    assert finding.evidence["weeks_above_limit"] == []  # 7 of the first week's ~50: 14%
