@@ -472,8 +472,53 @@ class StatisticsSettings(_Strict):
 class DataSufficiency(_Strict):
     """Limits on missing and quarantined evidence; beyond one, the gate cannot say GO.
 
-    Shares are fractions (0.10 = 10%).
+    Shares are fractions (0.10 = 10%). Each limit breached is a blocking finding
+    of phase 2 ("The evidence is incomplete: ..."); see docs/pilot-file.md.
+
+    - ``max_quarantined_share``: quarantined rows over rows read, per data set
+      (default 0.05). ``dataset_limits`` overrides it for named data sets.
+    - ``max_group_quarantined_share``: the same share within one calendar week
+      (Monday to Sunday) or one prompt version of the decision log (default
+      0.20), judged only for groups of at least ``min_group_rows`` rows (default 30).
+    - ``min_week_share`` / ``max_thin_weeks``: a week of the pilot window whose
+      valid decisions fall below ``min_week_share`` (default 0.25) of the median
+      week's (scaled by its days inside the window) is thin; more than
+      ``max_thin_weeks`` thin weeks (default 0) block.
+    - ``min_outcome_known_share``: decisions whose business outcome is known
+      (``accepted`` recorded; for a log built from traces, decisions with an
+      outcome row) over all decisions seen (default 0.95).
+    - ``min_correct_known_share``: valid decisions with a known ``correct``
+      (calibration) over valid decisions (default 0.25).
+    - ``max_flagged_share``: rows a flag rule marks (kept, counted) over the data
+      set's valid rows (default 0.05); below it a flag is a warning.
     """
+
+    max_quarantined_share: float = Field(default=0.05, ge=0, le=1)
+    dataset_limits: dict[str, float] = Field(default_factory=dict)
+    max_group_quarantined_share: float = Field(default=0.20, ge=0, le=1)
+    min_group_rows: int = Field(default=30, ge=1)
+    min_week_share: float = Field(default=0.25, ge=0, le=1)
+    max_thin_weeks: int = Field(default=0, ge=0)
+    min_outcome_known_share: float = Field(default=0.95, ge=0, le=1)
+    min_correct_known_share: float = Field(default=0.25, ge=0, le=1)
+    max_flagged_share: float = Field(default=0.05, ge=0, le=1)
+
+    @field_validator("dataset_limits")
+    @classmethod
+    def _known_datasets(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(DATASET_NAMES))
+        if unknown:
+            raise ValueError(
+                f"dataset_limits names unknown data set(s) {unknown}; known: {list(DATASET_NAMES)}"
+            )
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+        if bad:
+            raise ValueError(f"dataset_limits must be shares between 0 and 1; got {bad}")
+        return v
+
+    def limit_for(self, dataset: str) -> float:
+        """The quarantined-share limit of ``dataset`` (its own, else the default)."""
+        return float(self.dataset_limits.get(dataset, self.max_quarantined_share))
 
 
 class Pilot(_Strict):

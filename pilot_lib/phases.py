@@ -18,6 +18,7 @@ from pilot_lib.results import ResultFileError, to_jsonable
 
 __all__ = [
     "IncidentReview",
+    "KpiReview",
     "UseCaseReview",
     "drift_phase",
     "gather_results",
@@ -87,11 +88,49 @@ def use_case_phase(pilot: Pilot, data: Any, **overrides: Any) -> UseCaseReview:
     return UseCaseReview(scored=scored, build=build, settings=settings, missing=missing)
 
 
-def kpi_phase(pilot: Pilot, data: Any, confidence: float = 0.95) -> Any:
-    """Phase 2: :func:`pilot_lib.analysis.kpis.compute_kpis` on the loaded data."""
+class KpiReview:
+    """Phase 2: the KPI table (:class:`pilot_lib.analysis.kpis.KpiTable`) and the data coverage.
+
+    Reads like the KPI table (every attribute not defined here is the table's);
+    ``flags`` adds the data-sufficiency findings to the table's, and
+    :meth:`to_result` adds ``data_coverage`` and those findings to the table's result.
+    """
+
+    def __init__(self, table: Any, coverage: Any) -> None:
+        self.table = table
+        self.coverage = coverage  # coverage.DataCoverage
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("table", "coverage"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.table, name)
+
+    @property
+    def flags(self) -> list[Finding]:
+        return [*self.table.flags, *self.coverage.findings]
+
+    def to_result(self) -> dict[str, Any]:
+        result = self.table.to_result()
+        result["findings"] = [*result.get("findings", []), *to_jsonable(self.coverage.findings)]
+        result["data_coverage"] = self.coverage.to_result()
+        return result
+
+
+def kpi_phase(pilot: Pilot, data: Any, confidence: float = 0.95) -> KpiReview:
+    """Phase 2: :func:`pilot_lib.analysis.kpis.compute_kpis` on the loaded data, with the
+    data coverage (:func:`pilot_lib.analysis.coverage.data_coverage`) beside it.
+
+    ``data`` None: the pilot's data are loaded through the contracts first.
+    """
+    from pilot_lib.analysis.coverage import data_coverage
     from pilot_lib.analysis.kpis import compute_kpis
 
-    return compute_kpis(pilot, data=data, confidence=confidence)
+    if data is None:
+        from pilot_lib.ingest.contracts import load_pilot_data
+
+        data = load_pilot_data(pilot)
+    table = compute_kpis(pilot, data=data, confidence=confidence)
+    return KpiReview(table, data_coverage(pilot, data))
 
 
 def drift_phase(pilot: Pilot, data: Any) -> Any:

@@ -76,6 +76,12 @@ def tiny_frames(n_decisions: int = 40, seed: int = 7) -> dict[str, pd.DataFrame]
     seconds = np.sort(rng.integers(0, 27 * 86400, n_decisions))
     escalated = rng.random(n_decisions) < 0.2
     reasons = np.array(["low_confidence", "missing_data", "out_of_scope", "tool_failure"])
+    completed = rng.random(n_decisions) < 0.9
+    accepted = rng.random(n_decisions) < 0.8
+    overridden = rng.random(n_decisions) < 0.1
+    # accepted means acted on without correction: only a completed, not overridden output
+    # (a row saying otherwise contradicts itself and is quarantined)
+    accepted &= completed & ~overridden
     decisions = pd.DataFrame(
         {
             "decision_id": [f"d{i:04d}" for i in range(n_decisions)],
@@ -86,9 +92,9 @@ def tiny_frames(n_decisions: int = 40, seed: int = 7) -> dict[str, pd.DataFrame]
             "case_id": [f"c{i % 12:03d}" for i in range(n_decisions)],
             "prompt_version": np.where(np.arange(n_decisions) < n_decisions // 2, "v1", "v2"),
             "user_id": [f"u{i % 4}" for i in range(n_decisions)],
-            "completed": rng.random(n_decisions) < 0.9,
-            "accepted": rng.random(n_decisions) < 0.8,
-            "overridden": rng.random(n_decisions) < 0.1,
+            "completed": completed,
+            "accepted": accepted,
+            "overridden": overridden,
             "escalated": escalated,
             "escalation_reason": np.where(
                 escalated, reasons[rng.integers(0, 4, n_decisions)], None

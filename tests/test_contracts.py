@@ -547,3 +547,69 @@ def test_empty_data_set_counts_zero(tmp_path: Path, file_name: str) -> None:
     assert check.by_rule.empty
     assert data.decisions.count().to_pyarrow().as_py() == 0
     assert data.decisions.schema()["timestamp"].is_timestamp()
+
+
+# ---- rows that contradict themselves, and flags ----------------------------------------------
+
+
+def test_rows_that_contradict_themselves_are_quarantined(tmp_path: Path) -> None:
+    frames = tiny_frames()
+    f = frames["decisions"].copy()
+    f = _set(f, 1, escalated=False, escalation_reason="missing_data")
+    f = _set(f, 2, completed=False, accepted=True, overridden=False)
+    f = _set(f, 3, completed=True, accepted=True, overridden=True)
+    # not contradictions: escalated and then accepted; completed, not accepted, overridden
+    f = _set(f, 4, escalated=True, escalation_reason="out_of_scope", accepted=True)
+    f = _set(f, 5, completed=True, accepted=False, overridden=True)
+    f = _set(f, 4, completed=True, overridden=False)
+    f["marker"] = [f"row{i}" for i in range(len(f))]
+    frames["decisions"] = f
+    a = frames["adoption"].copy()
+    a = _set(a, 0, eligible=False, engaged=True)
+    a = _set(a, 1, engaged=True, decisions_seen=0, overrides=0)
+    a = _set(a, 2, eligible=False, engaged=False, decisions_seen=3, overrides=0)  # a flag
+    frames["adoption"] = a
+    data = _load(tmp_path / "p", frames)
+
+    q = _quarantine(tmp_path / "p", "decisions")
+    assert dict(zip(q["marker"], q[QUARANTINE_RULE_COLUMN], strict=True)) == {
+        "row1": "escalation_reason without escalated",
+        "row2": "accepted without completed",
+        "row3": "accepted and overridden",
+    }
+    qa = _quarantine(tmp_path / "p", "adoption")
+    assert sorted(qa[QUARANTINE_RULE_COLUMN]) == [
+        "engaged without decisions_seen",
+        "engaged without eligible",
+    ]
+    assert data.checks["adoption"].flags == {"decisions_seen while not eligible": 1}
+
+
+def test_flagged_rows_are_kept_and_counted(tmp_path: Path) -> None:
+    frames = tiny_frames()
+    f = frames["decisions"].copy()
+    f.loc[f["escalation_reason"].eq("low_confidence"), "confidence"] = 0.5
+    f = _set(f, 7, escalated=True, escalation_reason="low_confidence", confidence=0.7)
+    f = _set(f, 8, escalated=True, escalation_reason="low_confidence", confidence=0.95)
+    frames["decisions"] = f
+    ap = frames["approvals"].copy()
+    ap = _set(ap, 0, executed_at=ap.loc[0, "proposed_at"] - pd.Timedelta(minutes=1))
+    frames["approvals"] = ap
+    data = _load(tmp_path / "p", frames)
+    # independent count: low_confidence reason at or above the pilot's 0.7 threshold
+    expected = int((f["escalation_reason"].eq("low_confidence") & (f["confidence"] >= 0.7)).sum())
+    assert expected == 2
+    flags = data.checks["decisions"].flags
+    assert flags == {"low_confidence escalation at or above confidence_threshold": expected}
+    assert data.checks["decisions"].quarantined == 0  # kept: flags never quarantine
+    assert data.checks["approvals"].flags == {"executed_at before proposed_at": 1}
+    assert data.checks["approvals"].quarantined == 0
+    summary = data.flag_summary()
+    assert summary.to_dict(orient="records") == [
+        {
+            "data set": "decisions",
+            "flag": "low_confidence escalation at or above confidence_threshold",
+            "rows": 2,
+        },
+        {"data set": "approvals", "flag": "executed_at before proposed_at", "rows": 1},
+    ]

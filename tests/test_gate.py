@@ -512,3 +512,54 @@ def test_advice_table_says_at_least_when_the_minimum_decides(pilot: Pilot) -> No
         ),
     )
     assert gate.extend_advice()["power"].tolist() == ["at least 80%"]
+
+
+# ---- data coverage beside the KPIs -----------------------------------------------------------
+
+
+def test_rationale_always_carries_a_data_coverage_line(pilot: Pilot) -> None:
+    passing = (
+        kpi("task_completion_rate", 0.9, 0.88, 0.92, 1000),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    # a phase 2 result from before the coverage check: the line says it was not measured
+    gate = evaluate_gate(pilot, results(*passing))
+    assert gate.decision == "GO"
+    assert gate.coverage_line.startswith("Data coverage: not measured")
+    assert gate.coverage_line in gate.rationale
+    assert gate.to_result()["data_coverage"] is None
+    # with coverage: its line, verbatim, and the record in the gate's result
+    res = results(*passing)
+    line = "Data coverage: 1,000 of 1,000 decisions valid (100.0%); no flagged rows."
+    res["kpi_baselining"]["data_coverage"] = {"line": line, "sufficient": True}
+    gate = evaluate_gate(pilot, res)
+    assert gate.decision == "GO"
+    assert line in gate.rationale
+    assert gate.to_result()["data_coverage"] == {"line": line, "sufficient": True}
+
+
+def test_incomplete_evidence_blocks_a_go_beside_passing_kpis(pilot: Pilot) -> None:
+    res = results(
+        kpi("task_completion_rate", 0.9, 0.88, 0.92, 1000),
+        kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
+    )
+    message = (
+        "The evidence is incomplete: 1,400 of 2,400 decisions (58.3%) are quarantined, above "
+        "the 5% limit for decisions."
+    )
+    res["kpi_baselining"]["findings"] = [
+        {
+            "phase": "kpi_baselining",
+            "code": "incomplete_dataset",
+            "severity": "blocking",
+            "message": message,
+            "evidence": {"dataset": "decisions", "share": 1400 / 2400},
+        }
+    ]
+    res["kpi_baselining"]["data_coverage"] = {"line": "Data coverage: ...", "sufficient": False}
+    gate = evaluate_gate(pilot, res)
+    assert {v.status for v in gate.verdicts} == {"PASS"}
+    assert gate.decision == "NO-GO"
+    assert [f.code for f in gate.blocking] == ["incomplete_dataset"]
+    assert message in gate.rationale
+    assert "1 blocking finding stands" in gate.rationale

@@ -1000,8 +1000,9 @@ def test_compute_kpis_loads_data_through_the_contracts(tmp_path) -> None:
         pytest.skip("pilot_lib.ingest.contracts.load_pilot_data is not available yet")
     _write_pilot_folder(tmp_path)
     k = compute_kpis(tmp_path / "pilot.yaml")
-    # The two decisions outside the window are quarantined or filtered: same figures.
-    assert k.kpi("task_completion_rate")["estimate"] == pytest.approx(0.7)
+    # The two decisions outside the window are quarantined or filtered; the one of the last
+    # day, accepted although not completed, contradicts itself and is quarantined: 6 of 9.
+    assert k.kpi("task_completion_rate")["estimate"] == pytest.approx(6 / 9)
     assert k.kpi("efficiency_gain")["estimate"] == pytest.approx(1 - 6 / 13)
     assert k.kpi("adoption_rate")["estimate"] == pytest.approx(0.6)
 

@@ -290,3 +290,40 @@ def test_duckdb_gets_a_memory_limit_and_a_spill_folder(tmp_path: Path) -> None:
     assert limit.replace(" ", "") in ("256.0MiB", "244.1MiB", "256MB", "244.1MB")
     assert con.raw_sql("SELECT current_setting('temp_directory')").fetchone()[0] == str(tmp_path)
     assert con.raw_sql("SELECT current_setting('threads')").fetchone()[0] == 1
+
+
+def test_manifest_carries_the_flags_and_the_store_reads_them_back(tmp_path: Path) -> None:
+    frames = tiny_frames(n_decisions=60)
+    d = frames["decisions"].copy()
+    d.loc[d["escalation_reason"].eq("low_confidence"), "confidence"] = 0.5
+    d.loc[4, ["escalated", "escalation_reason", "confidence"]] = [True, "low_confidence", 0.9]
+    d.loc[5, ["escalated", "escalation_reason"]] = [False, "missing_data"]  # quarantined
+    frames["decisions"] = d
+    folder = write_pilot(tmp_path / "p", frames)
+    pilot = load_pilot(folder)
+    info = build_store(pilot, tmp_path / "store")
+    entry = info.manifest["datasets"]["decisions"]
+    assert entry["flags"] == [
+        {"flag": "low_confidence escalation at or above confidence_threshold", "rows": 1}
+    ]
+    assert {"rule": "escalation_reason without escalated", "rows": 1} in entry["by_rule"]
+    data = open_store(info.path, pilot)
+    reference = load_pilot_data(pilot)  # the in-memory check counts the same flags
+    for name in DATASET_NAMES:
+        if name in reference.checks:
+            assert data.checks[name].flags == reference.checks[name].flags, name
+    assert data.flag_summary().equals(reference.flag_summary())
+
+
+def test_validate_report_shows_the_data_coverage(tmp_path: Path) -> None:
+    from pilot_lib.ingest.store import validate_pilot
+
+    frames = tiny_frames(n_decisions=60)
+    d = frames["decisions"].copy()
+    d.loc[:9, "confidence"] = 55.0  # 10 of 60 quarantined: above the 5% default
+    frames["decisions"] = d
+    folder = write_pilot(tmp_path / "p", frames)
+    report = validate_pilot(folder, store_dir=tmp_path / "store", quarantine_dir=tmp_path / "q")
+    text = report.to_text()
+    assert "Data coverage: 50 of 60 decisions valid (83.3%)" in text
+    assert "blocking: The evidence is incomplete: 10 of 60 decisions (16.7%)" in text

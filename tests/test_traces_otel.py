@@ -590,6 +590,12 @@ def test_parquet_and_otlp_give_the_same_checked_log_and_phase_results(tmp_path: 
         phases = {name: compute(data.pilot, data).to_result() for name, compute in _COMPUTE.items()}
         gate = evaluate_gate(data.pilot, phases).to_result()
         gate.pop("pilot_file_sha256")  # the two pilot files differ in datasets.decisions only
+        # Data coverage counts rows read: the decision whose timestamp is missing is a row
+        # (quarantined) of the Parquet log, but in the traces its spans have no valid time and
+        # stay in the span quarantine, so the counts differ by that decision.
+        coverage = phases["kpi_baselining"].pop("data_coverage")
+        gate["rationale"] = gate["rationale"].replace(coverage["line"], "")
+        gate.pop("data_coverage")
         results.append(phases | {"go_no_go_summary": gate})
     parquet_log, otlp_log = logs
     pd.testing.assert_frame_equal(parquet_log, otlp_log[parquet_log.columns])

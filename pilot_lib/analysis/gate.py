@@ -12,7 +12,10 @@ result, with its interval and sample size:
 
 Blocking findings from phases 3 and 4 (significant drift in a key feature, a
 control chart in breach at the end of the window, a failed kill-switch drill, an
-approval violation) stand beside the KPIs. The decision:
+approval violation) stand beside the KPIs, and so do phase 2's data-sufficiency
+findings: evidence with more quarantined or missing rows than the pilot file's
+``data_sufficiency`` limits allow is a blocking finding ("The evidence is
+incomplete: ..."). The rationale always carries the data-coverage line. The decision:
 
 - **GO** only when every KPI passes and no blocking finding stands;
 - **NO-GO** when any KPI fails or any blocking finding stands;
@@ -324,6 +327,13 @@ class GateDecision:
     missing_phases: list[str] = field(default_factory=list)
     interim: bool = False  # an interim look: anytime-valid intervals, not the final gate
     interim_fraction: float | None = None  # share of the pilot window the data cover
+    #: Phase 2's data coverage (:mod:`pilot_lib.analysis.coverage`); None when not measured.
+    data_coverage: dict[str, Any] | None = None
+
+    @property
+    def coverage_line(self) -> str:
+        """The data-coverage line the go/no-go page always shows."""
+        return _coverage_line(self.data_coverage)
 
     def verdict_table(self) -> pd.DataFrame:
         """One row per KPI: threshold, measured value with interval, n, status, reason."""
@@ -396,6 +406,11 @@ class GateDecision:
             "missing_phases": list(self.missing_phases),
             "interim": self.interim,
             **({"interim_fraction": self.interim_fraction} if self.interim else {}),
+            "data_coverage": (
+                None
+                if self.data_coverage is None
+                else self.data_coverage | {"line": self.coverage_line}
+            ),
         }
 
 
@@ -449,6 +464,14 @@ def _join(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _coverage_line(coverage: dict[str, Any] | None) -> str:
+    from pilot_lib.analysis.coverage import missing_coverage_line
+
+    if not coverage or not coverage.get("line"):
+        return missing_coverage_line()
+    return str(coverage["line"])
+
+
 def _rationale(
     pilot: Pilot,
     decision: Decision,
@@ -457,6 +480,7 @@ def _rationale(
     missing: list[str],
     interim: bool = False,
     interim_fraction: float | None = None,
+    coverage: dict[str, Any] | None = None,
 ) -> str:
     agreed = "; ".join(f"{v.label.split(' (')[0].lower()} {v.threshold_text}" for v in verdicts)
     w = pilot.pilot_window
@@ -464,6 +488,7 @@ def _rationale(
         f"Before the pilot started, the team agreed {len(verdicts)} thresholds for "
         f"{pilot.title} (owner: {pilot.owner}): {agreed}.",
         f"The pilot ran from {w.start:%d %B %Y} to {w.end:%d %B %Y}.",
+        _coverage_line(coverage),
     ]
     passed = [v for v in verdicts if v.status == "PASS"]
     failed = [v for v in verdicts if v.status == "FAIL"]
@@ -647,6 +672,7 @@ def evaluate_gate(
     stats = pilot.statistics
     interim = stats.interim if interim is None else interim
     kpi_result = results.get("kpi_baselining") or {}
+    coverage = kpi_result.get("data_coverage") if kpi_result else None
     measured = {k["kpi"]: k for k in (kpi_result.get("kpis") or [])}
     confidence = _finite(kpi_result.get("confidence")) or 0.95
     fraction = interim_fraction(pilot, kpi_result) if interim else None
@@ -692,10 +718,13 @@ def evaluate_gate(
         verdicts=verdicts,
         blocking=blocking,
         other_findings=others,
-        rationale=_rationale(pilot, decision, verdicts, blocking, missing, interim, fraction),
+        rationale=_rationale(
+            pilot, decision, verdicts, blocking, missing, interim, fraction, coverage
+        ),
         pilot_file_sha256=pilot.file_hash,
         integrity_warnings=list(integrity_warnings or []),
         missing_phases=missing,
         interim=interim,
         interim_fraction=fraction,
+        data_coverage=coverage,
     )

@@ -62,14 +62,17 @@ from pilot_lib.ingest.sources import connect, describe_source, open_dataset, ope
 
 __all__ = [
     "CONTRACTS",
+    "FLAGS",
     "QUARANTINE_RULE_COLUMN",
     "ContractSplit",
     "DatasetCheck",
+    "FlagRule",
     "PilotData",
     "ValidationReport",
     "check_predicate",
     "contract",
     "contract_columns",
+    "flag_counts",
     "load_pilot_data",
     "validate_dataset",
 ]
@@ -172,6 +175,14 @@ DECISIONS = pa.DataFrameSchema(
             lambda t: ~t.escalated | t.escalation_reason.notnull(),
             "escalated without escalation_reason",
         ),
+        # Rows that contradict themselves (docs/data-contracts.md, "Rows that contradict
+        # themselves"): which of the two values is wrong cannot be told, so the row is unusable.
+        _row_rule(
+            lambda t: t.escalated | t.escalation_reason.isnull(),
+            "escalation_reason without escalated",
+        ),
+        _row_rule(lambda t: ~t.accepted | t.completed, "accepted without completed"),
+        _row_rule(lambda t: ~t.accepted | ~t.overridden, "accepted and overridden"),
     ],
     name="decisions",
 )
@@ -207,6 +218,8 @@ ADOPTION = pa.DataFrameSchema(
         _row_rule(
             lambda t: t.overrides <= t.decisions_seen, "overrides greater than decisions_seen"
         ),
+        _row_rule(lambda t: ~t.engaged | t.eligible, "engaged without eligible"),
+        _row_rule(lambda t: ~t.engaged | (t.decisions_seen > 0), "engaged without decisions_seen"),
     ],
     unique=["user_id", "week"],
     name="adoption",
@@ -266,6 +279,63 @@ FIRST_BY: dict[str, str | None] = {
     "drill_events": "timestamp",
     "approvals": "proposed_at",
 }
+
+
+# ---- flags: rows kept and used, but counted and shown -------------------------------------
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """A rule whose rows stay valid (they are used) but are counted and shown.
+
+    ``predicate(table, pilot)`` is True on a flagged row (null counts as not
+    flagged); it runs on the valid rows, in contract types, inside the engine.
+    """
+
+    dataset: str
+    label: str
+    predicate: Callable[[ir.Table, Pilot], ir.BooleanValue]
+
+
+#: Flag rules per data set (docs/data-contracts.md, "Flags").
+FLAGS: tuple[FlagRule, ...] = (
+    FlagRule(
+        "decisions",
+        "low_confidence escalation at or above confidence_threshold",
+        lambda t, p: (
+            (t.escalation_reason == "low_confidence") & (t.confidence >= p.confidence_threshold)
+        ),
+    ),
+    FlagRule(
+        "adoption",
+        "decisions_seen while not eligible",
+        lambda t, p: ~t.eligible & (t.decisions_seen > 0),
+    ),
+    FlagRule(
+        "approvals",
+        "executed_at before proposed_at",
+        lambda t, p: t.executed_at < t.proposed_at,
+    ),
+)
+
+
+def flag_counts(name: str, valid: ir.Table, pilot: Pilot) -> dict[str, int]:
+    """Rows of ``valid`` (data set ``name``'s valid rows) each flag rule marks.
+
+    One aggregate query in the engine; every flag of the data set is listed, zeros
+    included. A data set without flag rules gives ``{}``.
+    """
+    rules = [f for f in FLAGS if f.dataset == name]
+    if not rules:
+        return {}
+    metrics = {
+        f"f{i}": f.predicate(valid, pilot).fill_null(False).cast("int64").sum()
+        for i, f in enumerate(rules)
+    }
+    row = valid.aggregate(**metrics).execute().iloc[0]
+    return {
+        f.label: int(row[f"f{i}"]) if pd.notna(row[f"f{i}"]) else 0 for i, f in enumerate(rules)
+    }
 
 
 def _window_checks(pilot: Pilot) -> dict[str, tuple[dict[str, list[pa.Check]], list[pa.Check]]]:
@@ -772,6 +842,7 @@ def _check_one(
         quarantined=n_bad,
         by_rule=by_rule,
         quarantine_path=path,
+        flags=flag_counts(name, valid, pilot),
     )
     return check, valid, quarantined
 
@@ -889,6 +960,7 @@ class ValidationReport:
         lines = [f"pilot {self.pilot_name} ({self.pilot_path})", ""]
         lines += _text_table(self.data.report())
         lines += _trace_lines(getattr(self.data, "manifest", None))
+        lines += _coverage_lines(self.data)
         summary = self.data.quarantine_summary()
         lines.append("")
         if summary.empty:
@@ -903,6 +975,21 @@ class ValidationReport:
         lines.append(f"quarantine files ({self.quarantine_dir}):")
         lines += [f"  {p.name}" for p in files]
         return "\n".join(lines)
+
+
+def _coverage_lines(data: PilotData) -> list[str]:
+    """The data-coverage line, the flagged rows, and each data-sufficiency finding."""
+    from pilot_lib.analysis.coverage import data_coverage
+
+    coverage = data_coverage(data.pilot, data)
+    lines = ["", coverage.line()]
+    flags = data.flag_summary()
+    if not flags.empty:
+        lines.append("flagged rows (kept and used, counted):")
+        lines += ["  " + ln for ln in _text_table(flags)]
+    lines += [f"  {f.severity}: {f.message}" for f in coverage.findings if f.code != "flagged_rows"]
+    lines += [f"  {f.severity}: {f.message}" for f in coverage.findings if f.code == "flagged_rows"]
+    return lines
 
 
 def _trace_lines(manifest: dict[str, Any] | None) -> list[str]:

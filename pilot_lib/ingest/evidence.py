@@ -37,6 +37,8 @@ class DatasetCheck:
     quarantined: int
     by_rule: pd.DataFrame  # columns: rule, rows (most rows first)
     quarantine_path: Path | None = None
+    #: Rows of the valid ones each flag rule marks (kept and used; counted and shown).
+    flags: dict[str, int] = field(default_factory=dict)
 
 
 _REPORT_COLUMNS = ["data set", "source", "rows", "valid", "quarantined"]
@@ -113,3 +115,14 @@ class PilotData:
             for r in c.by_rule.itertuples(index=False)
         ]
         return pd.DataFrame(parts, columns=_SUMMARY_COLUMNS)
+
+    def flag_summary(self) -> pd.DataFrame:
+        """Flagged rows (kept and used) per data set and flag, only flags that marked a row."""
+        parts = [
+            [c.name, flag, int(n)]
+            for name in DATASET_NAMES
+            if (c := self.checks.get(name)) is not None
+            for flag, n in c.flags.items()
+            if n
+        ]
+        return pd.DataFrame(parts, columns=["data set", "flag", "rows"])

@@ -12,7 +12,8 @@ and writes, into one folder:
   of every row that broke a rule and the rule (only for data sets with such rows);
 - ``manifest.json``: the store's format, the package version, the engine, the
   pilot file's SHA-256, the fingerprint (size, modification time, SHA-256) of
-  every input file, and rows / valid / quarantined per data set and rule.
+  every input file, rows / valid / quarantined per data set and rule, and the
+  rows each flag rule marks (kept and used, but counted: ``flags``).
 
 Parquet per data set (rather than one DuckDB database file) because both
 engines read and write it natively, several phase processes can read it at
@@ -497,7 +498,7 @@ def _ingest_one(
     quarantine: Path,
 ) -> dict[str, Any]:
     """Check one data set; write its checked rows and its quarantine. Returns its manifest entry."""
-    from pilot_lib.ingest.contracts import engine_errors, validate_dataset
+    from pilot_lib.ingest.contracts import engine_errors, flag_counts, validate_dataset
 
     split = validate_dataset(name, raw, pilot, source=shown, dedupe=False)
     try:
@@ -520,6 +521,7 @@ def _ingest_one(
             if q_path.is_dir():
                 shutil.rmtree(q_path)
             _write_quarantine(split.quarantined_from(checked), q_path)
+        flags = flag_counts(name, split.valid_from(checked), pilot)
     except (*engine_errors(), *spark_errors()) as exc:
         raise DataSourceError(
             f"data set {name!r} ({shown}): reading or checking it failed: "
@@ -538,6 +540,7 @@ def _ingest_one(
         "valid": n_rows - n_bad,
         "quarantined": n_bad,
         "by_rule": [{"rule": r, "rows": int(n)} for r, n in by_rule.itertuples(index=False)],
+        "flags": [{"flag": f, "rows": n} for f, n in flags.items()],
         "valid_columns": list(split.valid_columns),
         "quarantine_columns": dict(split.quarantine_columns),
         "quarantine_file": (
@@ -716,6 +719,7 @@ def open_store(
                 {"rows": "int64"}
             ),
             quarantine_path=(store_dir / q_file).resolve() if q_file else None,
+            flags={f["flag"]: int(f["rows"]) for f in entry.get("flags") or []},
         )
     data.manifest = manifest
     return data
