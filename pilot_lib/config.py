@@ -476,7 +476,9 @@ class DataSufficiency(_Strict):
     of phase 2 ("The evidence is incomplete: ..."); see docs/pilot-file.md.
 
     - ``max_quarantined_share``: quarantined rows over rows read, per data set
-      (default 0.05). ``dataset_limits`` overrides it for named data sets.
+      (default 0.05). ``dataset_limits`` overrides it for named data sets. A data
+      set of fewer than ``min_group_rows`` rows is held to
+      ``max_group_quarantined_share`` instead (unless ``dataset_limits`` names it).
     - ``max_group_quarantined_share``: the same share within one calendar week
       (Monday to Sunday) or one prompt version of the decision log (default
       0.20), judged only for groups of at least ``min_group_rows`` rows (default 30).
@@ -516,9 +518,20 @@ class DataSufficiency(_Strict):
             raise ValueError(f"dataset_limits must be shares between 0 and 1; got {bad}")
         return v
 
-    def limit_for(self, dataset: str) -> float:
-        """The quarantined-share limit of ``dataset`` (its own, else the default)."""
-        return float(self.dataset_limits.get(dataset, self.max_quarantined_share))
+    def limit_for(self, dataset: str, rows: int | None = None) -> float:
+        """The quarantined-share limit of ``dataset`` with ``rows`` rows read.
+
+        Its own limit from ``dataset_limits`` when set. Otherwise
+        ``max_quarantined_share``, except for a small data set (fewer than
+        ``min_group_rows`` rows, such as an 11-event drill log), which is held to
+        the per-group limit like a small week: one bad row of 11 is 9% and
+        should ask for a look, not stop the pilot on its own.
+        """
+        if dataset in self.dataset_limits:
+            return float(self.dataset_limits[dataset])
+        if rows is not None and rows < self.min_group_rows:
+            return float(max(self.max_quarantined_share, self.max_group_quarantined_share))
+        return float(self.max_quarantined_share)
 
 
 class Pilot(_Strict):

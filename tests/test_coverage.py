@@ -54,6 +54,15 @@ def test_settings_defaults_and_per_dataset_limit() -> None:
     assert ds.limit_for("decisions") == 0.05
 
 
+def test_a_small_dataset_is_held_to_the_group_limit_unless_named() -> None:
+    ds = DataSufficiency()
+    # 11 drill events: one bad row (9%) is shown, not blocking; 3 of 11 (27%) blocks
+    assert ds.limit_for("drill_events", 11) == 0.20
+    assert 1 / 11 <= ds.limit_for("drill_events", 11) < 3 / 11
+    assert ds.limit_for("drill_events", 30) == 0.05
+    assert DataSufficiency(dataset_limits={"drill_events": 0.0}).limit_for("drill_events", 11) == 0
+
+
 def test_unknown_dataset_in_limits_is_a_pilot_file_error(tmp_path: Path) -> None:
     folder = write_pilot(tmp_path / "p", tiny_frames())
     doc = yaml.safe_load((folder / "pilot.yaml").read_text())

@@ -418,7 +418,7 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
                 rows=int(check.rows),
                 valid=int(check.valid),
                 quarantined=int(check.quarantined),
-                limit=ds.limit_for(name),
+                limit=ds.limit_for(name, int(check.rows)),
                 by_rule=by_rule,
                 flags={k: int(v) for k, v in (getattr(check, "flags", None) or {}).items()},
             )
