@@ -178,8 +178,9 @@ def test_the_pilot_comes_out_extend_for_the_stated_reasons(
         "adoption_rate": "PASS",
         "escalation_rate": "PASS",
     }
-    # Strong completion and cost.
-    assert status["task_completion_rate"].low > 0.82
+    # Completion and cost clear even with intervals clustered by week (completion's
+    # design effect is about 4.5: its lower bound is 80.6%, against 84.0% if independent).
+    assert status["task_completion_rate"].low > 0.80
     assert status["cost_per_decision"].high < 2.5
     # The one inconclusive KPI: too small a sample, though its estimate clears the bar.
     eff = status["efficiency_gain"]
