@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -65,6 +66,7 @@ __all__ = [
     "finding_section",
     "judge_kpi",
     "plural",
+    "plural_text",
 ]
 
 Status = Literal["PASS", "FAIL", "INCONCLUSIVE"]
@@ -88,6 +90,23 @@ def plural(n: int, noun: str, plural_form: str | None = None) -> str:
     """``1 action``, ``2 actions``, ``20,000 decisions``: a count with thousands separators
     and its noun in the right number (``plural_form`` for irregular nouns, default noun + "s")."""
     return f"{n:,} {noun if n == 1 else (plural_form or noun + 's')}"
+
+
+_COUNTED = re.compile(
+    r"\b(?P<n>\d[\d,]*)(?P<mid>(?: [A-Za-z-]+){0,2}?) (?P<noun>[A-Za-z-]+?)\(s\)(?P<verb> (?:were|was))?"
+)
+
+
+def plural_text(text: str) -> str:
+    """Text with every ``N noun(s)`` written in the right number: ``1 action(s) were`` becomes
+    ``1 action was``, ``3 time(s)`` becomes ``3 times``. Other text is left as it is."""
+
+    def fix(m: re.Match[str]) -> str:
+        one = m["n"].replace(",", "") == "1"
+        verb = m["verb"] and (" was" if one else " were")
+        return f"{m['n']}{m['mid']} {m['noun'] if one else m['noun'] + 's'}{verb or ''}"
+
+    return _COUNTED.sub(fix, text)
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -848,7 +867,7 @@ def _kpi_reasons(verdicts: list[KpiVerdict], status: Status) -> list[Reason]:
     """One reason per KPI when one has ``status``, else one naming each."""
     if not verdicts:
         return []
-    terms = ("95% interval",)
+    terms = () if status == "FAIL" else ("95% interval",)
     if len(verdicts) == 1:
         v = verdicts[0]
         head = {"FAIL": "missed", "PASS": "met", "INCONCLUSIVE": "not yet settled"}[status]
@@ -1005,7 +1024,9 @@ def _finding_group_reason(code_group: str, found: list[Finding]) -> Reason:
             after = list(e.get("actions_after_pause") or [])
             if after:
                 bits.append(f"{plural(len(after), 'action')} started while the agent was paused")
-            parts.append(f"drill {e.get('drill_id', '')}: " + "; ".join(bits or [f.message]))
+            parts.append(
+                f"drill {e.get('drill_id', '')}: " + "; ".join(bits or [plural_text(f.message)])
+            )
         return Reason(
             "Kill switch failed its drill",
             "In " + "; ".join(parts) + ".",
@@ -1025,7 +1046,7 @@ def _finding_group_reason(code_group: str, found: list[Finding]) -> Reason:
             if kind and ids:
                 items.append(f"{plural(len(ids), 'action')} {kind} ({_ids(ids)})")
             else:
-                items.append(f.message.rstrip("."))
+                items.append(plural_text(f.message).rstrip("."))
         head = "Approval rules broken"
         return Reason(
             head,
@@ -1035,7 +1056,7 @@ def _finding_group_reason(code_group: str, found: list[Finding]) -> Reason:
             measured=plural(total, "action") if total else "",
             threshold="none",
         )
-    msgs = " ".join(f.message for f in found)
+    msgs = plural_text(" ".join(f.message for f in found))
     head = {
         "kpi_baselining": "Evidence incomplete",
         "drift_analysis": "Drift finding",
