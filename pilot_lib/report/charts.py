@@ -203,7 +203,7 @@ def criteria_heatmap(scored: pd.DataFrame, minimum: int = 3) -> Figure:
                 ha="center",
                 va="center",
                 fontweight="bold" if below else "normal",
-                color="#fff" if values[i, j] < 3.5 else "#000",
+                color="#fff" if values[i, j] < 2.5 else "#000",
             )
             if below:
                 ax.add_patch(
