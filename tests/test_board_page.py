@@ -536,3 +536,16 @@ def test_drill_event_labels_stay_below_the_title() -> None:
     for t in labels:
         extent = t.get_window_extent(renderer)
         assert extent.y1 <= box.y1 + 1 and extent.y1 <= title.y0 + 1, t.get_text()
+
+
+def test_phase_one_story_opens_with_the_team_warning(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    pilot = load_pilot(write_pilot(tmp_path / "p", doc_changes={"team": TEAM[:3]}))
+    review = SimpleNamespace(
+        scored=None, missing=["candidates: none"], findings=team_findings(pilot)
+    )
+    text = nb.use_case_story(review).data
+    assert text.startswith("**Warning:** The pilot file") and "IT operations" in text
+    review.findings = []
+    assert not nb.use_case_story(review).data.startswith("**Warning")

@@ -508,13 +508,21 @@ def ranking_view(scored: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def use_case_story(review: Any) -> Any:
-    """Why the top pick qualifies and why each other candidate does not, in words."""
+    """Why the top pick qualifies and why each other candidate does not, in words.
+
+    Phase 1's warnings about the pilot itself (a required team role nobody
+    holds) come first, as **Warning:** lines.
+    """
+    from IPython.display import Markdown
+
+    warnings = [
+        f"**Warning:** {escape_md(f.message)}" for f in getattr(review, "findings", None) or []
+    ]
     scored = review.scored
     if scored is None or scored.empty:
-        return md(
-            "_No candidates to compare: {why}_", why="; ".join(review.missing) or "empty data set"
-        )
-    lines = []
+        why = escape_md("; ".join(review.missing) or "empty data set")
+        return Markdown("\n\n".join([*warnings, f"_No candidates to compare: {why}_"]))
+    lines = [w + "\n" for w in warnings]
     top = scored[scored["qualifies"].astype(bool)]
     if top.empty:
         lines.append(
@@ -528,8 +536,6 @@ def use_case_story(review: Any) -> Any:
             continue
         trap = " **Novelty trap.**" if r["novelty_trap"] else ""
         lines.append(f"- {escape_md(r['name'])}: {escape_md(r['why'])}{trap}")
-    from IPython.display import Markdown
-
     return Markdown("\n".join(lines))
 
 
