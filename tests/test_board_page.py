@@ -549,3 +549,15 @@ def test_phase_one_story_opens_with_the_team_warning(tmp_path: Path) -> None:
     assert text.startswith("**Warning:** The pilot file") and "IT operations" in text
     review.findings = []
     assert not nb.use_case_story(review).data.startswith("**Warning")
+
+
+def test_interval_written_as_ci_counts_as_the_glossary_term() -> None:
+    assert board.terms_in(["51.3% (95% CI 47.6% to 55.1%)"]) == ["95% interval"]
+
+
+def test_page_top_of_an_interim_look_carries_the_label() -> None:
+    pilot, d = sample_decision("claims-auto")
+    d.interim = True
+    assert nb.INTERIM_LABEL in Page(board.board_top(d, pilot, None)).visible
+    d.interim = False
+    assert "INTERIM" not in Page(board.board_top(d, pilot, None)).visible

@@ -115,9 +115,15 @@ GLOSSARY: dict[str, str] = {
     "override": "a decision a person changed after the agent made it",
 }
 
+#: Other ways a page writes a glossary term.
+_ALIASES = {"95% interval": ("95% CI", "95% confidence interval")}
+
 _TERM_PATTERNS = {
     term: re.compile(
-        r"(?<![\w-])" + re.escape(term).replace(r"\ ", r"[\s-]") + r"(?:e?s)?(?![\w])",
+        "|".join(
+            r"(?<![\w-])" + re.escape(t).replace(r"\ ", r"[\s-]") + r"(?:e?s)?(?![\w])"
+            for t in (term, *_ALIASES.get(term, ()))
+        ),
         re.IGNORECASE if term.lower() == term else 0,
     )
     for term in GLOSSARY
