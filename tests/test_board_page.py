@@ -561,3 +561,8 @@ def test_page_top_of_an_interim_look_carries_the_label() -> None:
     assert nb.INTERIM_LABEL in Page(board.board_top(d, pilot, None)).visible
     d.interim = False
     assert "INTERIM" not in Page(board.board_top(d, pilot, None)).visible
+
+
+def test_provenance_names_the_phases_in_words() -> None:
+    frame = pd.DataFrame({"phase": ["drift_analysis"], "source": ["x"], "note": [""]})
+    assert list(nb.provenance_view(frame)["phase"]) == ["drift analysis"]

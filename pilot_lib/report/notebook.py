@@ -455,6 +455,14 @@ PHASE_NAMES = {
 }
 
 
+def provenance_view(provenance: pd.DataFrame) -> pd.DataFrame:
+    """Where the go/no-go page's figures came from, with the phases named in words."""
+    out = provenance.copy()
+    if "phase" in out:
+        out["phase"] = out["phase"].map(lambda p: PHASE_NAMES.get(p, p))
+    return out
+
+
 def readable_findings(frame: pd.DataFrame) -> pd.DataFrame:
     """A findings table for readers: phase names in words, counts in the right number
     (``1 action``, not ``1 action(s)``; :func:`pilot_lib.analysis.gate.plural_text`)."""
