@@ -447,6 +447,35 @@ class EngineSettings(_Strict):
         return self
 
 
+#: The roles the playbook requires on a pilot's cross-functional team (key: readable name).
+REQUIRED_ROLES: dict[str, str] = {
+    "business_process_owner": "Business process owner",
+    "governance_risk": "Governance / risk / compliance lead",
+    "ai_ml_engineering": "AI/ML engineering",
+    "it_operations": "IT operations",
+}
+
+
+class TeamMember(_Strict):
+    """One member of the pilot's cross-functional team (``team:`` in the pilot file).
+
+    ``role``: one of :data:`REQUIRED_ROLES` (``business_process_owner``,
+    ``governance_risk``, ``ai_ml_engineering``, ``it_operations``) or any other
+    role in words (``finance``, ``executive sponsor``); ``name``: the person;
+    ``title``: their job title (optional). The go/no-go page's sign-off block
+    lists every member; phase 1 warns when a required role has nobody.
+    """
+
+    name: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+    title: str | None = None
+
+    @property
+    def role_label(self) -> str:
+        """The role in words (``Business process owner``)."""
+        return REQUIRED_ROLES.get(self.role, self.role)
+
+
 class StatisticsSettings(_Strict):
     """How intervals and sample-size advice allow for the way the data were produced.
 
@@ -557,6 +586,7 @@ class Pilot(_Strict):
     traces: TraceSettings | None = None
     statistics: StatisticsSettings = StatisticsSettings()
     data_sufficiency: DataSufficiency = DataSufficiency()
+    team: list[TeamMember] = Field(default_factory=list)
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)

@@ -36,6 +36,8 @@ class UseCaseReview:
     build: Any  # scoring.BuildVsBuyResult | None
     settings: dict[str, Any]
     missing: list[str] = field(default_factory=list)
+    #: Warnings about the pilot itself (a required team role nobody holds).
+    findings: list[Finding] = field(default_factory=list)
 
     def to_result(self) -> dict[str, Any]:
         from pilot_lib.analysis.scoring import scoring_result
@@ -53,6 +55,7 @@ class UseCaseReview:
                 }
             )
         result["missing"] = list(self.missing)
+        result["findings"] = to_jsonable(list(self.findings))
         return result
 
 
@@ -64,7 +67,12 @@ def use_case_phase(pilot: Pilot, data: Any, **overrides: Any) -> UseCaseReview:
     ignored. A pilot without a candidates data set, or without build-vs-buy
     options, still gets a review: ``missing`` says what is absent and what that means.
     """
-    from pilot_lib.analysis.scoring import build_vs_buy, score_use_cases, scoring_settings
+    from pilot_lib.analysis.scoring import (
+        build_vs_buy,
+        score_use_cases,
+        scoring_settings,
+        team_findings,
+    )
 
     settings = scoring_settings(pilot) | {k: v for k, v in overrides.items() if v is not None}
     missing = []
@@ -85,7 +93,13 @@ def use_case_phase(pilot: Pilot, data: Any, **overrides: Any) -> UseCaseReview:
         )
     else:
         build = build_vs_buy(pilot.build_vs_buy.options, pilot.build_vs_buy.weights)
-    return UseCaseReview(scored=scored, build=build, settings=settings, missing=missing)
+    return UseCaseReview(
+        scored=scored,
+        build=build,
+        settings=settings,
+        missing=missing,
+        findings=team_findings(pilot),
+    )
 
 
 class KpiReview:

@@ -1125,7 +1125,9 @@ class DriftReport:
 
     def summary_text(self) -> str:
         """A few plain paragraphs: what drifted, when, and how much."""
-        return "\n\n".join(_summary_paragraphs(self))
+        from pilot_lib.analysis.gate import plural_text
+
+        return "\n\n".join(plural_text(p) for p in _summary_paragraphs(self))
 
     def to_result(self) -> dict[str, Any]:
         """JSON-able dict for ``write_phase_result("drift_analysis", ...)``."""
@@ -1299,8 +1301,8 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
             cal_parts.append(f"{label} window: not measured ({c.unusable_reason()})")
         else:
             cal_parts.append(
-                f"{label} window ECE {c.ece:.3f} on {c.n_used} decisions with known outcome "
-                f"({c.n_excluded} without outcome or confidence left out)"
+                f"{label} window ECE {c.ece:.3f} on {c.n_used:,} decisions with known outcome "
+                f"({c.n_excluded:,} without outcome or confidence left out)"
             )
     if cal_parts:
         out.append("Calibration (confidence against correctness): " + "; ".join(cal_parts) + ".")

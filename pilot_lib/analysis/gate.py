@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -54,12 +55,18 @@ from pilot_lib.analysis.sequential import anytime_valid_bounds
 from pilot_lib.config import KPI_NAMES, KpiThreshold, Pilot
 
 __all__ = [
+    "MAX_REASONS",
     "GateDecision",
     "KpiVerdict",
+    "Reason",
     "evaluate_gate",
     "format_value",
     "interim_fraction",
+    "agreed_text",
+    "finding_section",
     "judge_kpi",
+    "plural",
+    "plural_text",
 ]
 
 Status = Literal["PASS", "FAIL", "INCONCLUSIVE"]
@@ -77,6 +84,29 @@ KPI_LABELS = {
 
 #: The phases whose findings can block a GO.
 BLOCKING_PHASES = ("drift_analysis", "incident_drill_review", "kpi_baselining")
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 action``, ``2 actions``, ``20,000 decisions``: a count with thousands separators
+    and its noun in the right number (``plural_form`` for irregular nouns, default noun + "s")."""
+    return f"{n:,} {noun if n == 1 else (plural_form or noun + 's')}"
+
+
+_COUNTED = re.compile(
+    r"\b(?P<n>\d[\d,]*)(?P<mid>(?: [A-Za-z-]+){0,2}?) (?P<noun>[A-Za-z-]+?)\(s\)(?P<verb> (?:were|was))?"
+)
+
+
+def plural_text(text: str) -> str:
+    """Text with every ``N noun(s)`` written in the right number: ``1 action(s) were`` becomes
+    ``1 action was``, ``3 time(s)`` becomes ``3 times``. Other text is left as it is."""
+
+    def fix(m: re.Match[str]) -> str:
+        one = m["n"].replace(",", "") == "1"
+        verb = m["verb"] and (" was" if one else " were")
+        return f"{m['n']}{m['mid']} {m['noun'] if one else m['noun'] + 's'}{verb or ''}"
+
+    return _COUNTED.sub(fix, text)
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -393,6 +423,22 @@ class GateDecision:
             columns=["KPI", "now", "more needed", "more weeks at the pilot's pace", "power"],
         )
 
+    def reasons(self, limit: int | None = None) -> list[Reason]:
+        """The decision's reasons as at most ``limit`` (default :data:`MAX_REASONS`) short items.
+
+        In plain words, for the top of the go/no-go page; the full ``rationale``
+        stays in the result. Order: missed KPIs, blocking findings (drift of key
+        inputs, the escalation control chart, the kill-switch drill, approvals,
+        incomplete evidence, others), KPIs not yet settled, phases whose results
+        are missing, then (for a GO) the KPIs met and "nothing blocks". Findings
+        of one kind are one item; several missed (or unsettled, or met) KPIs are
+        one item naming each with its value and threshold. When more items
+        remain than fit, the last item names the rest. Each item names the KPI
+        or finding, the measured value and the agreed threshold where there is
+        one, and the phase page section with the detail (``phase``, ``section``).
+        """
+        return _reasons(self, MAX_REASONS if limit is None else limit)
+
     def to_result(self) -> dict[str, Any]:
         return {
             "pilot": self.pilot,
@@ -411,6 +457,7 @@ class GateDecision:
                 if self.data_coverage is None
                 else self.data_coverage | {"line": self.coverage_line}
             ),
+            "reasons": [r.to_record() for r in self.reasons()],
         }
 
 
@@ -728,3 +775,355 @@ def evaluate_gate(
         interim_fraction=fraction,
         data_coverage=coverage,
     )
+
+
+# ---- the short list of reasons ---------------------------------------------------
+
+#: The most reasons the go/no-go page lists.
+MAX_REASONS = 5
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason for the decision, for a reader with two minutes.
+
+    ``headline``: a few words (``Task completion missed``); ``detail``: one
+    sentence with the measured value and the agreed threshold; ``measured`` and
+    ``threshold``: those two as text (empty when the finding has no threshold);
+    ``phase`` and ``section``: the phase page and the heading there that holds
+    the detail (``section`` empty: the top of the page); ``terms``: technical
+    terms the sentence uses (glossary keys).
+    """
+
+    headline: str
+    detail: str
+    phase: str
+    section: str = ""
+    measured: str = ""
+    threshold: str = ""
+    terms: tuple[str, ...] = ()
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "headline": self.headline,
+            "detail": self.detail,
+            "measured": self.measured,
+            "threshold": self.threshold,
+            "phase": self.phase,
+            "section": self.section,
+        }
+
+
+#: Where each kind of detail is: (phase, heading on that phase's page).
+KPI_SECTION = ("kpi_baselining", "The KPIs against the agreed thresholds")
+_FINDING_SECTIONS: list[tuple[str, tuple[str, str]]] = [
+    ("key_feature_drift", ("drift_analysis", "Input drift per feature")),
+    ("feature_drift", ("drift_analysis", "Input drift per feature")),
+    ("escalation_", ("drift_analysis", "Escalation control chart")),
+    ("control_chart", ("drift_analysis", "Escalation control chart")),
+    ("calibration", ("drift_analysis", "Calibration: confidence against correctness")),
+    ("contamination", ("drift_analysis", "Prompt versions: a feedback-contamination spiral?")),
+    ("drill", ("incident_drill_review", "Kill-switch drill against its targets")),
+    ("approval", ("incident_drill_review", "Human approvals")),
+]
+_PHASE_FINDINGS_SECTION = {
+    "drift_analysis": "Findings",
+    "incident_drill_review": "Findings",
+    "kpi_baselining": "Flags for the analyst",
+}
+_PHASE_NAMES = {
+    "kpi_baselining": "KPI baselining",
+    "drift_analysis": "drift analysis",
+    "incident_drill_review": "incident drill review",
+}
+
+
+def finding_section(f: Finding) -> tuple[str, str]:
+    """The phase page and heading that hold a finding's detail."""
+    for prefix, where in _FINDING_SECTIONS:
+        if f.code.startswith(prefix) or (prefix == "drill" and "drill" in f.code):
+            return where
+    return f.phase, _PHASE_FINDINGS_SECTION.get(f.phase, "")
+
+
+def _short(v: KpiVerdict) -> str:
+    return v.label.split(" (")[0]
+
+
+_COMPARATOR_WORDS = {">": "above", ">=": "at least", "<": "below", "<=": "at most"}
+
+
+def agreed_text(v: KpiVerdict) -> str:
+    """The threshold in words: ``above 80.0%``, ``at least 30.0%``, ``below $2.50``."""
+    return f"{_COMPARATOR_WORDS[v.comparator]} {format_value(v.threshold, v.unit)}"
+
+
+def _kpi_item(v: KpiVerdict) -> str:
+    """``task completion 51.3% (agreed: above 80.0%)``."""
+    return f"{_short(v).lower()} {format_value(v.estimate, v.unit)} (agreed: {agreed_text(v)})"
+
+
+def _kpi_reasons(verdicts: list[KpiVerdict], status: Status) -> list[Reason]:
+    """One reason per KPI when one has ``status``, else one naming each."""
+    if not verdicts:
+        return []
+    terms = () if status == "FAIL" else ("95% interval",)
+    if len(verdicts) == 1:
+        v = verdicts[0]
+        head = {"FAIL": "missed", "PASS": "met", "INCONCLUSIVE": "not yet settled"}[status]
+        if status == "FAIL":
+            detail = (
+                f"Measured {format_value(v.estimate, v.unit)} on {plural(v.n, _noun(v))}; "
+                f"agreed: {agreed_text(v)}."
+            )
+        elif status == "PASS":
+            detail = (
+                f"Measured {format_value(v.estimate, v.unit)}, agreed: {agreed_text(v)}; "
+                "the whole 95% interval clears it."
+            )
+        else:
+            detail = (
+                f"Measured {format_value(v.estimate, v.unit)}, agreed: {agreed_text(v)}; "
+                + _advice_text(v)
+            )
+        return [
+            Reason(
+                f"{_short(v)} {head}",
+                detail,
+                *KPI_SECTION,
+                measured=format_value(v.estimate, v.unit),
+                threshold=agreed_text(v),
+                terms=terms,
+            )
+        ]
+    items = "; ".join(_kpi_item(v) for v in verdicts)
+    if status == "FAIL":
+        head, detail = f"{len(verdicts)} agreed KPIs missed", f"Measured {items}."
+    elif status == "PASS":
+        head = f"{len(verdicts)} agreed KPIs met"
+        detail = f"Measured {items}; each whole 95% interval clears its threshold."
+    else:
+        head = f"{len(verdicts)} KPIs not yet settled"
+        detail = (
+            f"Measured {items}; the 95% intervals still reach past the thresholds. "
+            + " ".join(f"{_short(v)}: {_advice_text(v)}" for v in verdicts)
+        )
+    return [
+        Reason(
+            head,
+            detail,
+            *KPI_SECTION,
+            measured=", ".join(format_value(v.estimate, v.unit) for v in verdicts),
+            threshold=", ".join(agreed_text(v) for v in verdicts),
+            terms=terms,
+        )
+    ]
+
+
+def _noun(v: KpiVerdict) -> str:
+    return {"efficiency_gain": "closed case", "adoption_rate": "user"}.get(v.kpi, "decision")
+
+
+def _advice_text(v: KpiVerdict) -> str:
+    """What settles an inconclusive KPI, with units and time (the EXTEND advice in words)."""
+    if v.estimate is None:
+        return "no data yet; check the data set and the pilot window."
+    if v.additional_samples is None:
+        if not _met(v):
+            return "the estimate misses the threshold so far; more data may still show a miss."
+        return "more data is needed; the amount could not be estimated."
+    noun = _SAMPLE_NOUNS.get(v.kpi, "decisions")
+    more = f"about {v.additional_samples:,} more {noun}"
+    if v.additional_weeks is not None:
+        weeks = v.additional_weeks
+        more += f", about {weeks:,} more week{'s' if weeks != 1 else ''} at the pilot's pace"
+    elif v.kpi in _NOT_PACED:
+        more += " (more eligible users, not more time)"
+    chance = f" ({_power_text(v)} chance to settle it if the estimate holds)" if v.power else ""
+    return f"{more} would settle it{chance}."
+
+
+def _ids(ids: list[Any], most: int = 3) -> str:
+    shown = ", ".join(str(i) for i in ids[:most])
+    return shown + (f" and {len(ids) - most:,} more" if len(ids) > most else "")
+
+
+_DRILL_MEASURES = {
+    "time_to_detect": "detection",
+    "time_to_page": "page after detection",
+    "time_to_pause": "pause after detection",
+}
+
+_APPROVAL_KINDS = {
+    "approval_timeout_approved": "approved or executed after the approval timed out",
+    "approval_above_authority": "executed on an approval from a level below its authority",
+}
+
+
+def _finding_group_reason(code_group: str, found: list[Finding]) -> Reason:
+    """One reason for blocking findings of one kind."""
+    phase, section = finding_section(found[0])
+    ev = [f.evidence for f in found]
+    if code_group == "key_feature_drift":
+        items = ", ".join(
+            f"{e.get('feature')} (PSI {float(e['psi']):.2f})"
+            for e in ev
+            if _finite(e.get("psi")) is not None
+        )
+        n = len(found)
+        return Reason(
+            "Key inputs shifted",
+            f"The mix of inputs moved in {plural(n, 'key feature')}: {items}; "
+            "above 0.25 is a large shift, which blocks a GO.",
+            phase,
+            section,
+            measured=items,
+            threshold="PSI at most 0.25",
+            terms=("PSI",),
+        )
+    if code_group == "escalation" and found[0].code == "escalation_control_breach":
+        e = ev[0]
+        peak = _finite(e.get("peak"))
+        ucl = _finite((e.get("ma_limits") or {}).get("ucl"))
+        start = str(e.get("start") or "")[:10]
+        if peak is not None and ucl is not None:
+            since = f" since {dt.date.fromisoformat(start):%d %B %Y}" if start else ""
+            detail = (
+                f"The 7-day escalation rate reached {format_value(peak, 'proportion')}, above its "
+                f"upper control limit of {format_value(ucl, 'proportion')}{since}, and is still "
+                "there at the end of the data."
+            )
+            return Reason(
+                "Escalations out of control",
+                detail,
+                phase,
+                section,
+                measured=format_value(peak, "proportion"),
+                threshold=f"control limit {format_value(ucl, 'proportion')}",
+                terms=("control chart",),
+            )
+    if code_group == "drill_failed":
+        parts, measured, target = [], [], []
+        for f, e in zip(found, ev, strict=True):
+            fails = [c for c in e.get("checks") or [] if c.get("status") == "fail"]
+            bits = [
+                f"the {_DRILL_MEASURES.get(str(c.get('measure')), str(c.get('measure')))} took "
+                f"{float(c['seconds']):,.0f} s against a {float(c['target_seconds']):,.0f} s target"
+                for c in fails
+                if _finite(c.get("seconds")) is not None
+                and _finite(c.get("target_seconds")) is not None
+            ]
+            measured += [
+                f"{float(c['seconds']):,.0f} s" for c in fails if _finite(c.get("seconds"))
+            ]
+            target += [
+                f"{float(c['target_seconds']):,.0f} s"
+                for c in fails
+                if _finite(c.get("target_seconds"))
+            ]
+            after = list(e.get("actions_after_pause") or [])
+            if after:
+                bits.append(f"{plural(len(after), 'action')} started while the agent was paused")
+            parts.append(
+                f"drill {e.get('drill_id', '')}: " + "; ".join(bits or [plural_text(f.message)])
+            )
+        return Reason(
+            "Kill switch failed its drill",
+            "In " + "; ".join(parts) + ".",
+            phase,
+            section,
+            measured=", ".join(measured),
+            threshold=", ".join(target),
+            terms=("kill switch",),
+        )
+    if code_group == "approval":
+        items = []
+        total = 0
+        for f, e in zip(found, ev, strict=True):
+            ids = list(e.get("action_ids") or [])
+            total += len(ids)
+            kind = _APPROVAL_KINDS.get(f.code)
+            if kind and ids:
+                items.append(f"{plural(len(ids), 'action')} {kind} ({_ids(ids)})")
+            else:
+                items.append(plural_text(f.message).rstrip("."))
+        head = "Approval rules broken"
+        return Reason(
+            head,
+            "; ".join(items) + ". The agreed rule allows none.",
+            phase,
+            "Violations" if total else section,
+            measured=plural(total, "action") if total else "",
+            threshold="none",
+        )
+    msgs = plural_text(" ".join(f.message for f in found))
+    head = {
+        "kpi_baselining": "Evidence incomplete",
+        "drift_analysis": "Drift finding",
+        "incident_drill_review": "Incident review finding",
+    }.get(found[0].phase, "Blocking finding")
+    if msgs.startswith("The evidence is incomplete: "):
+        msgs = msgs[len("The evidence is incomplete: ") :]
+        msgs = msgs[:1].upper() + msgs[1:]
+    return Reason(head, msgs, phase, section)
+
+
+def _group_key(f: Finding) -> str:
+    if f.code == "key_feature_drift":
+        return "key_feature_drift"
+    if f.code.startswith("escalation_"):
+        return "escalation"
+    if f.code == "drill_failed":
+        return "drill_failed"
+    if f.code.startswith("approval_") and f.code in _APPROVAL_KINDS:
+        return "approval"
+    return f"{f.phase}:{f.code}"
+
+
+def _reasons(d: GateDecision, limit: int) -> list[Reason]:
+    failed = [v for v in d.verdicts if v.status == "FAIL"]
+    unsure = [v for v in d.verdicts if v.status == "INCONCLUSIVE"]
+    passed = [v for v in d.verdicts if v.status == "PASS"]
+    items: list[Reason] = _kpi_reasons(failed, "FAIL")
+    groups: dict[str, list[Finding]] = {}
+    for f in d.blocking:
+        groups.setdefault(_group_key(f), []).append(f)
+    order = ["key_feature_drift", "escalation", "drill_failed", "approval"]
+    keys = [k for k in order if k in groups] + [k for k in groups if k not in order]
+    items += [_finding_group_reason(k, groups[k]) for k in keys]
+    items += _kpi_reasons(unsure, "INCONCLUSIVE")
+    for p in d.missing_phases:
+        items.append(
+            Reason(
+                f"No {_PHASE_NAMES.get(p, p)} result",
+                f"The {_PHASE_NAMES.get(p, p)} phase has no result for this run, so its checks "
+                "could not be made; run it and rerun the gate.",
+                p,
+            )
+        )
+    if d.decision == "GO":
+        items.append(
+            Reason(
+                "Nothing blocks scaling",
+                "No blocking finding from drift analysis, the kill-switch drill, the approvals "
+                "review or the data checks.",
+                "drift_analysis",
+                "Findings",
+            )
+        )
+        items += _kpi_reasons(passed, "PASS")
+    if limit < 1 or len(items) <= limit:
+        return items[: max(limit, 0)] if limit >= 1 else []
+    kept, rest = items[: limit - 1], items[limit - 1 :]
+    return [
+        *kept,
+        Reason(
+            f"{plural(len(rest), 'more reason')}",
+            " ".join(f"{r.headline}: {r.detail}" for r in rest),
+            rest[0].phase,
+            rest[0].section,
+            measured="; ".join(r.measured for r in rest if r.measured),
+            threshold="; ".join(r.threshold for r in rest if r.threshold),
+            terms=tuple(t for r in rest for t in r.terms),
+        ),
+    ]

@@ -735,3 +735,47 @@ def scoring_result(
             "build_vs_buy": build.to_result() if build is not None else None,
         }
     )
+
+
+def team_findings(pilot: Pilot) -> list[Any]:
+    """Phase 1's check of the cross-functional team the playbook requires.
+
+    One ``warning`` finding (code ``team_role_missing``) naming every role of
+    :data:`pilot_lib.config.REQUIRED_ROLES` that no member of the pilot file's
+    ``team`` holds, with the fix (add a member with that ``role``); a role
+    written close to a required one (``it_ops``) is named as a likely typo.
+    No finding when every required role has someone.
+    """
+    import difflib
+
+    from pilot_lib.analysis.findings import Finding
+    from pilot_lib.config import REQUIRED_ROLES
+
+    given = [m.role for m in pilot.team]
+    missing = [r for r in REQUIRED_ROLES if r not in given]
+    if not missing:
+        return []
+    labels = [f"{REQUIRED_ROLES[r]} (role: {r})" for r in missing]
+    others = [g for g in given if g not in REQUIRED_ROLES]
+    hints = []
+    for r in missing:
+        close = difflib.get_close_matches(r, others, n=1, cutoff=0.5)
+        if close:
+            hints.append(f"'{close[0]}' may be meant as '{r}'")
+    who = "no team" if not given else f"the team ({len(given)} named)"
+    message = (
+        f"The pilot file's team lacks {'a required role' if len(missing) == 1 else 'required roles'}"
+        f": {'; '.join(labels)}. The playbook asks for a cross-functional team from day one and "
+        f"the go/no-go sign-off needs each role; {who} in the pilot file, so add a member per "
+        "missing role under team: (name, role, title)."
+        + (f" Possible typo: {'; '.join(hints)}." if hints else "")
+    )
+    return [
+        Finding(
+            "use_case_scoring",
+            "team_role_missing",
+            "warning",
+            message,
+            {"missing_roles": missing, "roles_given": given},
+        )
+    ]

@@ -2,7 +2,8 @@
 
 Each function takes results computed elsewhere in ``pilot_lib`` and returns a
 ``matplotlib.figure.Figure``; none computes a statistic of its own. Colours are
-colour-blind safe (Okabe-Ito).
+colour-blind safe: Okabe-Ito for categories, cividis (blue to yellow, no red-green
+contrast) for scales. No chart tells two things apart by red against green alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ __all__ = [
 ]
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-STATUS_COLOURS = {"PASS": "#009E73", "FAIL": "#D55E00", "INCONCLUSIVE": "#E69F00"}
+STATUS_COLOURS = {"PASS": "#0072B2", "FAIL": "#D55E00", "INCONCLUSIVE": "#E69F00"}
+#: The colour map of every heatmap: perceptually even and readable with any colour vision.
+SCALE_CMAP = "cividis"
 
 
 def no_data_figure(title: str, reason: str, figsize: tuple[float, float] = (7, 2.2)) -> Figure:
@@ -176,13 +179,17 @@ def kpi_verdict_chart(verdicts: Sequence[Any]) -> Figure:
 
 
 def criteria_heatmap(scored: pd.DataFrame, minimum: int = 3) -> Figure:
-    """Candidates x the four criteria (1-5), each cell annotated; cells below ``minimum`` outlined."""
+    """Candidates x the four criteria (1-5), each cell annotated; cells below ``minimum`` outlined.
+
+    Colours run from dark blue (1) to yellow (5) (:data:`SCALE_CMAP`); the score is
+    written in every cell, white on the dark end, so colour is never the only cue.
+    """
     if scored is None or scored.empty:
         return no_data_figure("Use-case criteria", "no candidates")
     crit = ["impact", "data", "repetitiveness", "readiness"]
     values = scored[crit].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(scored) + 1.4))
-    im = ax.imshow(values, cmap="RdYlGn", vmin=1, vmax=5, aspect="auto")
+    im = ax.imshow(values, cmap=SCALE_CMAP, vmin=1, vmax=5, aspect="auto")
     ax.set_xticks(range(len(crit)), ["business impact", "data", "repetitiveness", "readiness"])
     names = [f"{int(r)}. {n}" for r, n in zip(scored["rank"], scored["name"], strict=True)]
     ax.set_yticks(range(len(scored)), names)
@@ -196,10 +203,12 @@ def criteria_heatmap(scored: pd.DataFrame, minimum: int = 3) -> Figure:
                 ha="center",
                 va="center",
                 fontweight="bold" if below else "normal",
-                color="#000",
+                color="#fff" if values[i, j] < 2.5 else "#000",
             )
             if below:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#000", lw=2))
+                ax.add_patch(
+                    plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec=OKABE_ITO[3], lw=2.5)
+                )
     ax.set_title(
         f"Criterion scores (1-5); outlined: below the minimum of {minimum}",
         loc="left",
@@ -442,7 +451,19 @@ def drill_timeline(timeline: pd.DataFrame, targets: Any, title: str) -> Figure:
         x = e["seconds_since_anomaly"]
         if e["event"] in lanes:
             ax.axvline(x, color="#444", linewidth=1)
-            ax.text(x, len(lane_of) + 0.2, f" {e['event']}", rotation=90, va="bottom", fontsize=8)
+            # Hung from the top of the plot downwards (axes coordinates in y), so a long
+            # label never rises into the title.
+            ax.text(
+                x,
+                0.97,
+                f" {str(e['event']).replace('_', ' ')} ",
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=8,
+                transform=ax.get_xaxis_transform(),
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5},
+            )
         elif pd.notna(e["action_id"]):
             y = lane_of[e["action_id"]]
             marker = {
@@ -474,7 +495,7 @@ def drill_timeline(timeline: pd.DataFrame, targets: Any, title: str) -> Figure:
             label="pause deadline",
         )
     ax.set_yticks(list(lane_of.values()), list(lane_of.keys()), fontsize=8)
-    ax.set_ylim(-0.8, len(lane_of) + 3.4)
+    ax.set_ylim(-0.8, len(lane_of) + 4.2)
     # Zoom on the response: a resume much later would squash everything else.
     busy = t.loc[t["event"] != "resumed", "seconds_since_anomaly"]
     deadline = float(detected.iloc[0]) + targets.max_seconds_to_pause if not detected.empty else 0

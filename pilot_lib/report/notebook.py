@@ -272,7 +272,7 @@ class PhaseContext:
             (INTERIM_HEADER + "  \n" if self.interim else "")
             + "**Pilot:** {title} (`{name}`)  \n**Owner:** {owner}, {unit}  \n**Scope:** {scope}  \n"
             "**Pilot window:** {start} to {end} ({weeks:.0f} weeks); baseline {bstart} to {bend}  \n"
-            "**Pilot file SHA-256:** `{sha}...`",
+            "**Pilot file fingerprint:** `{sha}` (changes with any edit to the file)",
             title=p.title,
             name=p.name,
             owner=p.owner,
@@ -291,12 +291,13 @@ class PhaseContext:
         if self.data is None:
             return pd.DataFrame(columns=["data set", "rows", "valid", "quarantined"])
         rep = self.data.report()
-        return rep.drop(columns=[c for c in ("source",) if c in rep.columns])
+        rep = rep.drop(columns=[c for c in ("source",) if c in rep.columns])
+        return counts_formatted(rep)
 
     def quarantine_reasons(self) -> pd.DataFrame:
         if self.data is None:
             return pd.DataFrame(columns=["data set", "rule", "rows"])
-        return self.data.quarantine_summary()
+        return counts_formatted(self.data.quarantine_summary())
 
     def save(self, result: Mapping[str, Any]) -> Path | None:
         """Write this phase's result JSON into ``output_dir`` (nothing when it is None)."""
@@ -358,10 +359,25 @@ def open_phase(
 
 
 def saved_note(path: Path | None) -> Any:
-    """A one-line note saying where the phase result went (or that it was not saved)."""
+    """A one-line note saying whether this page's figures were recorded with the run.
+
+    No file name or path: the page is read by people who never open the run folder.
+    """
     if path is None:
-        return md("_Result not saved: `output_dir` is not set (the batch runner sets it)._")
-    return md("Result saved as {name} in the run folder.", name=path.name)
+        return md(
+            "_Figures not saved: this page was run on its own, not as a recorded run "
+            "(`pilot-workbook run` records them)._"
+        )
+    return md("_The figures on this page are recorded with the run._")
+
+
+def counts_formatted(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every integer column shown with thousands separators (``20,000``)."""
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_integer_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            out[col] = out[col].map(_count)
+    return out
 
 
 def _pct(x: Any, digits: int = 1) -> str:
@@ -426,7 +442,38 @@ def findings_view(findings: list[Any], empty: str = "No findings.") -> Any:
 
     if not findings:
         return md("_{text}_", text=empty)
-    return status_table(findings_frame(list(findings)), "Findings", column="severity")
+    return status_table(readable_findings(findings_frame(list(findings))), "Findings", "severity")
+
+
+#: Phase keys as readers name them.
+PHASE_NAMES = {
+    "use_case_scoring": "use-case scoring",
+    "kpi_baselining": "KPI baselining",
+    "drift_analysis": "drift analysis",
+    "incident_drill_review": "incident drill review",
+    "go_no_go_summary": "go / no-go",
+}
+
+
+def provenance_view(provenance: pd.DataFrame) -> pd.DataFrame:
+    """Where the go/no-go page's figures came from, with the phases named in words."""
+    out = provenance.copy()
+    if "phase" in out:
+        out["phase"] = out["phase"].map(lambda p: PHASE_NAMES.get(p, p))
+    return out
+
+
+def readable_findings(frame: pd.DataFrame) -> pd.DataFrame:
+    """A findings table for readers: phase names in words, counts in the right number
+    (``1 action``, not ``1 action(s)``; :func:`pilot_lib.analysis.gate.plural_text`)."""
+    from pilot_lib.analysis.gate import plural_text
+
+    out = frame.copy()
+    if "phase" in out:
+        out["phase"] = out["phase"].map(lambda p: PHASE_NAMES.get(p, p))
+    if "finding" in out:
+        out["finding"] = out["finding"].map(lambda t: plural_text(str(t)))
+    return out
 
 
 # ---- phase 1 ----------------------------------------------------------------
@@ -469,13 +516,21 @@ def ranking_view(scored: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def use_case_story(review: Any) -> Any:
-    """Why the top pick qualifies and why each other candidate does not, in words."""
+    """Why the top pick qualifies and why each other candidate does not, in words.
+
+    Phase 1's warnings about the pilot itself (a required team role nobody
+    holds) come first, as **Warning:** lines.
+    """
+    from IPython.display import Markdown
+
+    warnings = [
+        f"**Warning:** {escape_md(f.message)}" for f in getattr(review, "findings", None) or []
+    ]
     scored = review.scored
     if scored is None or scored.empty:
-        return md(
-            "_No candidates to compare: {why}_", why="; ".join(review.missing) or "empty data set"
-        )
-    lines = []
+        why = escape_md("; ".join(review.missing) or "empty data set")
+        return Markdown("\n\n".join([*warnings, f"_No candidates to compare: {why}_"]))
+    lines = [w + "\n" for w in warnings]
     top = scored[scored["qualifies"].astype(bool)]
     if top.empty:
         lines.append(
@@ -489,8 +544,6 @@ def use_case_story(review: Any) -> Any:
             continue
         trap = " **Novelty trap.**" if r["novelty_trap"] else ""
         lines.append(f"- {escape_md(r['name'])}: {escape_md(r['why'])}{trap}")
-    from IPython.display import Markdown
-
     return Markdown("\n".join(lines))
 
 
@@ -1083,16 +1136,70 @@ def decision_banner(decision: Any) -> Any:
 
 
 def integrity_view(pilot: Pilot, warnings: list[str], notes: list[str]) -> Any:
+    """Whether the thresholds were fixed before the pilot: the seal and git evidence in words.
+
+    The pilot file is named by a short fingerprint (the first 12 digits of its
+    SHA-256), not the full hash or a file name.
+    """
     from IPython.display import Markdown
 
+    from pilot_lib.report.board import short_fingerprint
+
     lines = [
-        f"Pilot file SHA-256 `{pilot.file_hash}`: any change to the file changes this fingerprint."
+        f"Pilot file fingerprint `{short_fingerprint(pilot.file_hash)}`: any change to the file "
+        "changes it."
     ]
     lines += [f"- **Warning:** {escape_md(w)}" for w in warnings]
     lines += [f"- {escape_md(n)}" for n in notes]
     if not warnings and not notes:
         lines.append(
-            "- No seal (`thresholds.lock`) and no git history to check against: record one with "
-            "`pilot-workbook seal` when the thresholds are agreed."
+            "- No seal and no version history to check against: seal the thresholds with "
+            "`pilot-workbook seal` when they are agreed."
         )
     return Markdown("\n".join(lines))
+
+
+def board_summary(
+    decision: Any,
+    ctx: PhaseContext,
+    integrity_warnings: list[str] | None = None,
+    integrity_notes: list[str] | None = None,
+) -> Any:
+    """The top of the go/no-go page (:func:`pilot_lib.report.board.board_top`) as HTML.
+
+    The decision, at most five reasons with links to the phase pages, the
+    data-coverage line, the run (date, id, pilot window, workbook version) and
+    the thresholds' seal status. ``ctx.output_dir`` names the run; without it
+    the page says it is an analyst's run and names sections without links.
+    """
+    from IPython.display import HTML
+
+    from pilot_lib.report.board import board_top
+
+    return HTML(
+        board_top(
+            decision,
+            ctx.pilot,
+            ctx.output_dir,
+            integrity_warnings or [],
+            integrity_notes or [],
+        )
+    )
+
+
+def glossary(decision: Any) -> Any:
+    """The short glossary closing the go/no-go page: the technical terms the page uses."""
+    from IPython.display import HTML
+
+    from pilot_lib.report.board import glossary_html, page_texts
+
+    return HTML(_no_math(glossary_html(page_texts(decision))))
+
+
+def sign_off(pilot: Pilot, decision: Any) -> Any:
+    """The sign-off block (name, role, decision, date, signature) for the pilot file's team."""
+    from IPython.display import HTML
+
+    from pilot_lib.report.board import sign_off_html
+
+    return HTML(sign_off_html(pilot, decision))

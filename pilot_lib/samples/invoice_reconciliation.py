@@ -174,6 +174,14 @@ scope: >-
   ERP, the open item in the AP ledger (mainframe) and the invoice the supplier
   filed on the vendor portal, and propose it for payment or hand it to an AP clerk
   with the discrepancy. One agent, three legacy systems, no new system of record.
+
+# The cross-functional team the playbook requires; they sign the go/no-go page.
+team:
+  - {{name: Marisol Ekwueme, role: business_process_owner, title: Head of Accounts Payable}}
+  - {{name: Henrik Lund, role: governance_risk, title: Financial Controls Lead}}
+  - {{name: Aisha Bello, role: ai_ml_engineering, title: AI Engineering Lead}}
+  - {{name: Jonah Pereira, role: it_operations, title: ERP and Mainframe Operations Manager}}
+
 pilot_window: {{start: 2026-09-07, end: 2026-11-29}}
 baseline_window: {{start: 2026-07-13, end: 2026-09-06}}
 
