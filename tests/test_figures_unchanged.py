@@ -48,7 +48,10 @@ CHANGED_ON_PURPOSE = {
     "drift_analysis": re.compile(
         r"^/control_chart/(limits/|episodes\[\]/|first_breach_day$)|^/summary$"
     ),
-    "go_no_go_summary": re.compile(r"^/verdicts\[\]/(low|high|reason)$|^/rationale$"),
+    # the pilot files gained their sign-off team (issue 11), so their fingerprint moved
+    "go_no_go_summary": re.compile(
+        r"^/verdicts\[\]/(low|high|reason)$|^/rationale$|^/pilot_file_sha256$"
+    ),
 }
 #: Findings about the control chart changed with its method (their code may change too).
 _FINDING = re.compile(r"^(/(?:findings|other_findings|blocking_findings)\[\d+\])/")
