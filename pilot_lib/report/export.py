@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,53 @@ from jinja2 import DictLoader, Environment, select_autoescape
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
 
-__all__ = ["REMOVED_TAGS", "export_html", "write_portfolio"]
+__all__ = [
+    "PHASE_TITLES",
+    "REMOVED_TAGS",
+    "export_html",
+    "export_run",
+    "page_title",
+    "print_run_pdfs",
+    "write_portfolio",
+]
 
 #: Cells with these tags are not exported.
 REMOVED_TAGS = frozenset({"widgets", "parameters", "injected-parameters", "no-export"})
+
+#: Print rules of every exported page (and the portfolio): A4; headings kept with what
+#: follows; tables, charts, sign-off blocks and callouts never split across pages; a cell
+#: tagged ``page-break-before`` (nbconvert marks it ``celltag_page-break-before``) starts a
+#: new page, so the go/no-go page's summary ends its first page; the page's own width
+#: limit and padding are dropped (the PDF's margins hold the running header and the
+#: page numbers, see :mod:`pilot_lib.report.pdf`). Chromium prints with these rules.
+PRINT_CSS = """
+  @page { size: A4; }
+  @media print {
+    body { max-width: none; padding: 0; margin: 0; font-size: 10.5pt; }
+    h1, h2, h3, h4, h5 { break-after: avoid; page-break-after: avoid; }
+    h1 + *, h2 + *, h3 + *, h4 + * { break-before: avoid; page-break-before: avoid; }
+    table, figure, img, svg, tr, li, blockquote, .pw-keep, .pw-signoff, .pw-banner,
+    .sign-off, .signoff, .jp-RenderedImage, .jp-RenderedHTMLCommon > table {
+      break-inside: avoid; page-break-inside: avoid; }
+    .celltag_page-break-before, .pw-page-break-before { break-before: page; page-break-before: always; }
+    .celltag_page-break-after, .pw-page-break-after { break-after: page; page-break-after: always; }
+    .celltag_keep-together { break-inside: avoid; page-break-inside: avoid; }
+    p, li { orphans: 3; widows: 3; }
+    img { max-width: 100% !important; height: auto; }
+    .jp-RenderedHTMLCommon table { font-size: 9pt; }
+    a { color: inherit; text-decoration: none; }
+    .jp-Cell, .jp-OutputArea-output { overflow: visible !important; }
+    .pw-screen-only { display: none !important; }
+  }
+"""
 
 #: The export template: JupyterLab's, without anything fetched from the internet
 #: (require.js, the widget renderer, MathJax, Mermaid). The exported cells hold
 #: no widgets, no math (the notebooks keep dollar amounts out of MathJax) and no
 #: diagrams, so the page is complete offline and runs no script at all.
 _TEMPLATE_NAME = "pilot_export.html.j2"
-_TEMPLATE = """{%- extends 'index.html.j2' -%}
+_TEMPLATE = (
+    """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
@@ -43,9 +81,13 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
          font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
   .jp-RenderedHTMLCommon table { font-size: 13px; }
   .jp-Cell { padding: 2px 0; }
+"""
+    + PRINT_CSS
+    + """
 </style>
 {%- endblock extra_css -%}
 """
+)
 
 
 def export_html(notebook: str | Path, target: str | Path, title: str | None = None) -> Path:
@@ -82,8 +124,89 @@ def export_html(notebook: str | Path, target: str | Path, title: str | None = No
     resources = {"metadata": {"name": title or Path(notebook).stem}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     out = Path(target)
-    out.write_text(body, encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(3)}.tmp")
+    try:  # never a truncated page under the final name
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out
+
+
+#: Phase number -> the title a reader sees (browser tab, index page, PDF header).
+PHASE_TITLES: dict[int, str] = {
+    1: "Use-case scoring",
+    2: "KPI baselining",
+    3: "Drift analysis",
+    4: "Incident drill review",
+    5: "Go / no-go summary",
+}
+
+
+def page_title(pilot_title: str, phase: int, interim: bool = False) -> str:
+    """A page's browser-tab title: ``"<pilot title> — <phase title>"`` (plus "INTERIM look")."""
+    title = f"{pilot_title} — {PHASE_TITLES[phase]}"
+    return title + " (INTERIM look)" if interim else title
+
+
+def _pages(run_dir: Path) -> list[tuple[int, Path]]:
+    from pilot_lib.report.runpages import PHASE_PAGES
+
+    return [(n, run_dir / f"{stem}.ipynb") for n, (_, stem, _) in PHASE_PAGES.items()]
+
+
+def print_run_pdfs(run_dir: str | Path, chromium: str | None = None) -> list[Path]:
+    """Print every HTML phase page of a run folder to a PDF beside it; returns the PDFs.
+
+    A4 with a running header (pilot title, phase and run id) and "page N of M".
+    Raises :class:`pilot_lib.report.pdf.ChromiumNotFound` (saying how to get a
+    Chromium) when there is none, :class:`pilot_lib.report.pdf.PrintFailed`
+    when a page does not print.
+    """
+    from pilot_lib.report.pdf import PdfJob, print_pdfs
+
+    folder = Path(run_dir)
+    run = _load_json(folder / "run.json") or {}
+    title = run.get("title") or run.get("pilot") or folder.parent.name
+    run_id = run.get("run_id") or folder.name
+    jobs = [
+        PdfJob(
+            nb.with_suffix(".html"),
+            nb.with_suffix(".pdf"),
+            f"{page_title(title, n)} · run {run_id}",
+        )
+        for n, nb in _pages(folder)
+        if nb.with_suffix(".html").is_file()
+    ]
+    return print_pdfs(jobs, chromium=chromium)
+
+
+def export_run(
+    run_dir: str | Path, html: bool = True, pdf: bool = False, chromium: str | None = None
+) -> dict[str, Any]:
+    """Export a finished run folder again: HTML pages, PDFs, ``summary.*`` and ``index.html``.
+
+    ``html``: re-export every executed phase notebook to HTML (with today's
+    template). ``pdf``: print the HTML pages to PDFs (needs Chromium; see
+    :func:`print_run_pdfs`). The summary and the index page are always
+    rewritten (last, so the index links the PDFs). Returns the run summary
+    (:func:`pilot_lib.report.runpages.run_summary`) with ``pdfs`` (file names).
+    """
+    from pilot_lib.report.runpages import write_run_pages
+
+    folder = Path(run_dir)
+    run = _load_json(folder / "run.json") or {}
+    title = run.get("title") or run.get("pilot") or folder.parent.name
+    if html:
+        for n, nb in _pages(folder):
+            if nb.is_file():
+                export_html(
+                    nb, nb.with_suffix(".html"), page_title(title, n, bool(run.get("interim")))
+                )
+    pdfs = print_run_pdfs(folder, chromium=chromium) if pdf else []
+    summary = write_run_pages(folder)
+    return summary | {"pdfs": [p.name for p in pdfs]}
 
 
 _PORTFOLIO = """<!doctype html>
