@@ -72,7 +72,7 @@ _FLAGS = (
 )
 
 #: A4 in inches, and the margins (inches) that hold the running header and footer.
-_A4 = {"paperWidth": 8.27, "paperHeight": 11.69}
+_A4 = {"paperWidth": 210 / 25.4, "paperHeight": 297 / 25.4}
 _MARGINS = {"marginTop": 0.6, "marginBottom": 0.6, "marginLeft": 0.5, "marginRight": 0.5}
 
 HOW_TO_GET_CHROMIUM = (
