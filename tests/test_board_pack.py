@@ -521,3 +521,33 @@ def test_partial_rerun_keeps_the_complete_decision_on_the_portfolio(board_run: d
     assert row.count("<svg") == len(kpis)
     assert row.count('class="mark"') == 2 * len(kpis)
     assert row.count("2 complete runs: ") == len(kpis)
+
+
+def test_exported_pages_carry_the_print_rules(tmp_path: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    from pilot_lib.report.export import export_html
+
+    nb = tmp_path / "p.ipynb"
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Heading\n\ntext")]), nb)
+    html = export_html(nb, tmp_path / "p.html", title="T — Go / no-go summary").read_text()
+    assert "@page { size: A4; }" in html and "@media print" in html
+    assert "h1, h2, h3, h4, h5 { break-after: avoid;" in html
+    assert ".celltag_page-break-before" in html and "break-inside: avoid" in html
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@needs_chromium
+def test_a_page_that_does_not_print_leaves_no_pdf(tmp_path: Path) -> None:
+    good = tmp_path / "good.html"
+    good.write_text("<html><head><title>x</title></head><body><h1>Hello board</h1></body></html>")
+    jobs = [
+        pdfmod.PdfJob(good, tmp_path / "good.pdf", "Pilot · run R1"),
+        pdfmod.PdfJob(tmp_path / "missing.html", tmp_path / "missing.pdf", "x"),
+    ]
+    with pytest.raises(pdfmod.PrintFailed, match="missing.html: no such page"):
+        pdfmod.print_pdfs(jobs)
+    assert (tmp_path / "good.pdf").read_bytes().startswith(b"%PDF")
+    assert not (tmp_path / "missing.pdf").exists()
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,4 +1,14 @@
-"""Leadership exports: executed notebooks as HTML with no code, and the portfolio page.
+"""Leadership exports: executed notebooks as HTML with no code, their PDFs, and the portfolio.
+
+- :func:`export_html`: one executed notebook as a standalone page; its
+  browser-tab title is :func:`page_title` (``"<pilot> — <phase>"``), and it
+  carries the print rules :data:`PRINT_CSS` (A4, no orphaned headings, tables
+  and charts never split).
+- :func:`print_run_pdfs` / :func:`export_run`: a run folder's pages printed to
+  PDF by a headless Chromium (:mod:`pilot_lib.report.pdf`), and the run's
+  summary and index page (:mod:`pilot_lib.report.runpages`).
+- :func:`write_portfolio`: every pilot's last complete decision with each KPI's
+  trend across complete runs (:func:`trend_svg`).
 
 - Input cells, prompts and cells tagged ``widgets`` (they need a live kernel)
   or ``parameters`` are left out; the static default views stay.
@@ -50,7 +60,14 @@ PRINT_CSS = """
   @page { size: A4; }
   @media print {
     body { max-width: none; padding: 0; margin: 0; font-size: 10.5pt; }
-    h1, h2, h3, h4, h5 { break-after: avoid; page-break-after: avoid; }
+    /* JupyterLab lays cells out as flex boxes, in which Chromium ignores break rules */
+    .jp-Cell, .jp-Cell-inputWrapper, .jp-Cell-outputWrapper, .jp-OutputArea,
+    .jp-OutputArea-child, .jp-InputArea { display: block !important; }
+    h1, h2, h3, h4, h5 { break-after: avoid; page-break-after: avoid;
+                         break-inside: avoid; page-break-inside: avoid; }
+    /* a heading reserves room for a few lines after it, so it never ends a page */
+    h1::after, h2::after, h3::after, h4::after {
+      content: ""; display: block; height: 5em; margin-bottom: -5em; }
     h1 + *, h2 + *, h3 + *, h4 + * { break-before: avoid; page-break-before: avoid; }
     table, figure, img, svg, tr, li, blockquote, .pw-keep, .pw-signoff, .pw-banner,
     .sign-off, .signoff, .jp-RenderedImage, .jp-RenderedHTMLCommon > table {
