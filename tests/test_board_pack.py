@@ -317,9 +317,12 @@ def test_portfolio_keeps_the_last_complete_decision_and_trends_it(tmp_path: Path
     _make_run(root, "20261102T000000Z-bbbb", second)
     partial = _make_run(root, "20261103T000000Z-cccc", None, phases=(2,))
     (root / "alpha" / "latest").symlink_to(partial.name, target_is_directory=True)
+    write_run_pages(root / "alpha" / "20261102T000000Z-bbbb")
     html = write_portfolio(root).read_text()
     assert '<td class="GO">GO' in html and "NO DECISION" not in html
     assert 'href="alpha/20261102T000000Z-bbbb/05_go_no_go_summary.html"' in html
+    assert '<a href="alpha/20261102T000000Z-bbbb/index.html">run index</a>' in html
+    assert ">PDF</a>" not in html  # no PDF printed
     assert (
         "a newer partial run 20261103T000000Z-cccc (phases 2) did not reach the go/no-go gate"
         in html

@@ -266,7 +266,7 @@ line is the agreed threshold; marks: filled circle PASS, hollow circle INCONCLUS
 {% for p in pilots %}
 <tr>
  <td><b>{{ p.title }}</b><br><small>{{ p.name }}</small></td>
- <td class="{{ p.decision | replace(' ', '-') }}">{{ p.decision }}{% if p.page %}<br><small><a href="{{ p.page }}">go/no-go page</a></small>{% endif %}{% for n in p.notes %}<br><small>{{ n }}</small>{% endfor %}</td>
+ <td class="{{ p.decision | replace(' ', '-') }}">{{ p.decision }}{% if p.page %}<br><small><a href="{{ p.page }}">go/no-go page</a>{% if p.pdf %} · <a href="{{ p.pdf }}">PDF</a>{% endif %}{% if p.index %} · <a href="{{ p.index }}">run index</a>{% endif %}</small>{% endif %}{% for n in p.notes %}<br><small>{{ n }}</small>{% endfor %}</td>
  {% for k in kpi_names %}{% set v = p.kpis.get(k) %}
  <td>{% if v %}<span class="{{ v.status }}">{{ v.status }}</span><br>{{ v.measured }}<br><small>target {{ v.threshold }}</small>{% if v.trend %}<div class="trend">{{ v.trend | safe }}<small>{{ v.trend_text }}</small></div>{% endif %}{% else %}<small>not set</small>{% endif %}</td>
  {% endfor %}
@@ -532,6 +532,8 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
                 "drill": _status_of((drill or {}).get("findings"), drill),
                 "run_id": run_dir.name,
                 "page": page.relative_to(root).as_posix() if page.is_file() else None,
+                "pdf": _link(root, page.with_suffix(".pdf")),
+                "index": _link(root, run_dir / "index.html"),
                 "notes": notes,
             }
         )
@@ -547,6 +549,11 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _link(root: Path, path: Path) -> str | None:
+    """``path`` relative to the portfolio's folder, or None when it does not exist."""
+    return path.relative_to(root).as_posix() if path.is_file() else None
 
 
 def _point_text(v: dict[str, Any]) -> str:
