@@ -249,6 +249,7 @@ _PORTFOLIO = """<!doctype html>
    body { max-width: none; margin: 0; padding: 0; }
    table { font-size: 9pt; }
    tr, td { break-inside: avoid; page-break-inside: avoid; }
+   .trend svg { width: 100%; max-width: 150px; height: auto; }
    thead { display: table-header-group; }
    h1, h2 { break-after: avoid; }
    a { color: inherit; text-decoration: none; }
