@@ -554,3 +554,37 @@ def test_a_page_that_does_not_print_leaves_no_pdf(tmp_path: Path) -> None:
     assert (tmp_path / "good.pdf").read_bytes().startswith(b"%PDF")
     assert not (tmp_path / "missing.pdf").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_run_pdf_without_chromium_keeps_the_run_and_json_stays_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from pilot_lib import runner
+
+    run_dir = _make_run(tmp_path, "20261201T100000Z-abcd", _gate("GO"))
+    write_run_pages(run_dir)
+
+    def fake_run_pilots(pilots, out, **kw):
+        ok = runner.PilotRun(
+            pilot="alpha", pilot_path="p", run_dir=str(run_dir), run_id=run_dir.name
+        )
+        ok.status, ok.decision = "succeeded", "GO"
+        broken = runner.PilotRun(pilot="beta", pilot_path="q", run_dir=None, run_id="")
+        broken.status, broken.error = "failed", "pilot beta: PermissionError: out"
+        return [ok, broken][: len(pilots)]
+
+    monkeypatch.setattr(runner, "run_pilots", fake_run_pilots)
+    monkeypatch.setenv(pdfmod.CHROMIUM_ENV, "/nonexistent/chrome")
+    assert main(["run", "a", "--out", str(tmp_path), "--pdf", "--json"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)  # stdout: the JSON and nothing else
+    assert data["pilots"][0]["decision"] == "GO" and data["pilots"][0]["run_id"] == run_dir.name
+    assert "warning: no PDFs: PILOT_WORKBOOK_CHROMIUM=/nonexistent/chrome" in err
+    assert "alpha: GO; go/no-go page:" in err
+    assert not list(run_dir.glob("*.pdf"))
+    # a pilot whose run folder was never made: the short form, and the run's exit code
+    assert main(["run", "a", "b", "--out", str(tmp_path / "x"), "--json"]) == 1
+    out, err = capsys.readouterr()
+    beta = json.loads(out)["pilots"][1]
+    assert beta == beta | {"pilot": "beta", "status": "failed", "run_dir": None}
+    assert beta["error"] == "pilot beta: PermissionError: out" and "beta: FAILED." in err
