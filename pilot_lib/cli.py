@@ -200,7 +200,13 @@ def _cmd_portfolio(args: argparse.Namespace) -> int:
         raise WorkbookError(
             f"{args.dir} is not a folder of pilot runs (pilot-workbook run --out DIR)"
         )
-    print(f"portfolio page: {write_portfolio(args.dir)}")
+    page = write_portfolio(args.dir)
+    print(f"portfolio page: {page}")
+    if args.pdf:
+        from pilot_lib.report.pdf import PdfJob, print_pdfs
+
+        (pdf,) = print_pdfs([PdfJob(page, page.with_suffix(".pdf"), "Pilot portfolio")])
+        print(f"portfolio PDF: {pdf}")
     return EXIT_OK
 
 
@@ -306,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("portfolio", help="one page comparing the latest run of every pilot")
     p.add_argument("dir", type=Path, help="the --out folder of earlier runs")
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print it to PDF (A4 landscape) with a headless Chromium",
+    )
     p.set_defaults(func=_cmd_portfolio)
 
     p = sub.add_parser(

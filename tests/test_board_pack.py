@@ -588,3 +588,18 @@ def test_run_pdf_without_chromium_keeps_the_run_and_json_stays_clean(
     beta = json.loads(out)["pilots"][1]
     assert beta == beta | {"pilot": "beta", "status": "failed", "run_dir": None}
     assert beta["error"] == "pilot beta: PermissionError: out" and "beta: FAILED." in err
+
+
+@needs_chromium
+def test_portfolio_pdf_is_a4_landscape(tmp_path: Path, capsys) -> None:
+    pypdf = pytest.importorskip("pypdf")
+    _make_run(tmp_path, "20261101T000000Z-aaaa", _gate("EXTEND"))
+    _make_run(tmp_path, "20261102T000000Z-bbbb", _gate("NO-GO"))
+    assert main(["portfolio", str(tmp_path), "--pdf"]) == 0
+    assert f"portfolio PDF: {tmp_path.resolve() / 'portfolio.pdf'}" in capsys.readouterr().out
+    reader = pypdf.PdfReader(tmp_path / "portfolio.pdf")
+    box = reader.pages[0].mediabox
+    assert float(box.width) == pytest.approx(841.9, abs=1)  # landscape: 297 mm wide
+    assert float(box.height) == pytest.approx(595.3, abs=1)
+    text = " ".join(reader.pages[0].extract_text().split())
+    assert "Pilot portfolio" in text and "NO-GO" in text and "page 1 of" in text
