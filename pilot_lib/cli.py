@@ -71,7 +71,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     failed = [o for o in outcomes if not o.ok]
     out = sys.stderr if args.json else sys.stdout  # --json: stdout holds only the JSON
-    pdf_problem = _run_pdfs(outcomes) if args.pdf else None
+    pdf_problem = None
+    if args.pdf:
+        pdf_problem = (
+            "--pdf prints the HTML pages, which --no-export left out"
+            if args.no_export
+            else _run_pdfs(outcomes)
+        )
     for o in outcomes:
         if o.ok:
             page = o.go_no_go_page
