@@ -5,6 +5,7 @@ Subcommands:
   synth NAME          generate a seeded pilot of any size
   run PILOT [...]     execute the phase notebooks for one or many pilots
   portfolio DIR       one page comparing the latest run of every pilot
+  export RUN_DIR      write a run folder's pages again (HTML, summary, index, --pdf)
 
 User mistakes (a bad pilot file, a missing column) print a clear message and
 exit 2 without a Python traceback; a failed run exits 1; Ctrl-C exits 130 with
@@ -14,10 +15,11 @@ one line (the runs it stopped are marked interrupted).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pilot_lib import __version__
 
@@ -68,12 +70,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         interim=args.interim,
     )
     failed = [o for o in outcomes if not o.ok]
+    out = sys.stderr if args.json else sys.stdout  # --json: stdout holds only the JSON
+    pdf_problem = None
+    if args.pdf:
+        pdf_problem = (
+            "--pdf prints the HTML pages, which --no-export left out"
+            if args.no_export
+            else _run_pdfs(outcomes)
+        )
     for o in outcomes:
         if o.ok:
             page = o.go_no_go_page
             where = f"go/no-go page: {page}" if page else f"run folder: {o.run_dir}"
             look = " (INTERIM look, anytime-valid intervals)" if o.interim else ""
-            print(f"{o.pilot}: {o.decision or 'done'}{look}; {where}")
+            print(f"{o.pilot}: {o.decision or 'done'}{look}; {where}", file=out)
             for ph in o.phases:
                 if ph.error:  # e.g. an HTML export that failed; the data are complete
                     print(f"  warning: phase {ph.phase} ({ph.key}): {ph.error}", file=sys.stderr)
@@ -83,12 +93,87 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 kept = "with the failed notebook" if _failed_phase(o) else "with what was done"
                 print(f"  run folder (kept, {kept}): {o.run_dir}", file=sys.stderr)
     if len(outcomes) > 1:
-        print(f"portfolio page: {write_portfolio(args.out)}")
+        print(f"portfolio page: {write_portfolio(args.out)}", file=out)
+    if pdf_problem:
+        print(f"warning: no PDFs: {pdf_problem}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"pilots": [_json_summary(o) for o in outcomes]}, indent=2))
     if failed:
         return EXIT_FAILED
     if args.fail_on == "no-go" and any(o.decision == "NO-GO" for o in outcomes):
         print("exit 1: a pilot came out NO-GO (--fail-on no-go)", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _run_pdfs(outcomes: list[PilotRun]) -> str | None:
+    """``run --pdf``: print each run's pages to PDFs; the problem (no Chromium) or None.
+
+    A run that succeeded stays succeeded without PDFs: the message says how to
+    get a Chromium, the exit code is the run's. A page that fails to print is a
+    warning naming the page.
+    """
+    from pilot_lib.report.export import print_run_pdfs
+    from pilot_lib.report.pdf import ChromiumNotFound, PrintFailed, find_chromium
+    from pilot_lib.report.runpages import plural, write_run_pages
+
+    try:
+        chromium = find_chromium()
+    except ChromiumNotFound as exc:
+        return str(exc)
+    for o in outcomes:
+        if not o.run_dir:
+            continue
+        try:
+            pdfs = print_run_pdfs(o.run_dir, chromium=chromium)
+            write_run_pages(o.run_dir)  # the index page links the PDFs
+        except (PrintFailed, OSError) as exc:
+            print(f"warning: {o.pilot}: PDFs not written: {exc}", file=sys.stderr)
+            continue
+        if pdfs:
+            print(f"{o.pilot}: {plural(len(pdfs), 'PDF')} in {o.run_dir}", file=sys.stderr)
+    return None
+
+
+def _json_summary(outcome: PilotRun) -> dict[str, Any]:
+    """One pilot's entry of ``run --json``: the run folder's ``summary.json`` (or the outcome)."""
+    from pilot_lib.report.runpages import run_summary
+
+    if outcome.run_dir and (Path(outcome.run_dir) / "run.json").is_file():
+        return run_summary(outcome.run_dir)
+    return {
+        "pilot": outcome.pilot,
+        "title": outcome.title,
+        "run_id": outcome.run_id or None,
+        "run_dir": outcome.run_dir,
+        "status": outcome.status,
+        "complete": False,
+        "decision": outcome.decision,
+        "reasons": [],
+        "kpis": [],
+        "blocking_findings": [],
+        "coverage": None,
+        "error": outcome.error,
+    }
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pilot_lib.errors import WorkbookError
+    from pilot_lib.report.export import export_run
+    from pilot_lib.runs import latest_run_dir
+
+    folder = Path(args.run_dir)
+    if not (folder / "run.json").is_file():
+        latest = latest_run_dir(folder) if folder.is_dir() else None
+        if latest is None:
+            raise WorkbookError(
+                f"{folder} is not a run folder (no run.json): give a folder "
+                "OUT/<pilot>/<run-id> written by pilot-workbook run, or OUT/<pilot> for its latest run"
+            )
+        folder = latest
+    summary = export_run(folder, html=not args.no_html, pdf=args.pdf)
+    written = ["summary.md", "summary.json", "index.html"] + summary["pdfs"]
+    print(f"exported {folder}: {', '.join(written)}")
     return EXIT_OK
 
 
@@ -121,7 +206,13 @@ def _cmd_portfolio(args: argparse.Namespace) -> int:
         raise WorkbookError(
             f"{args.dir} is not a folder of pilot runs (pilot-workbook run --out DIR)"
         )
-    print(f"portfolio page: {write_portfolio(args.dir)}")
+    page = write_portfolio(args.dir)
+    print(f"portfolio page: {page}")
+    if args.pdf:
+        from pilot_lib.report.pdf import PdfJob, print_pdfs
+
+        (pdf,) = print_pdfs([PdfJob(page, page.with_suffix(".pdf"), "Pilot portfolio")])
+        print(f"portfolio PDF: {pdf}")
     return EXIT_OK
 
 
@@ -191,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phases", default=None, help="phases to run, e.g. 1,2,5 (default: all)")
     p.add_argument("--no-export", action="store_true", help="skip the HTML exports")
     p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print every page to PDF (A4) with a headless Chromium "
+        "(chromium on the PATH, or PILOT_WORKBOOK_CHROMIUM=/path/to/chrome); without one the "
+        "run still counts and a message says how to get one",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a machine-readable summary of every pilot on stdout (for CI); "
+        "everything else goes to stderr",
+    )
+    p.add_argument(
         "--fail-on",
         choices=["error", "no-go"],
         default="error",
@@ -214,7 +318,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("portfolio", help="one page comparing the latest run of every pilot")
     p.add_argument("dir", type=Path, help="the --out folder of earlier runs")
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print it to PDF (A4 landscape) with a headless Chromium",
+    )
     p.set_defaults(func=_cmd_portfolio)
+
+    p = sub.add_parser(
+        "export", help="write a run folder's pages again: HTML, summary, index page, PDFs"
+    )
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        help="a run folder (OUT/<pilot>/<run-id>), or OUT/<pilot> for its latest",
+    )
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="print the pages to PDF with a headless Chromium (exit 2 with how to get one if none)",
+    )
+    p.add_argument(
+        "--no-html", action="store_true", help="keep the HTML pages as they are (do not re-export)"
+    )
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "seal", help="record the KPI thresholds' fingerprint before the pilot starts"

@@ -1000,15 +1000,15 @@ class _Batch:
     def _start_export(self, s: _PilotState, ph: PhaseRun) -> None:
         assert s.run_dir is not None and s.outcome is not None
         target = s.run_dir / ph.notebook
-        title = f"{s.outcome.title or s.name}: {ph.key}"
-        if s.outcome.interim:
-            title += " (INTERIM look)"
+        title, interim, phase = s.outcome.title or s.name, s.outcome.interim, ph.phase
 
         def export() -> Path:
             _import_papermill()  # nbformat without the unused grammar, before nbconvert
-            from pilot_lib.report.export import export_html  # imported off the scheduler
+            from pilot_lib.report.export import export_html, page_title  # off the scheduler
 
-            return export_html(target, target.with_suffix(".html"), title=title)
+            return export_html(
+                target, target.with_suffix(".html"), title=page_title(title, phase, interim)
+            )
 
         self.export_busy = True
         s.exporting.add(ph.phase)
@@ -1092,9 +1092,27 @@ class _Batch:
                     "decision"
                 )
         self._write(s)
+        self._write_run_pages(s)
         s.finished = True
         if out.ok:
             point_latest(s.run_dir.parent, s.run_dir)
+
+    def _write_run_pages(self, s: _PilotState) -> None:
+        """After the run: ``summary.json``, ``summary.md`` and ``index.html`` in the run folder.
+
+        Trouble writing them is reported on stderr; the run's data and status stand.
+        """
+        from pilot_lib.report.runpages import write_run_pages
+
+        assert s.run_dir is not None
+        try:
+            write_run_pages(s.run_dir, s.loaded)
+        except Exception as exc:
+            print(
+                f"warning: {s.name}: could not write the run summary and index page in "
+                f"{s.run_dir}: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
 
     def _write(self, s: _PilotState) -> None:
         out = s.outcome

@@ -43,6 +43,7 @@ from conftest import PILOT_DOC, write_pilot
 import pilot_lib
 from pilot_lib.cli import main
 from pilot_lib.errors import WorkbookError
+from pilot_lib.report.export import PHASE_TITLES
 from pilot_lib.runner import (
     PHASE_NOTEBOOKS,
     POLL_SLICE_SECONDS,
@@ -320,7 +321,7 @@ def test_gate_decisions_and_the_no_go_page_names_the_missed_kpis(sample_run: dic
 def test_html_exports_have_no_code_and_embed_their_charts(sample_run: dict) -> None:
     for pilot in PILOTS:
         run_dir = sample_run["run"][pilot]
-        for key, notebook in PHASE_NOTEBOOKS.values():
+        for phase, (_key, notebook) in PHASE_NOTEBOOKS.items():
             html = (run_dir / notebook.replace(".ipynb", ".html")).read_text(encoding="utf-8")
             body = body_markup(html)
             # no input cells, prompts or highlighted source
@@ -346,7 +347,7 @@ def test_html_exports_have_no_code_and_embed_their_charts(sample_run: dict) -> N
             assert re.search(r'<img[^>]+src="data:image/png;base64,', html), (pilot, notebook)
             assert not re.search(r'<img[^>]+src="(?!data:)', html)
             assert "<script" not in html.lower()
-            assert f"<title>{_title(pilot)}: {key}</title>" in html
+            assert f"<title>{_title(pilot)} — {PHASE_TITLES[phase]}</title>" in html
             # the Markdown narrative stays
             assert _heading(notebook) in visible_text(html)
 
