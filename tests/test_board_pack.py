@@ -211,6 +211,18 @@ def test_reasons_never_exceed_five() -> None:
     assert reasons({}) == []
 
 
+def test_reasons_recorded_by_the_gate_are_the_ones_summaries_show() -> None:
+    recorded = [
+        {"headline": "Task completion missed", "detail": "51.3% against more than 80.0%."},
+        {"headline": "Key inputs shifted", "detail": ""},
+    ]
+    gate = _gate("NO-GO") | {"reasons": recorded}
+    assert reasons(gate) == [
+        "Task completion missed: 51.3% against more than 80.0%.",
+        "Key inputs shifted",
+    ]
+
+
 def test_summary_markdown_holds_decision_reasons_kpi_table_coverage_and_run(
     tmp_path: Path,
 ) -> None:

@@ -75,6 +75,12 @@ PRINT_CSS = """
     .celltag_page-break-before, .pw-page-break-before { break-before: page; page-break-before: always; }
     .celltag_page-break-after, .pw-page-break-after { break-after: page; page-break-after: always; }
     .celltag_keep-together { break-inside: avoid; page-break-inside: avoid; }
+    /* the go/no-go summary (decision, reasons, coverage, run, seal) fits one A4 page */
+    .board-summary { break-inside: avoid; page-break-inside: avoid; }
+    .board-summary div[style*="font-size:15px"] { font-size: 11.5px !important;
+                                                   line-height: 1.35 !important; }
+    .board-summary div[style*="font-size:40px"] { font-size: 30px !important; }
+    .board-summary li { margin: 3px 0 !important; }
     p, li { orphans: 3; widows: 3; }
     img { max-width: 100% !important; height: auto; }
     .jp-RenderedHTMLCommon table { font-size: 9pt; }

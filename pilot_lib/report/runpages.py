@@ -119,6 +119,10 @@ _GROUP_WORDS = {
 def reasons(gate: dict[str, Any], most: int = MAX_REASONS) -> list[str]:
     """At most ``most`` reasons for the gate's decision, in plain words, worst first.
 
+    A gate result that records its ``reasons`` (``GateDecision.reasons``, the
+    list the go/no-go page opens with) gives those, as "headline: detail". For
+    a result without them (written before they were recorded):
+
     The KPIs that failed come first, then the blocking findings (the first
     sentence of each, naming the phase that raised it), then the inconclusive
     KPIs; for a GO, the passing KPIs. Each KPI reason names the measured value,
@@ -126,6 +130,13 @@ def reasons(gate: dict[str, Any], most: int = MAX_REASONS) -> list[str]:
     remain, the KPIs of one status share a line; if still too many, the last
     line counts the rest. An empty gate result gives no reasons.
     """
+    recorded = gate.get("reasons")
+    if recorded:
+        # The gate's own reasons (the go/no-go page's list): one wording everywhere.
+        return [
+            f"{r['headline']}: {r['detail']}" if r.get("detail") else str(r["headline"])
+            for r in recorded[:most]
+        ]
     decision = gate.get("decision")
     rows = [_kpi_row(v) for v in gate.get("verdicts") or []]
     by_status: dict[str, list[dict[str, Any]]] = {}
