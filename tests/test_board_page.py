@@ -566,3 +566,20 @@ def test_page_top_of_an_interim_look_carries_the_label() -> None:
 def test_provenance_names_the_phases_in_words() -> None:
     frame = pd.DataFrame({"phase": ["drift_analysis"], "source": ["x"], "note": [""]})
     assert list(nb.provenance_view(frame)["phase"]) == ["drift analysis"]
+
+
+def test_what_if_sliders_read_as_words_not_pilot_file_keys() -> None:
+    from pilot_lib.report.notebook import widget_label
+
+    assert widget_label("time_to_production") == "Time to production"
+    assert widget_label("lock_in_exit") == "Lock-in and exit"
+    assert widget_label("impact") == "Measurable business impact"
+    assert widget_label("readiness") == "Organizational readiness"
+
+
+def test_status_tints_are_colour_blind_safe() -> None:
+    from pilot_lib.report.notebook import STATUS_COLOURS
+
+    # no red-green pair: PASS is blue, FAIL vermillion (each cell also carries its word)
+    assert "#dbe9f6" in STATUS_COLOURS["PASS"] and "#fbdccb" in STATUS_COLOURS["FAIL"]
+    assert not any("#d7f0dd" in v for v in STATUS_COLOURS.values())

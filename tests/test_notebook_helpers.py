@@ -265,7 +265,8 @@ def test_table_shows_missing_values_as_no_data_and_data_as_text() -> None:
     assert out.count("no data") == 4  # NaN share, None share, NA amount, NaT date
     assert "<script" not in out
     assert "&lt;script&gt;" in out
-    assert out.startswith('<div class="tex2jax_ignore mathjax_ignore">')  # $ is not math
+    assert out.startswith('<div class="tex2jax_ignore mathjax_ignore"')  # $ is not math
+    assert "overflow-x:auto" in out.split(">", 1)[0]  # a wide table scrolls, not overflows
 
 
 def test_table_escapes_column_headers() -> None:
@@ -546,7 +547,7 @@ def decision(kind: str, **changes: Any) -> GateDecision:
 
 
 @pytest.mark.parametrize(
-    "kind, background", [("GO", "#d7f0dd"), ("NO-GO", "#f9d6d5"), ("EXTEND", "#fdf0c8")]
+    "kind, background", [("GO", "#dbe9f6"), ("NO-GO", "#fbdccb"), ("EXTEND", "#fdf0c8")]
 )
 def test_decision_banner_shows_the_decision_in_its_colour(kind: str, background: str) -> None:
     out = nb.decision_banner(decision(kind)).data

@@ -245,8 +245,8 @@ def seal_status(warnings: Sequence[str], notes: Sequence[str]) -> tuple[bool, st
 # ---- rendering -------------------------------------------------------------------
 
 _BANNER = {
-    "GO": ("#d7f0dd", "#14532d"),
-    "NO-GO": ("#f9d6d5", "#7f1d1d"),
+    "GO": ("#dbe9f6", "#08306b"),
+    "NO-GO": ("#fbdccb", "#7f2704"),
     "EXTEND": ("#fdf0c8", "#713f12"),
 }
 

@@ -196,7 +196,10 @@ def table(
 
 def _no_math(html_text: str) -> str:
     """Wrap HTML so MathJax (JupyterLab, the HTML export) leaves dollar amounts alone."""
-    return f'<div class="tex2jax_ignore mathjax_ignore">{html_text}</div>'
+    return (
+        '<div class="tex2jax_ignore mathjax_ignore" style="max-width:100%;overflow-x:auto">'
+        f"{html_text}</div>"
+    )
 
 
 def status_table(frame: pd.DataFrame, caption: str | None = None, column: str = "status") -> Any:
@@ -204,18 +207,20 @@ def status_table(frame: pd.DataFrame, caption: str | None = None, column: str = 
     return table(frame, caption, highlight={column: STATUS_COLOURS})
 
 
+#: Colour-blind-safe tints (blue, yellow, vermillion, after Okabe-Ito); every cell also
+#: carries its word, so no reader depends on the colour.
 STATUS_COLOURS = {
-    "PASS": "background-color: #d7f0dd; color: #14532d; font-weight: 600",
-    "FAIL": "background-color: #f9d6d5; color: #7f1d1d; font-weight: 600",
+    "PASS": "background-color: #dbe9f6; color: #08306b; font-weight: 600",
+    "FAIL": "background-color: #fbdccb; color: #7f2704; font-weight: 600",
     "INCONCLUSIVE": "background-color: #fdf0c8; color: #713f12; font-weight: 600",
-    "stable": "background-color: #d7f0dd",
+    "stable": "background-color: #dbe9f6",
     "moderate": "background-color: #fdf0c8",
-    "significant": "background-color: #f9d6d5; font-weight: 600",
-    "blocking": "background-color: #f9d6d5; font-weight: 600",
+    "significant": "background-color: #fbdccb; font-weight: 600",
+    "blocking": "background-color: #fbdccb; font-weight: 600",
     "warning": "background-color: #fdf0c8",
     "info": "",
-    "pass": "background-color: #d7f0dd",
-    "fail": "background-color: #f9d6d5; font-weight: 600",
+    "pass": "background-color: #dbe9f6",
+    "fail": "background-color: #fbdccb; font-weight: 600",
 }
 
 
@@ -640,6 +645,27 @@ def live_output(update: Callable[..., None], controls: Mapping[str, Any]) -> Any
     return out
 
 
+#: Slider labels at their own width, not cut to ipywidgets' default 100 px.
+_LABEL_STYLE = {"description_width": "initial"}
+
+#: Pilot-file keys whose plain reading needs more than spaces for underscores.
+_WIDGET_WORDS = {
+    "impact": "Measurable business impact",
+    "data": "Data availability and quality",
+    "repetitiveness": "Process repetitiveness",
+    "readiness": "Organizational readiness",
+    "lock_in_exit": "Lock-in and exit",
+}
+
+
+def widget_label(key: str) -> str:
+    """A pilot-file key as a what-if slider label: ``time_to_production`` -> "Time to production"."""
+    if key in _WIDGET_WORDS:
+        return _WIDGET_WORDS[key]
+    words = key.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
 def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
     """Sliders for the criterion weights, the minimum, and the build-vs-buy weights."""
     import ipywidgets as w
@@ -653,11 +679,22 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
         base = dict(review.settings)
         weights0 = base.get("weights") or dict.fromkeys(CRITERIA, 1.0)
         sliders = {
-            c: w.FloatSlider(value=float(weights0[c]), min=0, max=3, step=0.25, description=c)
+            c: w.FloatSlider(
+                value=float(weights0[c]),
+                min=0,
+                max=3,
+                step=0.25,
+                description=widget_label(c),
+                style=_LABEL_STYLE,
+            )
             for c in CRITERIA
         }
         sliders["minimum"] = w.IntSlider(
-            value=int(base["minimum"]), min=1, max=5, description="minimum"
+            value=int(base["minimum"]),
+            min=1,
+            max=5,
+            description="Minimum score",
+            style=_LABEL_STYLE,
         )
 
         def rescore(minimum: int, **weights: float) -> None:
@@ -679,7 +716,14 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
     if review.build is not None:
         bvb = ctx.pilot.build_vs_buy
         bsliders = {
-            d: w.FloatSlider(value=float(v), min=0, max=1, step=0.05, description=d[:18])
+            d: w.FloatSlider(
+                value=float(v),
+                min=0,
+                max=1,
+                step=0.05,
+                description=widget_label(d),
+                style=_LABEL_STYLE,
+            )
             for d, v in bvb.weights.items()
         }
 
@@ -734,7 +778,12 @@ def cost_widget(kpis: Any, pilot: Pilot) -> Any:
 
     current = float(pilot.costs.review_hourly_rate_usd)
     rate = w.FloatSlider(
-        value=current, min=0, max=max(200.0, 2 * current), step=1, description="USD / hour"
+        value=current,
+        min=0,
+        max=max(200.0, 2 * current),
+        step=1,
+        description="Review cost (USD per hour)",
+        style=_LABEL_STYLE,
     )
     th = pilot.threshold("cost_per_decision")
 
@@ -904,7 +953,8 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
         min=min(1.0, current),
         max=max(4.0, current),
         step=0.25,
-        description="sigma",
+        description="Review band (sigma)",
+        style=_LABEL_STYLE,
     )
     window = pilot.drift.reference_window
 
@@ -1088,7 +1138,8 @@ def sla_widget(ctx: PhaseContext, review: Any = None) -> Any:
         min=min(15, current),
         max=max(1440, 2 * current),
         step=15,
-        description="SLA (min)",
+        description="Approval SLA (minutes)",
+        style=_LABEL_STYLE,
     )
 
     def show(sla: int) -> None:
@@ -1104,8 +1155,8 @@ def sla_widget(ctx: PhaseContext, review: Any = None) -> Any:
 # ---- phase 5 ----------------------------------------------------------------
 
 _BANNER = {
-    "GO": ("#d7f0dd", "#14532d"),
-    "NO-GO": ("#f9d6d5", "#7f1d1d"),
+    "GO": ("#dbe9f6", "#08306b"),
+    "NO-GO": ("#fbdccb", "#7f2704"),
     "EXTEND": ("#fdf0c8", "#713f12"),
 }
 
