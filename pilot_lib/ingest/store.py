@@ -63,9 +63,11 @@ from pilot_lib.ingest.engine import (
     error_text,
     remove_spill,
     spark_errors,
+    write_failure,
 )
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN, DatasetCheck, PilotData
 from pilot_lib.ingest.sources import describe_source, open_dataset, open_source
+from pilot_lib.runs import WorkingFolderError, check_writable
 
 if TYPE_CHECKING:  # the contracts (pandera) load only when a store is built
     from pilot_lib.ingest.contracts import ContractSplit, ValidationReport
@@ -318,6 +320,15 @@ def build_store(
     engine = engine or pilot.engine
     store_dir = Path(store_dir).resolve()
     outside = Path(quarantine_dir).resolve() if quarantine_dir else None
+    # the folders it writes, proved writable before any data set is read
+    check_writable(
+        store_dir.parent,
+        "the folder of the checked evidence store",
+        "choose another: pilot-workbook run --out DIR, or run validate from a folder you "
+        "can write (it writes runs/<pilot>/ under the current folder)",
+    )
+    if outside is not None:
+        check_writable(outside, "the quarantine folder", "choose another with --quarantine-dir DIR")
     overrides = overrides or {}
     started = time.perf_counter()
     inputs = input_fingerprints(pilot)
@@ -410,6 +421,7 @@ def _open_traces(
             q_path = quarantine / f"{name}.spans.parquet"
             _write_quarantine(built.quarantine, q_path)
     except (*engine_errors(), *spark_errors()) as exc:
+        _raise_write_failure(exc, name, quarantine)
         raise DataSourceError(
             f"data set {name!r} ({shown}, format {pilot.datasets[name].format}): building "
             f"the decision log from the spans failed: {error_text(exc)}. Check the trace "
@@ -487,6 +499,20 @@ def _write_in_two_passes(split: ContractSplit, name: str, con: BaseBackend, tmp:
     return target
 
 
+def _raise_write_failure(exc: BaseException, name: str, quarantine: Path) -> None:
+    """Raise :class:`WorkingFolderError` when ``exc`` is a failed write, blaming the folder
+    (a full disk, a read-only folder), not the data set being read."""
+    why = write_failure(exc)
+    if why is None:
+        return
+    raise WorkingFolderError(
+        f"data set {name!r} was read, but its checked rows or quarantine could not be "
+        f"written (store or quarantine folder {quarantine.parent}): {why}. Free space there, "
+        "or choose another folder: pilot-workbook run --out DIR, or validate --quarantine-dir "
+        "DIR from a folder you can write"
+    ) from exc
+
+
 def _ingest_one(
     name: str,
     raw: ir.Table,
@@ -523,6 +549,7 @@ def _ingest_one(
             _write_quarantine(split.quarantined_from(checked), q_path)
         flags = flag_counts(name, split.valid_from(checked), pilot)
     except (*engine_errors(), *spark_errors()) as exc:
+        _raise_write_failure(exc, name, quarantine)
         raise DataSourceError(
             f"data set {name!r} ({shown}): reading or checking it failed: "
             f"{error_text(exc)}. Check the file for malformed rows."
