@@ -52,6 +52,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import datetime as dt
+import errno
 import functools
 import json
 import os
@@ -75,6 +76,7 @@ from pilot_lib.runs import (
     check_writable,
     latest_run_dir,
     new_run_id,
+    overwrite_in_place,
     point_latest,
     release_reserve,
     reserve_space,
@@ -348,6 +350,10 @@ def _one_line(text: str, most: int = 5) -> str:
     return f"{head.rstrip(':')}: {'; '.join(items[:most])}{more}"
 
 
+#: errno values of a file that could not be written (full disk, quota, read-only, denied).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 def _is_cell_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is nbclient's cell time-out (``--timeout``), directly or as the cause."""
     for e in (exc, exc.__cause__, exc.__context__):
@@ -390,6 +396,15 @@ def _describe_failure(
             f"(the executed notebook with the error: {phase.notebook})"
         )
     return f"{where}: {type(exc).__name__}: {_one_line(str(exc))}"
+
+
+def _whole_json(path: Path) -> bool:
+    """Whether ``path`` holds a whole JSON document (not empty, not cut short)."""
+    try:
+        json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _describe_ingest_failure(pilot: str, exc: BaseException) -> str:
@@ -653,6 +668,8 @@ class _KernelTask:
                 except Exception as exc:
                     if self.cells_started.is_set() or self.batch.cancelled.is_set():
                         raise
+                    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+                        raise  # the executed notebook could not be written: not the kernel's fault
                     # the kernel died before the first cell: a failed start, tried again
                     self.start_errors.append(self._reason(exc, log))
                     if self.attempts >= KERNEL_START_ATTEMPTS:
@@ -1081,6 +1098,17 @@ class _Batch:
         s.outcome.timeout = self.timeout
         reserve_space(run_dir)
         self._write(s)  # status: running, from the first moment the folder exists
+        if s.io_error:  # not even run.json could be written (a full disk): stop here
+            for ph in s.phases:
+                ph.status = "skipped"
+            s.outcome.ingest = IngestRun(status="skipped")
+            release_reserve(run_dir)
+            with contextlib.suppress(OSError):  # an empty folder says nothing: remove it
+                run_dir.rmdir()
+            if not run_dir.exists():
+                s.outcome.run_dir = None
+            s.finished = True
+            return
         if s.loaded is None:
             s.ingest = "skipped"
             s.outcome.ingest = IngestRun(status="skipped", error="the pilot file did not load")
@@ -1194,7 +1222,10 @@ class _Batch:
             ph.seconds = task.seconds
             ph.error = _describe_failure(s.name, ph, error, self.timeout)
         assert s.run_dir is not None
-        if self.export and ph.status != "skipped" and (s.run_dir / ph.notebook).is_file():
+        executed = s.run_dir / ph.notebook
+        if ph.status == "failed" and executed.is_file() and not _whole_json(executed):
+            executed.unlink(missing_ok=True)  # empty or cut short (a full disk): not a notebook
+        if self.export and ph.status != "skipped" and executed.is_file():
             self.export_queue.append((s, ph))
         self._report(s, ph)
 
@@ -1245,19 +1276,25 @@ class _Batch:
         """
         out = s.outcome
         assert out is not None and s.run_dir is not None
-        if out.status != "running":
+        final = out.status != "running"
+        if final:
             out.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        target = s.run_dir / "run.json"
         for attempt in range(2):
             try:
-                atomic_write_text(s.run_dir / "run.json", json.dumps(asdict(out), indent=2) + "\n")
+                atomic_write_text(target, json.dumps(asdict(out), indent=2) + "\n")
                 return
             except OSError as exc:
-                if attempt == 0 and release_reserve(s.run_dir):
-                    continue  # room freed for the manifest; the run is failing anyway
-                text = _io_error_text(exc, str(s.run_dir / "run.json"))
+                text = _io_error_text(exc, str(target))
                 s.io_error = s.io_error or f"pilot {s.name}: {text}"
                 if out.status in ("running", "succeeded"):
                     out.status, out.error = "failed", s.io_error
+                    out.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                if not final:
+                    return  # the final write frees the reserve; until then the run goes on
+                if attempt == 0 and release_reserve(s.run_dir):
+                    continue  # room freed for the manifest; the run is failing anyway
+                overwrite_in_place(target, (json.dumps(asdict(out), indent=2) + "\n").encode())
                 return
 
     def _abort(self, status: str, message: str) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "check_writable",
     "latest_run_dir",
     "new_run_id",
+    "overwrite_in_place",
     "point_latest",
     "release_reserve",
     "reserve_space",
@@ -110,6 +111,37 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> Path
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """:func:`atomic_write_bytes` for text (UTF-8 by default)."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def overwrite_in_place(path: str | Path, data: bytes) -> bool:
+    """Last resort on a full disk: write ``data`` over ``path``'s own blocks.
+
+    Only when ``path`` exists and the blocks it already holds fit ``data`` (so no
+    new block is needed); the file is overwritten from its start, then cut to
+    ``len(data)``. Not atomic: for the final ``run.json`` of a run the disk
+    filled up under, which would otherwise keep saying ``running``. Returns
+    whether it was written.
+    """
+    target = Path(path)
+    try:
+        allocated = target.stat().st_blocks * 512
+    except OSError:
+        return False
+    if allocated < len(data):
+        return False
+    try:
+        fd = os.open(target, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _naming(exc: OSError, target: Path) -> OSError:

@@ -390,7 +390,12 @@ def test_a_disk_that_fills_up_during_the_run_marks_it_failed(tiny: Path, tmp_pat
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if list(out.glob("tiny/*/store/manifest.json")):
+            stores = [
+                m
+                for m in out.glob("tiny/2*/store/manifest.json")
+                if m.parents[1].name != Path(earlier.run_dir).name
+            ]
+            if stores:
                 break
             time.sleep(0.02)
         # the store is built: fill the disk to the last byte
@@ -402,15 +407,19 @@ def test_a_disk_that_fills_up_during_the_run_marks_it_failed(tiny: Path, tmp_pat
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 1, stdout + stderr
         assert "Traceback" not in stderr
-        (run_dir,) = [f for f in _run_folders(out, "tiny") if str(f) != earlier.run_dir]
+        folders = [f for f in _run_folders(out, "tiny") if str(f) != earlier.run_dir]
+        assert len(folders) == 1, stdout + stderr
+        run_dir = folders[0]
         manifest = _manifest(run_dir)
         assert manifest["status"] == "failed"
         assert "No space left on device" in manifest["error"]
         assert "could not write" in manifest["error"] or "[Errno 28]" in manifest["error"]
         assert latest_run_dir(out / "tiny") == Path(earlier.run_dir)
-        # no empty or truncated result file: every one left parses, with its result
-        for result in run_dir.glob("*.json"):
-            json.loads(result.read_text())
+        # no empty or truncated file left looking like a result: every notebook and
+        # result file left parses
+        for left in [*run_dir.glob("*.json"), *run_dir.glob("*.ipynb")]:
+            json.loads(left.read_text())
+        assert not (run_dir / RESERVE).exists()
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
@@ -489,3 +498,27 @@ def test_paths_with_both_quote_characters_run_and_warnings_stay_off_the_pages(
         if o.get("output_type") == "stream" and o.get("name") == "stderr"
     ]
     assert not any("Warning" in s for s in streams), streams
+
+
+@pytest.mark.slow
+def test_a_disk_full_before_the_run_leaves_no_folder_and_says_why(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = tmp_path / "disk"
+    if not _can_mount_tmpfs(disk):
+        pytest.skip("needs root and tmpfs to mount a small disk")
+    try:
+        out = disk / "runs"
+        (out / "tiny").mkdir(parents=True)
+        with open(disk / "filler", "wb") as fh, pytest.raises(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        code = main(["run", str(tiny), "--out", str(out), "--no-export"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert "tiny: FAILED. pilot tiny: could not write " in err
+        assert "run.json: No space left on device" in err
+        assert list((out / "tiny").iterdir()) == []  # no folder without a run.json
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

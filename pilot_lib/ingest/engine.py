@@ -113,6 +113,18 @@ def _sql_text(text: str) -> str:
     return text.replace("'", "''")
 
 
+def duckdb_to_parquet(table: Any, path: str | Path) -> None:
+    """Write an Ibis ``table`` on DuckDB to one Parquet file at ``path`` with DuckDB's ``COPY``.
+
+    Ibis' own ``to_parquet`` quotes the path with Python's ``repr``, which a
+    folder holding both quote characters (``it's a "pilot"``) turns into broken
+    SQL; here the path is an SQL string literal, ``'`` doubled.
+    """
+    backend = table.get_backend()
+    query = backend.compile(table)
+    backend.raw_sql(f"COPY ({query}) TO '{_sql_text(str(path))}' (FORMAT 'parquet')")
+
+
 def remove_spill(folder: Path) -> None:
     """Remove a spill folder DuckDB left behind (it holds nothing once a query ends)."""
     shutil.rmtree(folder, ignore_errors=True)

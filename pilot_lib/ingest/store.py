@@ -59,6 +59,7 @@ from pilot_lib.config import (
 from pilot_lib.errors import ContractError, DataSourceError, WorkbookError
 from pilot_lib.ingest.engine import (
     connect_engine,
+    duckdb_to_parquet,
     engine_label,
     error_text,
     remove_spill,
@@ -234,7 +235,7 @@ def _write(table: ir.Table, path: Path) -> None:
     """Write ``table`` as Parquet with the engine (DuckDB: one file; Spark: a folder)."""
     backend = table.get_backend()
     if backend.name == "duckdb":
-        table.to_parquet(path)
+        duckdb_to_parquet(table, path)
     elif backend.name == "pyspark":
         backend.to_parquet(table, path, mode="overwrite")
     else:  # another Ibis backend: stream record batches through pyarrow on this machine
@@ -582,7 +583,7 @@ def _write_quarantine(table: ir.Table, path: Path) -> None:
     """The quarantined rows as one Parquet file (small: the bad rows only)."""
     backend = table.get_backend()
     if backend.name == "duckdb":
-        table.to_parquet(path)
+        duckdb_to_parquet(table, path)
         return
     if backend.name == "pyspark":
         # Spark writes it in one task (no row passes through this process) into a
