@@ -44,7 +44,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         engine = resolve_engine(load_pilot(args.pilot).engine, args.engine, args.spark_master)
     report = validate_pilot(args.pilot, quarantine_dir=args.quarantine_dir, engine=engine)
     print(report.to_text())
+    _print_paths_outside(args.pilot)
     return EXIT_OK
+
+
+def _print_paths_outside(pilot_arg: str) -> None:
+    """Data paths that leave the pilot folder, shown resolved (allowed; easy to get wrong)."""
+    from pilot_lib.config import load_pilot, paths_outside
+
+    outside = paths_outside(load_pilot(pilot_arg))
+    if outside:
+        print("")
+        print("data read from outside the pilot folder (allowed; check these are meant):")
+        for field, written, resolved in outside:
+            print(f"  {field}: {written} -> {resolved}")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

@@ -149,18 +149,27 @@ def _naming(exc: OSError, target: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror or str(exc), str(target))
 
 
-def check_writable(folder: str | Path, what: str, how: str) -> Path:
+def check_writable(folder: str | Path, what: str, how: str, create: bool = True) -> Path:
     """Make ``folder`` (and its parents) and prove a file can be written in it.
 
     ``what`` names the folder for the reader ("the run folder root"), ``how``
     says how to choose another ("pass --out DIR"). Raises
     :class:`WorkingFolderError` naming the folder, the reason and ``how``; the
-    probe file is removed. Returns the folder, resolved.
+    probe file is removed. ``create=False``: a folder made only when needed (a
+    quarantine) is not made; the probe goes to its nearest existing parent.
+    Returns the folder, resolved.
     """
     path = Path(folder).expanduser()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".pilot-workbook-probe-", dir=path)
+        probe_dir = path
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            while not probe_dir.exists() and probe_dir != probe_dir.parent:
+                probe_dir = probe_dir.parent
+            if not probe_dir.is_dir():
+                raise FileExistsError(errno.EEXIST, "a file of that name is in the way")
+        fd, probe = tempfile.mkstemp(prefix=".pilot-workbook-probe-", dir=probe_dir)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

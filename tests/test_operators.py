@@ -140,6 +140,29 @@ def test_check_writable_names_the_folder_and_the_fix(tmp_path: Path) -> None:
     assert list((tmp_path / "new" / "deep").iterdir()) == []  # the probe is gone
 
 
+def test_data_outside_the_pilot_folder_is_shown_resolved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pilot_lib.config import PilotFileError, load_pilot, paths_outside
+
+    (tmp_path / "pilots" / "shared").mkdir(parents=True)
+    pilot = write_pilot(tmp_path / "pilots" / "p", files={"candidates": "../shared/candidates.csv"})
+    resolved = (tmp_path / "pilots" / "shared" / "candidates.csv").resolve()
+    assert paths_outside(load_pilot(pilot)) == [
+        ("datasets.candidates.path", "../shared/candidates.csv", str(resolved))
+    ]
+    assert main(["validate", str(pilot), "--quarantine-dir", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out
+    assert "data read from outside the pilot folder (allowed; check these are meant):" in out
+    assert f"  datasets.candidates.path: ../shared/candidates.csv -> {resolved}" in out
+    # a missing one: the message shows where it was looked for, resolved
+    resolved.unlink()
+    with pytest.raises(PilotFileError) as caught:
+        load_pilot(pilot)
+    assert f"no file at {resolved}; paths are relative" in str(caught.value)
+    assert "/p/../shared" not in str(caught.value)
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -522,3 +545,15 @@ def test_a_disk_full_before_the_run_leaves_no_folder_and_says_why(
         assert list((out / "tiny").iterdir()) == []  # no folder without a run.json
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_an_unwritable_quarantine_folder_is_blamed_not_the_data(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code = main(["validate", str(tiny), "--quarantine-dir", str(tmp_path / "taken" / "q")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot write to the quarantine folder {tmp_path / 'taken' / 'q'}" in err
+    assert "choose another with --quarantine-dir DIR" in err
+    assert "data set" not in err and "Traceback" not in err

@@ -329,7 +329,12 @@ def build_store(
         "can write (it writes runs/<pilot>/ under the current folder)",
     )
     if outside is not None:
-        check_writable(outside, "the quarantine folder", "choose another with --quarantine-dir DIR")
+        check_writable(
+            outside,
+            "the quarantine folder",
+            "choose another with --quarantine-dir DIR",
+            create=False,  # made only when a row is quarantined
+        )
     overrides = overrides or {}
     started = time.perf_counter()
     inputs = input_fingerprints(pilot)
