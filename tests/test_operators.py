@@ -557,3 +557,29 @@ def test_an_unwritable_quarantine_folder_is_blamed_not_the_data(
     assert f"cannot write to the quarantine folder {tmp_path / 'taken' / 'q'}" in err
     assert "choose another with --quarantine-dir DIR" in err
     assert "data set" not in err and "Traceback" not in err
+
+
+def test_environment_yml_takes_every_runtime_dependency_from_conda_forge() -> None:
+    import re
+    import tomllib
+
+    import yaml
+
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    conda = {
+        re.split(r"[<>=\s]", d, maxsplit=1)[0] for d in env["dependencies"] if isinstance(d, str)
+    }
+    renamed = {
+        "matplotlib": "matplotlib-base",
+        "ibis-framework": "ibis-duckdb",
+        "duckdb": "python-duckdb",
+    }
+    runtime = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in runtime:
+        name = re.split(r"[\[<>=\s]", dep, maxsplit=1)[0]
+        assert renamed.get(name, name) in conda, f"{name} is not taken from conda-forge"
+    (pip,) = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert pip[-1] == '-e ".[dev]"'
+    assert "LICENSE" in (REPO / "MANIFEST.in").read_text()
+    assert "Apache License" in (REPO / "LICENSE").read_text()
