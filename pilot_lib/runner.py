@@ -822,6 +822,8 @@ def _sigterm_as_interrupt() -> Any:
         return
 
     def on_term(signum: int, frame: Any) -> None:
+        # the first SIGTERM stops the run; later ones wait for the runs to be marked
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_term)
@@ -930,8 +932,8 @@ class _Batch:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> list[PilotRun]:
-        try:
-            with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt():
+            try:
                 while not all(s.finished for s in self.states):
                     self._dispatch()
                     if all(s.finished for s in self.states):
@@ -941,14 +943,16 @@ class _Batch:
                     except queue.Empty:
                         continue
                     self._handle(*event)
-        except KeyboardInterrupt as exc:
-            signum = getattr(exc, "signal_number", signal.SIGINT)
-            self._abort("interrupted", f"interrupted ({_signal_text(signum)}) before it finished")
-            raise RunInterrupted(self._outcomes(), signum) from None
-        except BaseException as exc:
-            self._abort("failed", f"the runner stopped: {type(exc).__name__}: {exc}")
-            raise
-        return self._outcomes()
+            except KeyboardInterrupt as exc:
+                signum = getattr(exc, "signal_number", signal.SIGINT)
+                self._abort(
+                    "interrupted", f"interrupted ({_signal_text(signum)}) before it finished"
+                )
+                raise RunInterrupted(self._outcomes(), signum) from None
+            except BaseException as exc:
+                self._abort("failed", f"the runner stopped: {type(exc).__name__}: {exc}")
+                raise
+            return self._outcomes()
 
     def _outcomes(self) -> list[PilotRun]:
         out = []

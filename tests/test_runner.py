@@ -445,6 +445,7 @@ def _break_data(folder: Path) -> None:
 def _break_pilot_file(folder: Path) -> None:
     """A valid pilot file whose drift settings name a column the decision log lacks."""
     doc = yaml.safe_load((folder / "pilot.yaml").read_text())
+    doc["name"] = folder.name
     doc["drift"]["features"] = ["no_such_column", *doc["drift"]["features"]]
     (folder / "pilot.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
