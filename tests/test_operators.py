@@ -583,3 +583,20 @@ def test_environment_yml_takes_every_runtime_dependency_from_conda_forge() -> No
     assert pip[-1] == '-e ".[dev]"'
     assert "LICENSE" in (REPO / "MANIFEST.in").read_text()
     assert "Apache License" in (REPO / "LICENSE").read_text()
+
+
+def test_kernel_warnings_go_to_the_run_folder_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from pilot_lib import _kernel
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        _kernel.setup(tmp_path)
+        warnings.warn("Glyph 128202 missing from font(s) DejaVu Sans.", UserWarning, stacklevel=1)
+    captured = capsys.readouterr()
+    assert "Glyph" not in captured.err + captured.out
+    assert "UserWarning: Glyph 128202 missing" in (tmp_path / "warnings.log").read_text()
