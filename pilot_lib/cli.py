@@ -6,10 +6,12 @@ Subcommands:
   run PILOT [...]     execute the phase notebooks for one or many pilots
   portfolio DIR       one page comparing the latest run of every pilot
   export RUN_DIR      write a run folder's pages again (HTML, summary, index, --pdf)
+  new DIR             scaffold a pilot folder (a commented pilot.yaml, empty data files)
+  notebooks DIR       copy the phase notebooks for JupyterLab
 
 User mistakes (a bad pilot file, a missing column) print a clear message and
-exit 2 without a Python traceback; a failed run exits 1; Ctrl-C exits 130 with
-one line (the runs it stopped are marked interrupted).
+exit 2 without a Python traceback; a failed run exits 1; Ctrl-C exits 130 and
+SIGTERM 143 with one line (the runs it stopped are marked interrupted).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -43,7 +46,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         engine = resolve_engine(load_pilot(args.pilot).engine, args.engine, args.spark_master)
     report = validate_pilot(args.pilot, quarantine_dir=args.quarantine_dir, engine=engine)
     print(report.to_text())
+    _print_paths_outside(args.pilot)
     return EXIT_OK
+
+
+def _print_paths_outside(pilot_arg: str) -> None:
+    """Data paths that leave the pilot folder, shown resolved (allowed; easy to get wrong)."""
+    from pilot_lib.config import load_pilot, paths_outside
+
+    outside = paths_outside(load_pilot(pilot_arg))
+    if outside:
+        print("")
+        print("data read from outside the pilot folder (allowed; check these are meant):")
+        for field, written, resolved in outside:
+            print(f"  {field}: {written} -> {resolved}")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -68,6 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         engine=args.engine,
         spark_master=args.spark_master,
         interim=args.interim,
+        parameters=_parameters(args),
+        timeout=args.timeout,
     )
     failed = [o for o in outcomes if not o.ok]
     out = sys.stderr if args.json else sys.stdout  # --json: stdout holds only the JSON
@@ -177,6 +195,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parameters(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``-p NAME VALUE`` and ``--param NAME=VALUE``, in the order given."""
+    from pilot_lib.errors import WorkbookError
+
+    pairs = [(name, value) for name, value in args.param_pairs or []]
+    for item in args.param_items or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise WorkbookError(f"--param takes NAME=VALUE, got {item!r} (or use -p NAME VALUE)")
+        pairs.append((name.strip(), value))
+    return pairs
+
+
 def _failed_phase(outcome: PilotRun) -> bool:
     """Whether a notebook failed (rather than the ingest, before any notebook ran)."""
     return any(ph.status == "failed" for ph in outcome.phases)
@@ -226,6 +257,25 @@ def _cmd_seal(args: argparse.Namespace) -> int:
     day = dt.date.fromisoformat(args.on) if args.on else None
     lock = seal_thresholds(pilot, sealed_on=day)
     print(f"sealed {len(pilot.kpis)} thresholds of {pilot.name} in {lock}")
+    return EXIT_OK
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from pilot_lib.scaffold import new_pilot
+
+    folder = new_pilot(args.dir)
+    print(f"new pilot folder: {folder}")
+    print("  next: fill in pilot.yaml and the data files, then")
+    print(f"  pilot-workbook validate {folder}")
+    return EXIT_OK
+
+
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    from pilot_lib.scaffold import copy_notebooks
+
+    copied = copy_notebooks(args.dir, overwrite=args.force)
+    print(f"copied {len(copied)} phase notebooks to {Path(args.dir).resolve()}")
+    print("  open them in JupyterLab and set `pilot` in each parameters cell")
     return EXIT_OK
 
 
@@ -313,6 +363,30 @@ def build_parser() -> argparse.ArgumentParser:
         "intervals (confidence sequences) and every page says 'interim'; run without it at the "
         "window's end for the final decision",
     )
+    p.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        dest="param_pairs",
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter for every phase that declares it, parsed by its declared "
+        "type (papermill --help-notebook NOTEBOOK lists them); repeat for more",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        dest="param_items",
+        metavar="NAME=VALUE",
+        help="the same as -p NAME VALUE",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="longest a notebook cell may run; a cell that runs longer fails its phase "
+        "(default: no limit)",
+    )
     _add_engine_options(p)
     p.set_defaults(func=_cmd_run)
 
@@ -324,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print it to PDF (A4 landscape) with a headless Chromium",
     )
     p.set_defaults(func=_cmd_portfolio)
+
+    p = sub.add_parser("new", help="scaffold a pilot folder: a commented pilot.yaml, empty data")
+    p.add_argument("dir", type=Path, help="the pilot folder to create (must not exist or be empty)")
+    p.set_defaults(func=_cmd_new)
+
+    p = sub.add_parser("notebooks", help="copy the phase notebooks for an analyst's JupyterLab")
+    p.add_argument("dir", type=Path, help="folder to copy them into (created if needed)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
+    p.set_defaults(func=_cmd_notebooks)
 
     p = sub.add_parser(
         "export", help="write a run folder's pages again: HTML, summary, index page, PDFs"
@@ -366,8 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # runner.RunInterrupted says which run folders
+        import signal
+
         summary = getattr(exc, "summary", None)
         print(summary() if callable(summary) else "interrupted", file=sys.stderr)
+        if getattr(exc, "signal_number", signal.SIGINT) == signal.SIGTERM:
+            return EXIT_TERMINATED
         return EXIT_INTERRUPTED
 
 

@@ -950,7 +950,37 @@ def _missing_files(pilot: Pilot, shown: str) -> list[Problem]:
                         shown,
                         f"datasets.{name}.{key}",
                         rel,
-                        f"no file at {target}; paths are relative to the pilot file's folder",
+                        f"no file at {_shown_resolved(target)}; paths are relative to the "
+                        "pilot file's folder",
                     )
                 )
     return problems
+
+
+def _shown_resolved(target: Path) -> str:
+    """``target`` with ``..`` and symbolic links resolved (what was looked for), as text."""
+    try:
+        return str(target.resolve())
+    except (OSError, RuntimeError):
+        return str(target)
+
+
+def paths_outside(pilot: Pilot) -> list[tuple[str, str, str]]:
+    """Data paths of ``pilot`` that lie outside the pilot file's folder.
+
+    Allowed (a data set shared by several pilots, an export folder elsewhere),
+    but easy to get wrong: ``validate`` lists each as ``(field, as written,
+    resolved)``, the resolved path absolute with ``..`` and links followed. URIs
+    (``s3://``, ``https://``) are not paths and are not listed.
+    """
+    folder = Path(_shown_resolved(pilot.folder))
+    out = []
+    for name, src in pilot.datasets.items():
+        for key in ("path", "database"):
+            rel = getattr(src, key)
+            if not rel or "://" in rel:
+                continue
+            resolved = Path(_shown_resolved(pilot.resolve(rel)))
+            if not resolved.is_relative_to(folder):
+                out.append((f"datasets.{name}.{key}", rel, str(resolved)))
+    return out

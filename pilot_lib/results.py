@@ -13,8 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pandas as pd
 
 from pilot_lib import __version__
 from pilot_lib.config import Pilot
+from pilot_lib.runs import atomic_write_text
 
 __all__ = ["PHASES", "ResultFileError", "read_phase_result", "to_jsonable", "write_phase_result"]
 
@@ -119,17 +118,8 @@ def write_phase_result(
         "result": to_jsonable(result),
     }
     text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    target = out / f"{phase}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{phase}.", suffix=".json", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are as readable as the notebooks
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    # whole or not at all; an OSError (a full disk) names this file, not a temporary one
+    return atomic_write_text(out / f"{phase}.json", text)
 
 
 def read_phase_result(

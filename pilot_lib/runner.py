@@ -28,8 +28,23 @@ ingest, the earlier phases) is still running. A kernel that fails to start
 fresh ports, up to :data:`KERNEL_START_ATTEMPTS` times; a notebook whose cells
 began is never re-run.
 
-Ctrl-C stops the kernels, marks each unfinished run ``interrupted`` in its
-``run.json`` and leaves ``latest`` alone (:class:`RunInterrupted`).
+Before anything starts, every pilot file is loaded and checked, and the
+output folder is proved writable (:func:`check_before_run`): a mistyped path or
+an invalid pilot file stops the whole call with the ``validate`` message, and
+no run folder is made.
+
+Every run folder says what it is: ``run.json`` is written (atomically) when the
+folder is made, with ``status: running``, and again after the ingest and every
+phase. Ctrl-C (SIGINT) or SIGTERM stops the kernels, marks each unfinished run
+``interrupted`` and leaves ``latest`` alone (:class:`RunInterrupted`). A file
+that cannot be written (a full disk, a read-only folder) fails the run, and
+``run.json`` names the file; the runner keeps a small reserve file in each run
+folder while it runs, and frees it to write that last ``run.json`` on a full
+disk.
+
+``parameters`` (``-p NAME VALUE``) are typed notebook parameters passed to every
+phase whose parameters cell declares them (:func:`notebook_parameters`);
+``timeout`` bounds each cell (seconds).
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import datetime as dt
+import errno
 import functools
 import json
 import os
@@ -52,9 +68,19 @@ from pathlib import Path
 from typing import Any
 
 from pilot_lib import __version__
+from pilot_lib._kernel import exec_line as _warnings_exec_line
 from pilot_lib.config import Pilot, PilotFileError, load_pilot, pilot_file_path
 from pilot_lib.errors import WorkbookError
-from pilot_lib.runs import latest_run_dir, new_run_id, point_latest
+from pilot_lib.runs import (
+    atomic_write_text,
+    check_writable,
+    latest_run_dir,
+    new_run_id,
+    overwrite_in_place,
+    point_latest,
+    release_reserve,
+    reserve_space,
+)
 
 __all__ = [
     "KERNEL_START_ATTEMPTS",
@@ -63,9 +89,11 @@ __all__ = [
     "PhaseRun",
     "PilotRun",
     "RunInterrupted",
+    "check_before_run",
     "default_jobs",
     "latest_run_dir",
     "new_run_id",
+    "notebook_parameters",
     "notebooks_dir",
     "parse_phases",
     "run_pilot",
@@ -103,7 +131,13 @@ def default_jobs() -> int:
 
 
 def notebooks_dir(explicit: str | Path | None = None) -> Path:
-    """The folder holding the phase notebooks: ``explicit``, else the checkout's ``notebooks/``."""
+    """The folder holding the phase notebooks.
+
+    ``explicit`` (``--notebooks DIR``) when given; else the checkout's
+    ``notebooks/`` (a clone, or an editable install); else the copy that travels
+    inside the installed package (``pilot_lib/notebooks``, put there when the
+    wheel is built).
+    """
     if explicit is not None:
         folder = Path(explicit)
     else:
@@ -111,12 +145,15 @@ def notebooks_dir(explicit: str | Path | None = None) -> Path:
         # kernel starts
         root = Path(__file__).resolve().parents[1]
         is_checkout = (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file()
-        folder = root / "notebooks" if is_checkout else Path("notebooks")
+        folder = (
+            root / "notebooks" if is_checkout else Path(__file__).resolve().parent / "notebooks"
+        )
     missing = [nb for _, nb in PHASE_NOTEBOOKS.values() if not (folder / nb).is_file()]
     if missing:
         raise WorkbookError(
             f"phase notebooks not found in {folder} (missing {', '.join(missing)}); "
-            "run from a clone of the workbook or pass --notebooks DIR"
+            "reinstall the package (pip install agentic-pilot-workbook), run from a clone of "
+            "the workbook, or pass --notebooks DIR"
         )
     return folder
 
@@ -177,6 +214,8 @@ class PilotRun:
     title: str | None = None
     pilot_file_sha256: str | None = None
     interim: bool = False  # an interim look: anytime-valid intervals, not the final gate
+    parameters: dict[str, Any] = field(default_factory=dict)  # -p NAME VALUE, as typed
+    timeout: float | None = None  # --timeout: longest a cell may run (seconds)
     package_version: str = __version__
     started_at: str | None = None
     finished_at: str | None = None
@@ -197,12 +236,14 @@ class PilotRun:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run. ``outcomes``: every pilot's outcome, the unfinished ones
-    ``interrupted`` (their ``run.json`` says so; ``latest`` did not move)."""
+    """Ctrl-C or SIGTERM during a run. ``outcomes``: every pilot's outcome, the unfinished
+    ones ``interrupted`` (their ``run.json`` says so; ``latest`` did not move).
+    ``signal_number``: the signal that stopped the run (SIGINT for Ctrl-C)."""
 
-    def __init__(self, outcomes: list[PilotRun]):
+    def __init__(self, outcomes: list[PilotRun], signal_number: int = signal.SIGINT):
         super().__init__("interrupted")
         self.outcomes = outcomes
+        self.signal_number = int(signal_number)
 
     def summary(self) -> str:
         """One line for the command line."""
@@ -221,7 +262,13 @@ class RunInterrupted(KeyboardInterrupt):
 #: per phase in a CI log; real kernel errors are still printed.
 #: No input history database either: concurrent batch kernels would share (and
 #: lock) one SQLite file, and nobody reads a batch kernel's history.
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.enabled=False")
+#: Python warnings go to ``warnings.log`` in the run folder, not into the pages
+#: (:mod:`pilot_lib._kernel`).
+KERNEL_ARGUMENTS = (
+    "--IPKernelApp.log_level=ERROR",
+    "--HistoryManager.enabled=False",
+    _warnings_exec_line(),
+)
 
 
 #: Longest single wait on a kernel socket before its events are checked again (seconds).
@@ -303,12 +350,45 @@ def _one_line(text: str, most: int = 5) -> str:
     return f"{head.rstrip(':')}: {'; '.join(items[:most])}{more}"
 
 
-def _describe_failure(pilot: str, phase: PhaseRun, exc: BaseException) -> str:
+#: errno values of a file that could not be written (full disk, quota, read-only, denied).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _is_cell_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is nbclient's cell time-out (``--timeout``), directly or as the cause."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is not None and type(e).__name__ in ("CellTimeoutError", "DeadKernelError"):
+            return type(e).__name__ == "CellTimeoutError"
+    return False
+
+
+def _io_error_text(exc: OSError, default_file: str | None = None) -> str:
+    """``could not write FILE: reason`` for a file the run could not write."""
+    name = exc.filename or default_file
+    reason = exc.strerror or str(exc)
+    if name:
+        return f"could not write {name}: {reason} ({type(exc).__name__}, errno {exc.errno})"
+    return f"{type(exc).__name__}: {reason}"
+
+
+def _describe_failure(
+    pilot: str, phase: PhaseRun, exc: BaseException, timeout: float | None = None
+) -> str:
     """One readable line: pilot, phase, the cell (as Jupyter numbers it) and the exception."""
     _import_papermill()
     from papermill.exceptions import PapermillExecutionError
 
     where = f"pilot {pilot}: phase {phase.phase} ({phase.key}) failed"
+    if _is_cell_timeout(exc):
+        return (
+            f"{where}: a cell ran longer than the --timeout of {timeout:g} s and was stopped "
+            f"(the executed notebook up to that cell: {phase.notebook}); raise --timeout, "
+            "or run without it"
+            if timeout
+            else f"{where}: a cell timed out: {_one_line(str(exc))}"
+        )
+    if isinstance(exc, OSError):
+        return f"{where}: {_io_error_text(exc, phase.notebook)}"
     if isinstance(exc, PapermillExecutionError):
         detail = f"{exc.ename}: {_one_line(exc.evalue)}" if exc.evalue else exc.ename
         return (
@@ -316,6 +396,15 @@ def _describe_failure(pilot: str, phase: PhaseRun, exc: BaseException) -> str:
             f"(the executed notebook with the error: {phase.notebook})"
         )
     return f"{where}: {type(exc).__name__}: {_one_line(str(exc))}"
+
+
+def _whole_json(path: Path) -> bool:
+    """Whether ``path`` holds a whole JSON document (not empty, not cut short)."""
+    try:
+        json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _describe_ingest_failure(pilot: str, exc: BaseException) -> str:
@@ -579,6 +668,8 @@ class _KernelTask:
                 except Exception as exc:
                     if self.cells_started.is_set() or self.batch.cancelled.is_set():
                         raise
+                    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+                        raise  # the executed notebook could not be written: not the kernel's fault
                     # the kernel died before the first cell: a failed start, tried again
                     self.start_errors.append(self._reason(exc, log))
                     if self.attempts >= KERNEL_START_ATTEMPTS:
@@ -676,12 +767,15 @@ class _KernelTask:
             kernel_name=self.batch.kernel_name,
             progress_bar=False,
             log_output=False,
+            execution_timeout=self.batch.timeout,
         )
 
     def _parameters(self) -> dict[str, Any]:
-        """The notebook's parameters: the pilot, the run folder and, for ``--interim``, ``interim``."""
+        """The notebook's parameters: the pilot, the run folder, ``interim`` for ``--interim``,
+        and the ``-p NAME VALUE`` ones this notebook declares."""
         state = self.state
-        params: dict[str, Any] = {"pilot": str(state.pilot_file), "output_dir": str(state.run_dir)}
+        params: dict[str, Any] = dict(self.batch.parameters.get(self.phase.phase, {}))
+        params.update(pilot=str(state.pilot_file), output_dir=str(state.run_dir))
         if self.batch.interim:
             params["interim"] = True
         return params
@@ -707,6 +801,38 @@ class _KernelTask:
             sys.stderr.flush()
 
 
+# ---- signals ---------------------------------------------------------------------------
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. ``kill``, a CI job cancelled, a container stopped) during a run."""
+
+    signal_number = signal.SIGTERM
+
+
+def _signal_text(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """While the block runs, SIGTERM stops the run as Ctrl-C does (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        # the first SIGTERM stops the run; later ones wait for the runs to be marked
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ---- the scheduler -------------------------------------------------------------------
 
 
@@ -728,6 +854,7 @@ class _PilotState:
     tasks: dict[int, _KernelTask] = field(default_factory=dict)
     exporting: set[int] = field(default_factory=set)
     finished: bool = False
+    io_error: str | None = None  # the first file of the run that could not be written
 
     @property
     def phases(self) -> list[PhaseRun]:
@@ -759,8 +886,12 @@ class _Batch:
         spark_master: str | None,
         run_ids: Sequence[str | None] | None = None,
         interim: bool = False,
+        parameters: dict[int, dict[str, Any]] | None = None,
+        timeout: float | None = None,
     ):
         self.out_root = Path(out_root).resolve()
+        self.parameters = parameters or {}
+        self.timeout = timeout
         self.phase_list = phases
         self.jobs = jobs
         self.export = export
@@ -801,23 +932,27 @@ class _Batch:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> list[PilotRun]:
-        try:
-            while not all(s.finished for s in self.states):
-                self._dispatch()
-                if all(s.finished for s in self.states):
-                    break
-                try:
-                    event = self.events.get(timeout=0.25)
-                except queue.Empty:
-                    continue
-                self._handle(*event)
-        except KeyboardInterrupt:
-            self._abort("interrupted", "interrupted (Ctrl-C) before it finished")
-            raise RunInterrupted(self._outcomes()) from None
-        except BaseException as exc:
-            self._abort("failed", f"the runner stopped: {type(exc).__name__}: {exc}")
-            raise
-        return self._outcomes()
+        with _sigterm_as_interrupt():
+            try:
+                while not all(s.finished for s in self.states):
+                    self._dispatch()
+                    if all(s.finished for s in self.states):
+                        break
+                    try:
+                        event = self.events.get(timeout=0.25)
+                    except queue.Empty:
+                        continue
+                    self._handle(*event)
+            except KeyboardInterrupt as exc:
+                signum = getattr(exc, "signal_number", signal.SIGINT)
+                self._abort(
+                    "interrupted", f"interrupted ({_signal_text(signum)}) before it finished"
+                )
+                raise RunInterrupted(self._outcomes(), signum) from None
+            except BaseException as exc:
+                self._abort("failed", f"the runner stopped: {type(exc).__name__}: {exc}")
+                raise
+            return self._outcomes()
 
     def _outcomes(self) -> list[PilotRun]:
         out = []
@@ -832,7 +967,7 @@ class _Batch:
                     phases=[
                         PhaseRun(p, *PHASE_NOTEBOOKS[p], status="skipped") for p in self.phase_list
                     ],
-                    error="interrupted (Ctrl-C) before it started",
+                    error="interrupted before it started",
                 )
             out.append(s.outcome)
         return out
@@ -961,6 +1096,23 @@ class _Batch:
             return
         s.run_dir = run_dir
         s.outcome.run_dir = str(run_dir)
+        s.outcome.parameters = {
+            name: value for by_phase in self.parameters.values() for name, value in by_phase.items()
+        }
+        s.outcome.timeout = self.timeout
+        reserve_space(run_dir)
+        self._write(s)  # status: running, from the first moment the folder exists
+        if s.io_error:  # not even run.json could be written (a full disk): stop here
+            for ph in s.phases:
+                ph.status = "skipped"
+            s.outcome.ingest = IngestRun(status="skipped")
+            release_reserve(run_dir)
+            with contextlib.suppress(OSError):  # an empty folder says nothing: remove it
+                run_dir.rmdir()
+            if not run_dir.exists():
+                s.outcome.run_dir = None
+            s.finished = True
+            return
         if s.loaded is None:
             s.ingest = "skipped"
             s.outcome.ingest = IngestRun(status="skipped", error="the pilot file did not load")
@@ -1027,6 +1179,13 @@ class _Batch:
             s.exporting.discard(ph.phase)
             if error is None:
                 ph.html = Path(result).name
+            elif isinstance(error, OSError):  # a file the run could not write fails the run
+                assert s.run_dir is not None
+                page = s.run_dir / Path(ph.notebook).with_suffix(".html").name
+                page.unlink(missing_ok=True)  # never a truncated page left looking like one
+                text = _io_error_text(error, str(page))
+                ph.error = (ph.error + "; " if ph.error else "") + f"HTML export failed: {text}"
+                s.io_error = s.io_error or f"pilot {s.name}: HTML export failed: {text}"
             else:  # export trouble is reported, not fatal to the data
                 ph.error = (ph.error + "; " if ph.error else "") + f"HTML export failed: {error}"
 
@@ -1037,6 +1196,7 @@ class _Batch:
         if error is not None:
             s.ingest = ingest.status = "failed"
             ingest.error = _describe_ingest_failure(s.name, error)
+            self._write(s)
             return
         manifest = info.manifest
         s.ingest = ingest.status = "succeeded"
@@ -1048,6 +1208,7 @@ class _Batch:
             name: {k: int(entry[k]) for k in ("rows", "valid", "quarantined")}
             for name, entry in manifest.get("datasets", {}).items()
         }
+        self._write(s)
 
     def _notebook_done(self, task: _KernelTask, error: BaseException | None) -> None:
         self.running_tasks.discard(task)
@@ -1063,13 +1224,18 @@ class _Batch:
         else:
             ph.status = "failed"
             ph.seconds = task.seconds
-            ph.error = _describe_failure(s.name, ph, error)
+            ph.error = _describe_failure(s.name, ph, error, self.timeout)
         assert s.run_dir is not None
-        if self.export and ph.status != "skipped" and (s.run_dir / ph.notebook).is_file():
+        executed = s.run_dir / ph.notebook
+        if ph.status == "failed" and executed.is_file() and not _whole_json(executed):
+            executed.unlink(missing_ok=True)  # empty or cut short (a full disk): not a notebook
+        if self.export and ph.status != "skipped" and executed.is_file():
             self.export_queue.append((s, ph))
         self._report(s, ph)
 
     def _report(self, s: _PilotState, ph: PhaseRun) -> None:
+        if s.run_dir is not None and not s.finished:
+            self._write(s)
         if self.progress:
             self.progress(s.name, ph.phase, ph.status)
 
@@ -1083,6 +1249,8 @@ class _Batch:
             out.status, out.error = "failed", out.ingest.error
         elif failed:
             out.status, out.error = "failed", failed[0].error
+        elif s.io_error:
+            out.status, out.error = "failed", s.io_error
         else:
             out.status = "succeeded"
         gate_file = s.run_dir / "go_no_go_summary.json"
@@ -1091,11 +1259,19 @@ class _Batch:
                 out.decision = json.loads(gate_file.read_text(encoding="utf-8"))["result"].get(
                     "decision"
                 )
+        release_reserve(s.run_dir)
         self._write(s)
         self._write_run_pages(s)
         s.finished = True
         if out.ok:
-            point_latest(s.run_dir.parent, s.run_dir)
+            try:
+                point_latest(s.run_dir.parent, s.run_dir)
+            except OSError as exc:
+                out.status = "failed"
+                out.error = (
+                    f"pilot {s.name}: {_io_error_text(exc, str(s.run_dir.parent / 'latest'))}"
+                )
+                self._write(s)
 
     def _write_run_pages(self, s: _PilotState) -> None:
         """After the run: ``summary.json``, ``summary.md`` and ``index.html`` in the run folder.
@@ -1115,13 +1291,33 @@ class _Batch:
             )
 
     def _write(self, s: _PilotState) -> None:
+        """Write ``run.json`` whole (atomically); on a full disk, free the reserve and retry.
+
+        A ``run.json`` that cannot be written at all fails the run (the outcome
+        says so on the command line); never raises.
+        """
         out = s.outcome
         assert out is not None and s.run_dir is not None
-        out.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        text = json.dumps(asdict(out), indent=2) + "\n"
-        tmp = s.run_dir / ".run.json.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, s.run_dir / "run.json")
+        final = out.status != "running"
+        if final:
+            out.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        target = s.run_dir / "run.json"
+        for attempt in range(2):
+            try:
+                atomic_write_text(target, json.dumps(asdict(out), indent=2) + "\n")
+                return
+            except OSError as exc:
+                text = _io_error_text(exc, str(target))
+                s.io_error = s.io_error or f"pilot {s.name}: {text}"
+                if out.status in ("running", "succeeded"):
+                    out.status, out.error = "failed", s.io_error
+                    out.finished_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                if not final:
+                    return  # the final write frees the reserve; until then the run goes on
+                if attempt == 0 and release_reserve(s.run_dir):
+                    continue  # room freed for the manifest; the run is failing anyway
+                overwrite_in_place(target, (json.dumps(asdict(out), indent=2) + "\n").encode())
+                return
 
     def _abort(self, status: str, message: str) -> None:
         """Stop every kernel, then mark each unfinished run ``status`` (``latest`` stays)."""
@@ -1149,9 +1345,170 @@ class _Batch:
             for ph in s.phases:
                 if ph.status == "pending":
                     ph.status = status if ph.phase in s.tasks else "skipped"
-            with contextlib.suppress(OSError):
-                self._write(s)
+            release_reserve(s.run_dir)
+            self._write(s)
             s.finished = True
+
+
+# ---- before anything starts -----------------------------------------------------------
+
+
+def check_before_run(pilots: Sequence[str | Path], out_root: str | Path) -> list[Pilot]:
+    """Load every pilot file and prove ``out_root`` writable, before any run starts.
+
+    Raises :class:`~pilot_lib.errors.WorkbookError` (the CLI exits 2) with the
+    ``validate`` message of every pilot that does not load (a mistyped path, an
+    invalid pilot file, a data file that is not there), or naming the output
+    folder that cannot be written; nothing is created for an invalid pilot.
+    Returns the loaded pilots, in input order.
+    """
+    loaded: list[Pilot] = []
+    problems: list[str] = []
+    for p in pilots:
+        try:
+            loaded.append(load_pilot(p))
+        except PilotFileError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise WorkbookError(
+            "\n".join(problems)
+            + "\nnothing was run and no run folder was made: fix the pilot path or file "
+            "(pilot-workbook validate PILOT checks one) and run again"
+        )
+    check_writable(out_root, "the runs folder", "choose another with --out DIR")
+    return loaded
+
+
+#: Parameters the runner sets itself (``--interim`` sets ``interim``).
+RESERVED_PARAMETERS = {
+    "pilot": "the runner passes each pilot's file",
+    "output_dir": "the runner passes each run folder",
+    "interim": "use --interim",
+}
+
+
+def _declared_parameters(notebook: Path) -> dict[str, dict[str, str]]:
+    """The parameters cell of ``notebook``: name -> {inferred_type_name, default, help}
+    (papermill's reading, as ``papermill --help-notebook`` shows it)."""
+    _import_papermill()
+    from papermill.inspection import inspect_notebook
+
+    return {
+        name: {k: str(v) for k, v in info.items()}
+        for name, info in inspect_notebook(str(notebook)).items()
+    }
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_parameter(name: str, text: str, type_name: str) -> Any:
+    """``text`` as a value of the declared type ``type_name`` (as papermill names it).
+
+    ``str``: the text as is; ``int``, ``float``; ``bool``: true/false, yes/no,
+    on/off, 1/0; ``Optional[X]``: also ``none``/``null``; ``dict``/``list`` (and
+    ``Dict[...]``/``List[...]``): YAML or JSON (``{"a": 1}``, ``[1, 2]``); an
+    undeclared type: YAML. Raises :class:`WorkbookError` naming the parameter,
+    its type and the text.
+    """
+    import yaml
+
+    kind = type_name.strip()
+    optional = kind.startswith("Optional[") and kind.endswith("]")
+    if optional:
+        kind = kind[len("Optional[") : -1].strip()
+        if text.strip().lower() in ("none", "null", "~", ""):
+            return None
+    base = kind.split("[", 1)[0].strip().lower()
+
+    def bad(expected: str) -> WorkbookError:
+        return WorkbookError(
+            f"-p {name} {text!r}: {name} takes {expected}"
+            + (" or none" if optional else "")
+            + f" (declared type {type_name})"
+        )
+
+    if base == "str":
+        return text
+    if base == "int":
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise bad("a whole number, e.g. 3") from None
+    if base == "float":
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise bad("a number, e.g. 0.95") from None
+    if base == "bool":
+        low = text.strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise bad("true or false")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise bad("a YAML or JSON value") from None
+    if base == "dict" and not isinstance(value, dict):
+        raise bad('a mapping, e.g. {"impact": 2}')
+    if base == "list" and not isinstance(value, list):
+        raise bad("a list, e.g. [1, 2]")
+    return value
+
+
+def notebook_parameters(
+    raw: Sequence[tuple[str, str]] | None,
+    phases: Sequence[int],
+    notebooks: str | Path | None = None,
+) -> dict[int, dict[str, Any]]:
+    """``-p NAME VALUE`` pairs -> the typed parameters of each phase that declares them.
+
+    Each value is parsed by the type its parameters cell declares
+    (:func:`parse_parameter`) and passed to every phase of ``phases`` whose
+    notebook declares the name. Raises :class:`WorkbookError` for an unknown name
+    (listing the known ones), a name the runner sets itself, a name only phases
+    outside ``phases`` declare, or a value of the wrong type.
+    """
+    if not raw:
+        return {}
+    nb_dir = notebooks_dir(notebooks)
+    declared = {
+        phase: _declared_parameters(nb_dir / nb) for phase, (_, nb) in PHASE_NOTEBOOKS.items()
+    }
+    known = sorted({n for d in declared.values() for n in d} - set(RESERVED_PARAMETERS))
+    out: dict[int, dict[str, Any]] = {}
+    for name, text in raw:
+        if name in RESERVED_PARAMETERS:
+            raise WorkbookError(
+                f"-p {name}: set by the runner ({RESERVED_PARAMETERS[name]}); "
+                f"parameters you can set: {', '.join(known)}"
+            )
+        owners = [ph for ph in sorted(declared) if name in declared[ph]]
+        if not owners:
+            raise WorkbookError(
+                f"-p {name}: no phase notebook has a parameter {name!r}; "
+                f"parameters you can set: {', '.join(known)} "
+                "(papermill --help-notebook NOTEBOOK describes them)"
+            )
+        running = [ph for ph in owners if ph in phases]
+        if not running:
+            raise WorkbookError(
+                f"-p {name}: only phase(s) {', '.join(map(str, owners))} declare {name!r}, "
+                "and they are not part of this run (--phases)"
+            )
+        for ph in running:
+            type_name = declared[ph][name].get("inferred_type_name", "None")
+            out.setdefault(ph, {})[name] = parse_parameter(name, text, type_name)
+    return out
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not timeout > 0:
+        raise WorkbookError(f"--timeout takes seconds greater than 0, got {timeout}")
+    return float(timeout)
 
 
 # ---- entry points --------------------------------------------------------------------
@@ -1171,6 +1528,8 @@ def run_pilot(
     spark_master: str | None = None,
     kernel_manager_class: type | None = None,
     interim: bool = False,
+    parameters: Sequence[tuple[str, str]] | None = None,
+    timeout: float | None = None,
 ) -> PilotRun:
     """Build the checked evidence store, then execute the phase notebooks, into a fresh run folder.
 
@@ -1197,15 +1556,27 @@ def run_pilot(
         An interim look (``--interim``): every notebook gets ``interim=True``,
         the go/no-go gate judges with anytime-valid intervals and every page says
         "interim". ``False`` keeps the pilot file's ``statistics: interim``.
+    parameters:
+        ``(name, text)`` pairs (``-p NAME VALUE``), typed by each notebook's
+        parameters cell (:func:`notebook_parameters`).
+    timeout:
+        Longest a cell may run (seconds); a cell that runs longer fails its phase.
 
-    Never raises for a failing ingest or phase: the outcome says what failed,
-    where. Raises :class:`RunInterrupted` on Ctrl-C.
+    Raises :class:`WorkbookError` before anything starts for a pilot that does not
+    load, an output folder that cannot be written or a bad parameter
+    (:func:`check_before_run`). Never raises for a failing ingest or phase: the
+    outcome says what failed, where. Raises :class:`RunInterrupted` on Ctrl-C or
+    SIGTERM.
     """
     nb_dir = notebooks_dir(notebooks)
+    phase_list = parse_phases(phases)
+    typed = notebook_parameters(parameters, phase_list, nb_dir)
+    timeout = _check_timeout(timeout)
+    check_before_run([pilot], out_root)
     batch = _Batch(
         [pilot],
         out_root,
-        parse_phases(phases),
+        phase_list,
         _check_jobs(jobs),
         export,
         nb_dir,
@@ -1216,6 +1587,8 @@ def run_pilot(
         spark_master,
         run_ids=[run_id],
         interim=interim,
+        parameters=typed,
+        timeout=timeout,
     )
     return batch.run()[0]
 
@@ -1265,18 +1638,26 @@ def run_pilots(
     kernel_name: str = "python3",
     kernel_manager_class: type | None = None,
     interim: bool = False,
+    parameters: Sequence[tuple[str, str]] | None = None,
+    timeout: float | None = None,
 ) -> list[PilotRun]:
     """Run several pilots; returns one outcome per pilot, in input order.
 
     ``jobs`` bounds the notebook kernels running at once across all pilots
     (default :func:`default_jobs`); progress goes to ``stream`` (default stderr)
     as a bar on a terminal, else one line per phase. ``interim``: an interim
-    look for every pilot (see :func:`run_pilot`). Raises :class:`RunInterrupted`
-    on Ctrl-C.
+    look for every pilot (see :func:`run_pilot`); ``parameters``, ``timeout``: as
+    :func:`run_pilot`. Every pilot is checked before any starts
+    (:func:`check_before_run`): one that does not load raises
+    :class:`WorkbookError` and no run folder is made. Raises
+    :class:`RunInterrupted` on Ctrl-C or SIGTERM.
     """
     phase_list = parse_phases(phases)
     nb_dir = notebooks_dir(notebooks)
     jobs = _check_jobs(jobs)
+    typed = notebook_parameters(parameters, phase_list, nb_dir)
+    timeout = _check_timeout(timeout)
+    check_before_run(pilots, out_root)
     show = _Progress(total=len(pilots) * len(phase_list), stream=stream)
     try:
         batch = _Batch(
@@ -1292,6 +1673,8 @@ def run_pilots(
             engine,
             spark_master,
             interim=interim,
+            parameters=typed,
+            timeout=timeout,
         )
         return batch.run()
     finally:

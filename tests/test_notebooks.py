@@ -182,11 +182,16 @@ def test_first_code_cell_is_a_literal_parameters_cell(path: Path) -> None:
     tree = ast.parse(cell.source)
     values = {}
     for stmt in tree.body:
-        # Derived values belong after the parameters cell: only `name = literal` here,
-        # so papermill's injected cell can override every one of them.
-        assert isinstance(stmt, ast.Assign), ast.dump(stmt)
-        assert len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
-        name = stmt.targets[0].id
+        # Derived values belong after the parameters cell: only `name = literal` (or
+        # `name: type = literal`) here, so papermill's injected cell can override every
+        # one of them.
+        if isinstance(stmt, ast.AnnAssign):
+            assert isinstance(stmt.target, ast.Name) and stmt.value is not None, ast.dump(stmt)
+            name = stmt.target.id
+        else:
+            assert isinstance(stmt, ast.Assign), ast.dump(stmt)
+            assert len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+            name = stmt.targets[0].id
         try:
             values[name] = ast.literal_eval(stmt.value)
         except ValueError:
@@ -194,6 +199,13 @@ def test_first_code_cell_is_a_literal_parameters_cell(path: Path) -> None:
     assert values["pilot"] == "../data/pilots/claims-auto"
     assert values["output_dir"] is None
     assert len(values) >= 3, "each phase offers at least one override of its own"
+    # every parameter declares its type, as papermill reads it (-p parses values by it)
+    from papermill.inspection import inspect_notebook
+
+    declared = inspect_notebook(str(path))
+    assert set(declared) == set(values)
+    untyped = [n for n, info in declared.items() if info["inferred_type_name"] == "None"]
+    assert not untyped, f"declare a type (name: int = 3, or # type: Optional[int]) for {untyped}"
 
 
 @committed

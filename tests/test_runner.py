@@ -7,8 +7,10 @@ expensive runs happen once per module:
   point is proven) runs both sample pilots with ``--jobs 2`` into a relative
   ``--out`` folder; most tests look at that one run.
 - ``troubled_batch``: ``pilot_lib.cli.main`` runs, in one invocation, a copy of
-  claims-auto with a broken data set (its ingest fails), a copy with a broken
-  pilot file (its first notebook fails) and a copy of it-ticket-routing whose
+  claims-auto with a broken data set (its ingest fails), a copy whose drift
+  settings name a column the decision log lacks (its phase 3 notebook fails; a
+  pilot file that does not load stops the whole call before anything starts,
+  tests/test_operators.py) and a copy of it-ticket-routing whose
   data sets carry a script injection, on phases 1,3,4, into a folder that
   already holds a finished claims-auto run.
 
@@ -442,8 +444,10 @@ def _break_data(folder: Path) -> None:
 
 
 def _break_pilot_file(folder: Path) -> None:
+    """A valid pilot file whose drift settings name a column the decision log lacks."""
     doc = yaml.safe_load((folder / "pilot.yaml").read_text())
-    doc["kpis"][0]["comparator"] = "about"
+    doc["name"] = folder.name
+    doc["drift"]["features"] = ["no_such_column", *doc["drift"]["features"]]
     (folder / "pilot.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -548,45 +552,42 @@ def test_failed_run_does_not_move_latest_or_touch_the_earlier_run(troubled_batch
     assert snapshot(troubled_batch["seeded"]) == troubled_batch["seeded_files"]
 
 
-def test_broken_pilot_file_fails_its_run_with_the_field_named(troubled_batch: dict) -> None:
+def test_failed_phase_fails_its_run_with_the_field_named(troubled_batch: dict) -> None:
     err = troubled_batch["stderr"]
     line = next(ln for ln in err.splitlines() if ln.startswith("broken-file: FAILED."))
-    assert "pilot broken-file: phase 1 (use_case_scoring) failed at cell In [" in line
-    assert "PilotFileError" in line and "comparator" in line
-    assert "01_use_case_scoring.ipynb" in line
+    assert "pilot broken-file: phase 3 (drift_analysis) failed at cell In [" in line
+    assert "ContractError" in line and "no_such_column" in line and "drift.features" in line
+    assert "03_drift_analysis.ipynb" in line
     run_dir = _new_run(troubled_batch["out"], "broken-file")
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "failed"
-    assert manifest["pilot_file_sha256"] is None  # the file did not load
+    assert manifest["pilot_file_sha256"] is not None  # the file loaded
     assert latest_run_dir(troubled_batch["out"] / "broken-file") is None
 
 
-def test_failed_phase_keeps_the_notebook_with_the_error_and_skips_later_phases(
-    troubled_batch: dict,
-) -> None:
-    # the pilot file did not load: no store was built, and the first notebook says why
+def test_failed_phase_keeps_the_notebook_with_the_error(troubled_batch: dict) -> None:
     run_dir = _new_run(troubled_batch["out"], "broken-file")
     assert f"run folder (kept, with the failed notebook): {run_dir}" in troubled_batch["stderr"]
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["ingest"]["status"] == "skipped"
+    assert manifest["ingest"]["status"] == "succeeded"
     assert [(p["phase"], p["status"]) for p in manifest["phases"]] == [
-        (1, "failed"),
-        (3, "skipped"),
-        (4, "skipped"),
+        (1, "succeeded"),
+        (3, "failed"),
+        (4, "succeeded"),
     ]
-    assert manifest["phases"][0]["attempts"] == 1  # a failure in a cell is never re-run
-    executed = json.loads((run_dir / "01_use_case_scoring.ipynb").read_text())
+    assert manifest["phases"][1]["attempts"] == 1  # a failure in a cell is never re-run
+    executed = json.loads((run_dir / "03_drift_analysis.ipynb").read_text())
     errors = [
         o
         for c in executed["cells"]
         for o in c.get("outputs", [])
         if o.get("output_type") == "error"
     ]
-    assert [e["ename"] for e in errors] == ["PilotFileError"]
-    assert not (run_dir / "03_drift_analysis.ipynb").exists()
-    assert not (run_dir / "use_case_scoring.json").exists()
+    assert [e["ename"] for e in errors] == ["ContractError"]
+    assert not (run_dir / "drift_analysis.json").exists()
+    assert (run_dir / "use_case_scoring.json").is_file()
     # the failed page is still exported, showing the error to whoever opens it
-    assert "PilotFileError" in visible_text((run_dir / "01_use_case_scoring.html").read_text())
+    assert "ContractError" in visible_text((run_dir / "03_drift_analysis.html").read_text())
 
 
 def test_the_other_pilot_in_the_batch_still_succeeds(troubled_batch: dict) -> None:
@@ -608,7 +609,7 @@ def test_the_other_pilot_in_the_batch_still_succeeds(troubled_batch: dict) -> No
     }
     assert ("it-ticket-routing", 4, "succeeded") in progress
     assert ("claims-auto", 1, "skipped") in progress  # its ingest failed
-    assert ("broken-file", 1, "failed") in progress
+    assert ("broken-file", 3, "failed") in progress
 
 
 @pytest.mark.parametrize(
@@ -634,7 +635,7 @@ def test_portfolio_lists_a_pilot_without_finished_run_under_not_shown(
     text = visible_text(html)
     not_shown = text[text.index("Not shown") :]
     assert "broken-file: no finished run;" in not_shown
-    assert "PilotFileError" in not_shown and "comparator" in not_shown
+    assert "ContractError" in not_shown and "no_such_column" in not_shown
     # claims-auto keeps its finished run, with the newer failure noted
     shown = text[: text.index("Not shown")]
     assert "claims-auto" in shown and "a newer run did not finish" in shown

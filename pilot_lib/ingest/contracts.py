@@ -857,7 +857,9 @@ def _write_parquet(table: ir.Table, backend: BaseBackend | None, path: Path) -> 
     suits a quarantine (the bad rows only).
     """
     if backend is None or backend.name == "duckdb":
-        table.to_parquet(path)
+        from pilot_lib.ingest.engine import duckdb_to_parquet
+
+        duckdb_to_parquet(table, path)
         return
     import pyarrow.parquet as pq
 

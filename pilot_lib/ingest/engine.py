@@ -89,6 +89,15 @@ def connect_engine(
 def _connect_duckdb(settings: EngineSettings, spill_dir: Path | None) -> BaseBackend:
     import ibis
 
+    if settings.spill_dir:  # a folder the pilot file names: proved writable now, not mid-query
+        from pilot_lib.runs import check_writable
+
+        check_writable(
+            settings.spill_dir,
+            "the engine's spill folder (engine.spill_dir in the pilot file)",
+            "set engine.spill_dir to a folder you can write, or remove it to use the "
+            "system's temporary folder",
+        )
     folder = Path(settings.spill_dir) if settings.spill_dir else spill_dir
     if folder is None:
         folder = Path(tempfile.gettempdir()) / f"pilot-workbook-spill-{os.getpid()}"
@@ -102,6 +111,18 @@ def _connect_duckdb(settings: EngineSettings, spill_dir: Path | None) -> BaseBac
 
 def _sql_text(text: str) -> str:
     return text.replace("'", "''")
+
+
+def duckdb_to_parquet(table: Any, path: str | Path) -> None:
+    """Write an Ibis ``table`` on DuckDB to one Parquet file at ``path`` with DuckDB's ``COPY``.
+
+    Ibis' own ``to_parquet`` quotes the path with Python's ``repr``, which a
+    folder holding both quote characters (``it's a "pilot"``) turns into broken
+    SQL; here the path is an SQL string literal, ``'`` doubled.
+    """
+    backend = table.get_backend()
+    query = backend.compile(table)
+    backend.raw_sql(f"COPY ({query}) TO '{_sql_text(str(path))}' (FORMAT 'parquet')")
 
 
 def remove_spill(folder: Path) -> None:
@@ -118,6 +139,30 @@ def spark_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         return ()
     return (PySparkException, Py4JError)
+
+
+#: What an engine says when a file it writes (the store, the quarantine, its spill
+#: files) cannot be written: the output folder's fault, not the data's.
+_WRITE_FAILURES = (
+    "no space left on device",
+    "disk quota exceeded",
+    "read-only file system",
+    "could not write",
+    "failed to write",
+    "cannot write",
+)
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The engine's one-line message when ``exc`` is a failed write (a full disk, a
+    read-only or unwritable folder), else None."""
+    text = error_text(exc)
+    low = text.lower()
+    if any(marker in low for marker in _WRITE_FAILURES):
+        return text
+    if "permission denied" in low and "writ" in low:
+        return text
+    return None
 
 
 def error_text(exc: BaseException, limit: int = 400) -> str:

@@ -59,13 +59,16 @@ from pilot_lib.config import (
 from pilot_lib.errors import ContractError, DataSourceError, WorkbookError
 from pilot_lib.ingest.engine import (
     connect_engine,
+    duckdb_to_parquet,
     engine_label,
     error_text,
     remove_spill,
     spark_errors,
+    write_failure,
 )
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN, DatasetCheck, PilotData
 from pilot_lib.ingest.sources import describe_source, open_dataset, open_source
+from pilot_lib.runs import WorkingFolderError, check_writable
 
 if TYPE_CHECKING:  # the contracts (pandera) load only when a store is built
     from pilot_lib.ingest.contracts import ContractSplit, ValidationReport
@@ -232,7 +235,7 @@ def _write(table: ir.Table, path: Path) -> None:
     """Write ``table`` as Parquet with the engine (DuckDB: one file; Spark: a folder)."""
     backend = table.get_backend()
     if backend.name == "duckdb":
-        table.to_parquet(path)
+        duckdb_to_parquet(table, path)
     elif backend.name == "pyspark":
         backend.to_parquet(table, path, mode="overwrite")
     else:  # another Ibis backend: stream record batches through pyarrow on this machine
@@ -318,6 +321,20 @@ def build_store(
     engine = engine or pilot.engine
     store_dir = Path(store_dir).resolve()
     outside = Path(quarantine_dir).resolve() if quarantine_dir else None
+    # the folders it writes, proved writable before any data set is read
+    check_writable(
+        store_dir.parent,
+        "the folder of the checked evidence store",
+        "choose another: pilot-workbook run --out DIR, or run validate from a folder you "
+        "can write (it writes runs/<pilot>/ under the current folder)",
+    )
+    if outside is not None:
+        check_writable(
+            outside,
+            "the quarantine folder",
+            "choose another with --quarantine-dir DIR",
+            create=False,  # made only when a row is quarantined
+        )
     overrides = overrides or {}
     started = time.perf_counter()
     inputs = input_fingerprints(pilot)
@@ -410,6 +427,7 @@ def _open_traces(
             q_path = quarantine / f"{name}.spans.parquet"
             _write_quarantine(built.quarantine, q_path)
     except (*engine_errors(), *spark_errors()) as exc:
+        _raise_write_failure(exc, name, quarantine)
         raise DataSourceError(
             f"data set {name!r} ({shown}, format {pilot.datasets[name].format}): building "
             f"the decision log from the spans failed: {error_text(exc)}. Check the trace "
@@ -487,6 +505,20 @@ def _write_in_two_passes(split: ContractSplit, name: str, con: BaseBackend, tmp:
     return target
 
 
+def _raise_write_failure(exc: BaseException, name: str, quarantine: Path) -> None:
+    """Raise :class:`WorkingFolderError` when ``exc`` is a failed write, blaming the folder
+    (a full disk, a read-only folder), not the data set being read."""
+    why = write_failure(exc)
+    if why is None:
+        return
+    raise WorkingFolderError(
+        f"data set {name!r} was read, but its checked rows or quarantine could not be "
+        f"written (store or quarantine folder {quarantine.parent}): {why}. Free space there, "
+        "or choose another folder: pilot-workbook run --out DIR, or validate --quarantine-dir "
+        "DIR from a folder you can write"
+    ) from exc
+
+
 def _ingest_one(
     name: str,
     raw: ir.Table,
@@ -523,6 +555,7 @@ def _ingest_one(
             _write_quarantine(split.quarantined_from(checked), q_path)
         flags = flag_counts(name, split.valid_from(checked), pilot)
     except (*engine_errors(), *spark_errors()) as exc:
+        _raise_write_failure(exc, name, quarantine)
         raise DataSourceError(
             f"data set {name!r} ({shown}): reading or checking it failed: "
             f"{error_text(exc)}. Check the file for malformed rows."
@@ -555,7 +588,7 @@ def _write_quarantine(table: ir.Table, path: Path) -> None:
     """The quarantined rows as one Parquet file (small: the bad rows only)."""
     backend = table.get_backend()
     if backend.name == "duckdb":
-        table.to_parquet(path)
+        duckdb_to_parquet(table, path)
         return
     if backend.name == "pyspark":
         # Spark writes it in one task (no row passes through this process) into a
