@@ -37,7 +37,8 @@ def test_run_interim_flag_reaches_the_runner(
 def test_notebook_parameters_carry_interim_only_when_asked(interim: bool, tmp_path: Path) -> None:
     task = object.__new__(runner._KernelTask)
     task.state = SimpleNamespace(pilot_file=tmp_path / "pilot.yaml", run_dir=tmp_path)
-    task.batch = SimpleNamespace(interim=interim)
+    task.batch = SimpleNamespace(interim=interim, parameters={})
+    task.phase = SimpleNamespace(phase=2)
     params = task._parameters()
     assert params["pilot"] == str(tmp_path / "pilot.yaml")
     assert params["output_dir"] == str(tmp_path)

@@ -422,7 +422,8 @@ def test_a_disk_that_fills_up_during_the_run_marks_it_failed(tiny: Path, tmp_pat
                 break
             time.sleep(0.02)
         # the store is built: fill the disk to the last byte
-        with open(disk / "filler", "wb") as fh, pytest.raises(OSError) as full:
+        # unbuffered: nothing is left in a buffer for close() to fail on again
+        with open(disk / "filler", "wb", buffering=0) as fh, pytest.raises(OSError) as full:
             while True:
                 fh.write(b"\0" * 65536)
                 fh.flush()

@@ -284,7 +284,14 @@ def test_an_ingest_failure_is_one_line_and_no_phase_runs(
     assert manifest["ingest"]["status"] == "failed"
     assert [p["status"] for p in manifest["phases"]] == ["skipped"] * 5
     assert all(p["attempts"] in (0, 1) for p in manifest["phases"])
-    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json"]  # no store, no notebook
+    # no store, no notebook: run.json and the pages that say the run failed
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "index.html",
+        "run.json",
+        "summary.json",
+        "summary.md",
+    ]
+    assert "FAILED" in (run_dir / "summary.md").read_text(encoding="utf-8").upper()
     assert latest_run_dir(out / "tiny") is None
 
 
