@@ -615,3 +615,43 @@ def test_portfolio_pdf_is_a4_landscape(tmp_path: Path, capsys) -> None:
     assert float(box.height) == pytest.approx(595.3, abs=1)
     text = " ".join(reader.pages[0].extract_text().split())
     assert "Pilot portfolio" in text and "NO-GO" in text and "page 1 of" in text
+
+
+def test_exported_go_no_go_page_has_reasons_coverage_run_signoff_and_working_links(
+    board_run: dict,
+) -> None:
+    """The board's page, as exported for each sample: parsed, not rendered by hand."""
+    import yaml
+
+    for pilot, run_dir in board_run["run"].items():
+        html = (run_dir / "05_go_no_go_summary.html").read_text(encoding="utf-8")
+        page = parse(html)
+        text = " ".join(" ".join(page.text).split())
+        gate = json.loads((run_dir / "go_no_go_summary.json").read_text())["result"]
+        # the decision, then at most five reasons as bullets, each in the page's summary box
+        summary = html[html.index("board-summary") :]
+        summary = summary[: summary.index("</ul>")]
+        bullets = re.findall(r"<li\b", summary)
+        assert 1 <= len(bullets) <= 5, pilot
+        assert len(bullets) == len(gate["reasons"])
+        for reason in gate["reasons"]:
+            assert reason["headline"] in text, (pilot, reason["headline"])
+        # data coverage, run id and the seal status, before the KPI table
+        kpi_section = text.index("Every KPI against the threshold")
+        for needle in ("Data coverage:", f"run {run_dir.name}", "Thresholds:", "workbook version"):
+            assert -1 < text.find(needle) < kpi_section, (pilot, needle)
+        # the sign-off block names each member of the team the pilot file lists
+        team = yaml.safe_load((SAMPLES / pilot / "pilot.yaml").read_text())["team"]
+        sign_off = text[text.index("Sign-off") :]
+        for member in team:
+            assert member["name"] in sign_off, (pilot, member["name"])
+        assert "Glossary" in text
+        # every link to a phase page lands on a file of the run and an anchor that exists
+        for href in page.hrefs:
+            if href.startswith(("http", "#")):
+                continue
+            target, _, anchor = href.partition("#")
+            assert (run_dir / target).is_file(), (pilot, href)
+            if anchor:
+                ids = set(re.findall(r'id="([^"]+)"', (run_dir / target).read_text()))
+                assert anchor in ids, (pilot, href)
