@@ -27,8 +27,6 @@ import datetime as dt
 import html
 import json
 import math
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,8 @@ import nbformat
 from jinja2 import DictLoader, Environment, select_autoescape
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
+
+from pilot_lib.runs import atomic_write_text
 
 __all__ = [
     "PHASE_TITLES",
@@ -149,15 +149,7 @@ def export_html(notebook: str | Path, target: str | Path, title: str | None = No
     )
     resources = {"metadata": {"name": title or Path(notebook).stem}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    out = Path(target)
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(3)}.tmp")
-    try:  # never a truncated page under the final name
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(target, body)  # never a truncated page under the final name
 
 
 #: Phase number -> the title a reader sees (browser tab, index page, PDF header).
@@ -548,14 +540,7 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
     text = env.from_string(_PORTFOLIO).render(pilots=pilots, kpi_names=kpi_names, skipped=skipped)
     out = Path(target) if target else root / "portfolio.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out, text)
 
 
 def _link(root: Path, path: Path) -> str | None:

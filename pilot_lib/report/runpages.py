@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, select_autoescape
+
+from pilot_lib.runs import atomic_write_text
 
 __all__ = [
     "MAX_REASONS",
@@ -412,14 +412,7 @@ def _index_html(summary: dict[str, Any], folder: Path) -> str:
 
 
 def _write_text(target: Path, text: str) -> Path:
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, text)
 
 
 def write_run_pages(run_dir: str | Path, pilot: Any | None = None) -> dict[str, Any]:
