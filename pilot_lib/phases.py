@@ -7,8 +7,9 @@ phase 5 on its own), so a figure is computed the same way wherever it shows.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -17,8 +18,11 @@ from pilot_lib.config import Pilot
 from pilot_lib.results import ResultFileError, to_jsonable
 
 __all__ = [
+    "PHASE_SECTIONS",
+    "DriftReview",
     "IncidentReview",
     "KpiReview",
+    "Section",
     "UseCaseReview",
     "drift_phase",
     "gather_results",
@@ -26,6 +30,50 @@ __all__ = [
     "kpi_phase",
     "use_case_phase",
 ]
+
+
+class Section(Protocol):
+    """One analysis shown inside a phase beside its main figures (shadow mode, the
+    golden set, the authority policy ...): its findings go to the gate, its result is
+    stored under its key in the phase's result file."""
+
+    findings: list[Finding]
+
+    def to_result(self) -> dict[str, Any]: ...
+
+
+#: The analyses each phase runs beside its main one: ``(result key, "module:function")``.
+#: The function takes ``(pilot, data)`` and returns a :class:`Section`, or None when the
+#: pilot has nothing for it (no data set, no setting) and there is nothing to say.
+#: Kept as strings so that this module imports none of them until a phase runs.
+PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "kpi_baselining": (),
+    "drift_analysis": (),
+    "incident_drill_review": (),
+}
+
+
+def phase_sections(phase: str, pilot: Pilot, data: Any) -> dict[str, Any]:
+    """Run the :data:`PHASE_SECTIONS` of ``phase``; sections that return None are left out."""
+    out: dict[str, Any] = {}
+    for key, target in PHASE_SECTIONS.get(phase, ()):
+        module, _, name = target.partition(":")
+        section = getattr(importlib.import_module(module), name)(pilot, data)
+        if section is not None:
+            out[key] = section
+    return out
+
+
+def _section_findings(sections: dict[str, Any]) -> list[Finding]:
+    return [f for section in sections.values() for f in section.findings]
+
+
+def _with_sections(result: dict[str, Any], sections: dict[str, Any], key: str) -> dict[str, Any]:
+    """``result`` with each section's result under its key and its findings under ``key``."""
+    for name, section in sections.items():
+        result[name] = section.to_result()
+    result[key] = [*result.get(key, []), *to_jsonable(_section_findings(sections))]
+    return result
 
 
 @dataclass
@@ -110,24 +158,28 @@ class KpiReview:
     :meth:`to_result` adds ``data_coverage`` and those findings to the table's result.
     """
 
-    def __init__(self, table: Any, coverage: Any) -> None:
+    def __init__(self, table: Any, coverage: Any, sections: dict[str, Any] | None = None) -> None:
         self.table = table
         self.coverage = coverage  # coverage.DataCoverage
+        #: The phase's other analyses (:data:`PHASE_SECTIONS`), by result key.
+        self.sections = dict(sections or {})
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("table", "coverage"):  # not set yet (e.g. while unpickling)
+        if name in ("table", "coverage", "sections"):  # not set yet (e.g. while unpickling)
             raise AttributeError(name)
+        if name in self.__dict__.get("sections", {}):
+            return self.sections[name]
         return getattr(self.table, name)
 
     @property
     def flags(self) -> list[Finding]:
-        return [*self.table.flags, *self.coverage.findings]
+        return [*self.table.flags, *self.coverage.findings, *_section_findings(self.sections)]
 
     def to_result(self) -> dict[str, Any]:
         result = self.table.to_result()
         result["findings"] = [*result.get("findings", []), *to_jsonable(self.coverage.findings)]
         result["data_coverage"] = self.coverage.to_result()
-        return result
+        return _with_sections(result, self.sections, "findings")
 
 
 def kpi_phase(pilot: Pilot, data: Any, confidence: float = 0.95) -> KpiReview:
@@ -144,14 +196,44 @@ def kpi_phase(pilot: Pilot, data: Any, confidence: float = 0.95) -> KpiReview:
 
         data = load_pilot_data(pilot)
     table = compute_kpis(pilot, data=data, confidence=confidence)
-    return KpiReview(table, data_coverage(pilot, data))
+    return KpiReview(
+        table, data_coverage(pilot, data), phase_sections("kpi_baselining", pilot, data)
+    )
 
 
-def drift_phase(pilot: Pilot, data: Any) -> Any:
-    """Phase 3: :func:`pilot_lib.analysis.drift.drift_report` on the loaded decision log."""
+class DriftReview:
+    """Phase 3: the drift report (:class:`pilot_lib.analysis.drift.DriftReport`) and the
+    phase's other analyses (:data:`PHASE_SECTIONS`).
+
+    Reads like the drift report (every attribute not defined here is the report's, or a
+    section's by its key); ``findings`` and :meth:`to_result` add the sections'.
+    """
+
+    def __init__(self, report: Any, sections: dict[str, Any] | None = None) -> None:
+        self.report = report
+        self.sections = dict(sections or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("report", "sections"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        if name in self.__dict__.get("sections", {}):
+            return self.sections[name]
+        return getattr(self.report, name)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [*self.report.findings, *_section_findings(self.sections)]
+
+    def to_result(self) -> dict[str, Any]:
+        return _with_sections(self.report.to_result(), self.sections, "findings")
+
+
+def drift_phase(pilot: Pilot, data: Any) -> DriftReview:
+    """Phase 3: :func:`pilot_lib.analysis.drift.drift_report` on the loaded decision log,
+    with the phase's other analyses (:data:`PHASE_SECTIONS`)."""
     from pilot_lib.analysis.drift import drift_report
 
-    return drift_report(pilot, data)
+    return DriftReview(drift_report(pilot, data), phase_sections("drift_analysis", pilot, data))
 
 
 @dataclass
@@ -161,13 +243,22 @@ class IncidentReview:
     drills: Any  # drills.DrillReview | None
     approvals: Any  # approvals.ApprovalReview | None
     findings: list[Finding]
+    #: The phase's other analyses (:data:`PHASE_SECTIONS`), by result key; their
+    #: findings are in ``findings`` too.
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(name)
 
     @property
     def blocking(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "blocking"]
 
     def to_result(self) -> dict[str, Any]:
-        return to_jsonable(
+        result = to_jsonable(
             {
                 "drills": self.drills.to_result() if self.drills is not None else None,
                 "approvals": self.approvals.to_result() if self.approvals is not None else None,
@@ -175,6 +266,9 @@ class IncidentReview:
                 "passed": not self.blocking,
             }
         )
+        for name, section in self.sections.items():
+            result[name] = section.to_result()
+        return result
 
 
 def incident_phase(pilot: Pilot, data: Any, sla_minutes: float | None = None) -> IncidentReview:
@@ -216,7 +310,9 @@ def incident_phase(pilot: Pilot, data: Any, sla_minutes: float | None = None) ->
     else:
         approvals = review_approvals(approvals_table, pilot.approvals, sla_minutes=sla_minutes)
         findings.extend(approvals.findings)
-    return IncidentReview(drills=drills, approvals=approvals, findings=findings)
+    sections = phase_sections("incident_drill_review", pilot, data)
+    findings.extend(_section_findings(sections))
+    return IncidentReview(drills=drills, approvals=approvals, findings=findings, sections=sections)
 
 
 _COMPUTE = {

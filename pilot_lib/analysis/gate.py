@@ -839,7 +839,13 @@ _PHASE_NAMES = {
 
 
 def finding_section(f: Finding) -> tuple[str, str]:
-    """The phase page and heading that hold a finding's detail."""
+    """The phase page and heading that hold a finding's detail.
+
+    A finding may name its heading itself (``evidence["section"]``, the exact text of a
+    heading in its phase's notebook); otherwise the heading comes from its code.
+    """
+    if f.evidence.get("section"):
+        return f.phase, str(f.evidence["section"])
     for prefix, where in _FINDING_SECTIONS:
         if f.code.startswith(prefix) or (prefix == "drill" and "drill" in f.code):
             return where
@@ -1057,7 +1063,8 @@ def _finding_group_reason(code_group: str, found: list[Finding]) -> Reason:
             threshold="none",
         )
     msgs = plural_text(" ".join(f.message for f in found))
-    head = {
+    # A finding may carry its own short heading for the board (evidence["headline"]).
+    head = found[0].evidence.get("headline") or {
         "kpi_baselining": "Evidence incomplete",
         "drift_analysis": "Drift finding",
         "incident_drill_review": "Incident review finding",
