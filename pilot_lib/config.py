@@ -45,7 +45,15 @@ __all__ = [
 ]
 
 #: Data sets a pilot file may name (see docs/data-contracts.md).
-DATASET_NAMES = ("candidates", "decisions", "cases", "adoption", "drill_events", "approvals")
+DATASET_NAMES = (
+    "candidates",
+    "decisions",
+    "cases",
+    "adoption",
+    "drill_events",
+    "approvals",
+    "tool_calls",
+)
 
 #: Data sets read only to build another one (``outcomes``: joined into trace decisions).
 AUXILIARY_DATASETS = ("outcomes",)

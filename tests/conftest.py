@@ -66,6 +66,7 @@ DEFAULT_FILES = {
     "adoption": "adoption.csv",
     "drill_events": "drill_events.csv",
     "approvals": "approvals.csv",
+    "tool_calls": "tool_calls.parquet",
 }
 
 
@@ -217,6 +218,46 @@ def tiny_frames(n_decisions: int = 40, seed: int = 7) -> dict[str, pd.DataFrame]
         "drill_events": drill_events,
         "approvals": approvals,
     }
+
+
+def tiny_tool_calls(decisions: pd.DataFrame) -> pd.DataFrame:
+    """A clean ``tool_calls`` frame for ``decisions``: one call per decision to ``crm``,
+    every fourth decision also posts to ``payments`` (side-effecting, with a key)."""
+    rows = []
+    for i, d in enumerate(decisions.itertuples(index=False)):
+        start = pd.Timestamp(d.timestamp) + pd.Timedelta(seconds=1)
+        rows.append(
+            {
+                "call_id": f"call-{i:04d}-a",
+                "decision_id": d.decision_id,
+                "trace_id": d.trace_id,
+                "system": "crm",
+                "tool": "get_customer",
+                "started_at": start,
+                "ended_at": start + pd.Timedelta(milliseconds=180 + 7 * (i % 9)),
+                "status": "ok",
+                "http_status": 200,
+                "attempt": 1,
+                "idempotency_key": None,
+                "side_effect": False,
+                "cost_usd": 0.001,
+            }
+        )
+        if i % 4 == 0:
+            rows.append(
+                rows[-1]
+                | {
+                    "call_id": f"call-{i:04d}-b",
+                    "system": "payments",
+                    "tool": "post_payment",
+                    "started_at": start + pd.Timedelta(seconds=2),
+                    "ended_at": start + pd.Timedelta(seconds=2, milliseconds=400),
+                    "idempotency_key": f"pay-{d.decision_id}",
+                    "side_effect": True,
+                    "cost_usd": 0.01,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:

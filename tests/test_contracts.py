@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pandera.ibis as pa
 import pytest
-from conftest import PILOT_END, PILOT_START, tiny_frames, write_pilot
+from conftest import PILOT_END, PILOT_START, tiny_frames, tiny_tool_calls, write_pilot
 from pandera.errors import SchemaErrors
 
 from pilot_lib.config import DATASET_NAMES, load_pilot
@@ -386,10 +386,11 @@ def test_duplicate_keys_are_resolved_by_the_time_column(tmp_path: Path) -> None:
 
 def test_nothing_is_lost_across_all_data_sets(tmp_path: Path) -> None:
     frames = tiny_frames()
+    frames["tool_calls"] = tiny_tool_calls(frames["decisions"])
     frames["decisions"] = _decision_rows(frames["decisions"])
     data = _load(tmp_path / "p", frames)
     report = data.report()
-    assert report["data set"].tolist() == list(DATASET_NAMES)
+    assert report["data set"].tolist() == [n for n in DATASET_NAMES if n in frames]
     for row in report.itertuples(index=False):
         assert row.rows == len(frames[row[0]])
         assert row.valid + row.quarantined == row.rows
@@ -450,6 +451,7 @@ def test_optional_column_may_be_absent(tmp_path: Path) -> None:
 def test_valid_rows_pass_panderas_own_validation(tmp_path: Path) -> None:
     """An independent check: pandera's Ibis backend accepts every valid table as is."""
     frames = tiny_frames()
+    frames["tool_calls"] = tiny_tool_calls(frames["decisions"])
     frames["decisions"] = _decision_rows(frames["decisions"])
     data = _load(tmp_path / "p", frames)
     for name in DATASET_NAMES:

@@ -272,8 +272,9 @@ def test_quarantine_on_spark_sends_the_same_rows_for_the_same_rules(
     on_duckdb = load_pilot_data(folder, quarantine_dir=dirs[1])
 
     # the files were read by Spark, not by DuckDB
-    assert {on_spark.table(n).get_backend().name for n in DATASET_NAMES} == {"pyspark"}
-    for name in DATASET_NAMES:
+    named = [n for n in DATASET_NAMES if n in expected]
+    assert {on_spark.table(n).get_backend().name for n in named} == {"pyspark"}
+    for name in named:
         q = pd.read_parquet(dirs[0] / f"{name}.parquet")
         got = dict(zip(q["row_key"], q[QUARANTINE_RULE_COLUMN], strict=True))
         # a duplicated key: either copy may be named in the expectation, as in test_contracts

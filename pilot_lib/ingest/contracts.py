@@ -260,6 +260,38 @@ APPROVALS = pa.DataFrameSchema(
     name="approvals",
 )
 
+#: Outcome of one call to a downstream system (docs/data-contracts.md, "tool_calls").
+TOOL_CALL_STATUSES = ("ok", "error_5xx", "error_4xx", "timeout", "circuit_open")
+
+TOOL_CALLS = pa.DataFrameSchema(
+    {
+        "call_id": pa.Column(_STRING, unique=True),
+        "decision_id": pa.Column(_STRING),
+        "trace_id": pa.Column(_STRING, nullable=True),
+        "system": pa.Column(_STRING),
+        "tool": pa.Column(_STRING),
+        "started_at": pa.Column(_TIMESTAMP),
+        # Null: the call never returned (the agent hung on it, or the log was cut).
+        "ended_at": pa.Column(_TIMESTAMP, nullable=True),
+        "status": pa.Column(_STRING, pa.Check.isin(TOOL_CALL_STATUSES, error="unknown status")),
+        "http_status": pa.Column(_INT, nullable=True, required=False),
+        # 1 for the first try of a call, 2 for its first retry, ...
+        "attempt": pa.Column(
+            _INT, pa.Check.ge(1, error="attempt below 1"), required=False, nullable=True
+        ),
+        "idempotency_key": pa.Column(_STRING, nullable=True, required=False),
+        "side_effect": pa.Column(_BOOL, nullable=True, required=False),
+        "cost_usd": pa.Column(_FLOAT, _non_negative("cost_usd"), nullable=True, required=False),
+    },
+    checks=[
+        _row_rule(
+            lambda t: t.ended_at.isnull() | (t.ended_at >= t.started_at),
+            "ended_at before started_at",
+        ),
+    ],
+    name="tool_calls",
+)
+
 #: The static contract of each data set (pilot-dependent checks: :func:`contract`).
 CONTRACTS: dict[str, pa.DataFrameSchema] = {
     "candidates": CANDIDATES,
@@ -268,6 +300,7 @@ CONTRACTS: dict[str, pa.DataFrameSchema] = {
     "adoption": ADOPTION,
     "drill_events": DRILL_EVENTS,
     "approvals": APPROVALS,
+    "tool_calls": TOOL_CALLS,
 }
 
 #: Column that decides which of several rows with the same key is kept (the earliest).
@@ -278,6 +311,7 @@ FIRST_BY: dict[str, str | None] = {
     "adoption": "week",
     "drill_events": "timestamp",
     "approvals": "proposed_at",
+    "tool_calls": "started_at",
 }
 
 
