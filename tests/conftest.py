@@ -8,6 +8,8 @@ that names them. Tests copy a frame, break a few rows on purpose, and write it.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+# pytest-xdist workers run under execnet, whose __main__ has neither __spec__ nor
+# __file__; pyspark.sql.connect then believes it is running its own doctests and calls
+# sys.exit(0) on import without grpc, killing the worker during collection. Give the
+# worker's __main__ the file name a normal interpreter would have.
+if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
+    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
 
 PILOT_START = dt.date(2026, 3, 2)  # a Monday
 PILOT_END = dt.date(2026, 3, 29)
