@@ -89,11 +89,13 @@ CURVE_COLUMNS = [
     "coverage",
     "coverage_low",
     "coverage_high",
+    "coverage_se",
     "known_covered",
     "errors",
     "risk",
     "risk_low",
     "risk_high",
+    "risk_se",
     "risk_design_effect",
     "risk_clusters",
 ]
@@ -550,11 +552,13 @@ def _assemble(
                 "coverage": cov.estimate if cov else math.nan,
                 "coverage_low": cov.low if cov else math.nan,
                 "coverage_high": cov.high if cov else math.nan,
+                "coverage_se": cov.se if cov else math.nan,
                 "known_covered": kn,
                 "errors": e,
                 "risk": risk.estimate if risk else math.nan,
                 "risk_low": risk.low if risk else math.nan,
                 "risk_high": risk.high if risk else math.nan,
+                "risk_se": risk.se if risk else math.nan,
                 "risk_design_effect": risk.design_effect if risk else math.nan,
                 "risk_clusters": risk.clusters if risk else 0,
             }
@@ -684,6 +688,14 @@ def _notes(r: RiskCoverage, key_note: str) -> list[str]:
         f"decisions alone with an error rate of {_pct(today['risk'])} "
         f"({_pct(today['risk_low'])} to {_pct(today['risk_high'])})."
     )
+    deff = today["risk_design_effect"]
+    if r.cluster_by != "none" and math.isfinite(deff) and deff > 2:
+        notes.append(
+            f"That interval is wide because the error rate varies from {r.cluster_by} to "
+            f"{r.cluster_by} (design effect {deff:.1f}): a threshold chosen on the whole "
+            "window holds only if the agent's error rate is stable, which the drift "
+            "findings above judge."
+        )
     if r.target is None:
         notes.append(
             "The pilot file sets no risk_coverage.max_error_rate, so no threshold is "
