@@ -734,6 +734,10 @@ def _selection_gap(r: RiskCoverage) -> bool:
     )
 
 
+def _zero_if_nan(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
 def _findings(r: RiskCoverage) -> list[Finding]:
     out: list[Finding] = []
     c = r.counts
@@ -812,7 +816,9 @@ def _findings(r: RiskCoverage) -> list[Finding]:
         )
     elif r.recommended is not None and r.recommended < r.today:
         rec = r.what_if(r.recommended)
-        gain = rec["coverage"] - today["coverage"]
+        gain = rec["coverage"] - _zero_if_nan(today["coverage"])
+        if not gain > 0:  # a lower threshold that changes nothing: no decision moves
+            return out
         out.append(
             Finding(
                 PHASE,
