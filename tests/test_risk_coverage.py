@@ -360,3 +360,14 @@ def test_bad_target_is_a_pilot_file_error(tmp_path: Path) -> None:
         (folder / name).write_bytes(b"")
     with pytest.raises(PilotFileError, match=r"risk_coverage\.max_error_rate"):
         load_pilot(folder)
+
+
+def test_widget_starts_at_today_and_redraws() -> None:
+    from pilot_lib.report.notebook import risk_coverage_widget
+
+    rc = curve_of(small_log([(0.6, 100, 20), (0.9, 400, 4)]), make_pilot("none", target=0.05))
+    box = risk_coverage_widget(rc)
+    slider, out = box.children
+    assert slider.value == pytest.approx(0.70) and len(slider.options) == 101
+    assert out.outputs  # the first view was drawn
+    slider.value = 0.61  # redraws without raising
