@@ -74,6 +74,19 @@ __all__ = [
 ]
 
 PHASE = "drift_analysis"
+#: Decision-log columns the curve and its what-if read (besides the cluster key's).
+NEEDED_COLUMNS = frozenset(
+    {
+        "timestamp",
+        "confidence",
+        "correct",
+        "escalated",
+        "escalation_reason",
+        "review_minutes",
+        "model_cost_usd",
+        "tool_cost_usd",
+    }
+)
 #: The notebook section the findings point to (phase 3).
 SECTION = "Where to set the confidence threshold (risk-coverage)"
 #: Outcome-known shares above and below today's threshold further apart than this
@@ -635,13 +648,13 @@ def _assemble(
 def risk_coverage(pilot: Pilot, data: Any) -> RiskCoverage | None:
     """Phase 3 section ``risk_coverage`` (:data:`pilot_lib.phases.PHASE_SECTIONS`).
 
-    None when the pilot has no decision log or the log has no ``confidence`` or
-    ``correct`` column (nothing to say).
+    None when the pilot has no decision log or the log lacks a column of
+    :data:`NEEDED_COLUMNS` (the data contract requires them all: a hand-made table).
     """
     table = data.table("decisions") if hasattr(data, "table") else getattr(data, "decisions", data)
     if table is None or not isinstance(table, ir.Table):
         return None
-    if not {"confidence", "correct", "timestamp"} <= set(table.columns):
+    if not NEEDED_COLUMNS <= set(table.columns):
         return None
     return risk_coverage_from_table(table, pilot)
 
