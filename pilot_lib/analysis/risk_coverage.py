@@ -654,7 +654,7 @@ def risk_coverage(pilot: Pilot, data: Any) -> RiskCoverage | None:
     table = data.table("decisions") if hasattr(data, "table") else getattr(data, "decisions", data)
     if table is None or not isinstance(table, ir.Table):
         return None
-    if not NEEDED_COLUMNS <= set(table.columns):
+    if not set(table.columns) >= NEEDED_COLUMNS:
         return None
     return risk_coverage_from_table(table, pilot)
 
