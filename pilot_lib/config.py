@@ -571,6 +571,21 @@ class DataSufficiency(_Strict):
         return float(self.max_quarantined_share)
 
 
+class RiskCoverageSettings(_Strict):
+    """Where to set ``confidence_threshold``: the risk-coverage curve (phase 3).
+
+    - ``max_error_rate``: the error rate the business accepts among the decisions the
+      agent handles without a human (0.05 = 5%). The recommended threshold is the
+      lowest whose error rate meets it *with its interval* (upper bound at or below
+      it). Leave it out to see the curve with no recommendation.
+    - ``grid_step``: the spacing of the thresholds the curve is computed at (default
+      0.01: 0, 0.01, ..., 1); today's ``confidence_threshold`` is always added.
+    """
+
+    max_error_rate: float | None = Field(default=None, gt=0, lt=1)
+    grid_step: float = Field(default=0.01, ge=0.001, le=0.1)
+
+
 class Pilot(_Strict):
     """A validated pilot file. Build it with :func:`load_pilot`."""
 
@@ -595,6 +610,7 @@ class Pilot(_Strict):
     statistics: StatisticsSettings = StatisticsSettings()
     data_sufficiency: DataSufficiency = DataSufficiency()
     team: list[TeamMember] = Field(default_factory=list)
+    risk_coverage: RiskCoverageSettings = RiskCoverageSettings()
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)

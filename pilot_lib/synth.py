@@ -162,6 +162,9 @@ costs:
   manual_cost_per_case_usd: 14.50   # fully manual handling of one standard claim
 
 confidence_threshold: 0.70          # below it the agent escalates
+# The error rate accepted among the decisions the agent handles alone (phase 3 shows
+# the lowest confidence_threshold that keeps it, interval included).
+risk_coverage: {max_error_rate: 0.08}
 
 drift:
   features: [claim_amount, vehicle_age_years, channel, damage_type, photos_attached]
@@ -241,6 +244,9 @@ costs:
   manual_cost_per_case_usd: 4.20    # manual triage and routing of one ticket
 
 confidence_threshold: 0.70          # below it the agent escalates
+# The share of misrouted tickets accepted among those the agent routes alone (phase 3
+# shows the lowest confidence_threshold that keeps it, interval included).
+risk_coverage: {max_error_rate: 0.10}
 
 drift:
   features: [ticket_length_chars, abbreviation_ratio, priority, category, source_system]

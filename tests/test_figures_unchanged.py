@@ -21,6 +21,9 @@ Changed on purpose, and checked elsewhere against independent computations:
   now carry the data-coverage line (``tests/test_gate.py``, ``tests/test_coverage.py``).
 
 New keys (design effects, coverage, limits) may appear; no key may disappear.
+Findings of analyses added since (their codes in ``NEW_FINDING_CODES``) are new
+rows, not moved figures: they are set aside before the comparison, so that the
+findings that were there keep their places.
 """
 
 from __future__ import annotations
@@ -53,6 +56,32 @@ CHANGED_ON_PURPOSE = {
         r"^/verdicts\[\]/(low|high|reason)$|^/rationale$|^/pilot_file_sha256$"
     ),
 }
+#: Codes of findings raised by analyses added after these results were written (issue 13:
+#: the risk-coverage curve); checked in their own tests (``tests/test_risk_coverage.py``).
+NEW_FINDING_CODES = frozenset(
+    {
+        "threshold_could_go_lower",
+        "risk_above_target",
+        "risk_not_shown_within_target",
+        "risk_coverage_no_outcomes",
+        "risk_coverage_outcome_selection",
+    }
+)
+
+
+def _without_new_findings(value: Any) -> Any:
+    """``value`` with every finding whose code is in ``NEW_FINDING_CODES`` left out."""
+    if isinstance(value, dict):
+        return {k: _without_new_findings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [
+            _without_new_findings(v)
+            for v in value
+            if not (isinstance(v, dict) and v.get("code") in NEW_FINDING_CODES)
+        ]
+    return value
+
+
 #: Findings about the control chart changed with its method (their code may change too).
 _FINDING = re.compile(r"^(/(?:findings|other_findings|blocking_findings)\[\d+\])/")
 
@@ -84,7 +113,7 @@ def now_and_before(request, tmp_path_factory) -> tuple[str, dict[str, Any], dict
         "incident_drill_review": incident_phase(pilot, data).to_result(),
     }
     results["go_no_go_summary"] = to_jsonable(evaluate_gate(pilot, results).to_result())
-    results = json.loads(json.dumps(to_jsonable(results)))
+    results = _without_new_findings(json.loads(json.dumps(to_jsonable(results))))
     before = {
         phase: json.loads((BEFORE / name / f"{phase}.json").read_text(encoding="utf-8"))
         for phase in results

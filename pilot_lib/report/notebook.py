@@ -1254,3 +1254,44 @@ def sign_off(pilot: Pilot, decision: Any) -> Any:
     from pilot_lib.report.board import sign_off_html
 
     return HTML(sign_off_html(pilot, decision))
+
+
+# ---- phase 3: risk-coverage (issue 13) ----------------------------------------
+
+
+def risk_coverage_widget(section: Any) -> Any:
+    """A confidence-threshold slider over the risk-coverage curve (phase 3).
+
+    ``section`` is ``report.risk_coverage`` (:class:`pilot_lib.analysis.risk_coverage.
+    RiskCoverage`). The slider moves along the curve's grid and starts at today's
+    threshold; the table shows, today against the chosen threshold, the coverage,
+    the error rate with its interval, escalations and reviewer hours a week and the
+    cost per decision (:meth:`RiskCoverage.what_if_view`; its assumptions are in the
+    module docstring).
+    """
+    import ipywidgets as w
+    from IPython.display import display
+
+    grid = [float(t) for t in section.curve["threshold"]]
+    slider = w.SelectionSlider(
+        options=[(f"{t:.2f}", t) for t in grid],
+        value=grid[min(range(len(grid)), key=lambda i: abs(grid[i] - section.today))],
+        description="Confidence threshold",
+        style=_LABEL_STYLE,
+        continuous_update=False,
+    )
+    target = section.target
+
+    def show(threshold: float) -> None:
+        row = section.at(threshold)
+        if target is None:
+            verdict = "no target in the pilot file (risk_coverage.max_error_rate)"
+        elif not math.isfinite(row["risk_high"]):
+            verdict = "no decision with a known outcome at this threshold"
+        elif row["risk_high"] <= target:
+            verdict = f"meets the target {100 * target:.1f}% with its interval"
+        else:
+            verdict = f"not shown to meet the target {100 * target:.1f}%"
+        display(table(section.what_if_view(threshold), f"Threshold {threshold:.2f}: {verdict}"))
+
+    return w.VBox([slider, live_output(show, {"threshold": slider})])
