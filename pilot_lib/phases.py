@@ -49,7 +49,9 @@ class Section(Protocol):
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "kpi_baselining": (),
     "drift_analysis": (),
-    "incident_drill_review": (),
+    "incident_drill_review": (
+        ("audit_trail", "pilot_lib.analysis.audit_trail:audit_trail_review"),
+    ),
 }
 
 
