@@ -35,6 +35,7 @@ from pilot_lib.errors import WorkbookError
 __all__ = [
     "AUXILIARY_DATASETS",
     "DATASET_NAMES",
+    "AuditTrailSettings",
     "KPI_NAMES",
     "TRACE_FORMATS",
     "Pilot",
@@ -506,6 +507,20 @@ class StatisticsSettings(_Strict):
     interim: bool = False
 
 
+class AuditTrailSettings(_Strict):
+    """How complete the decision chains must be (phase 4, docs/pilot-file.md).
+
+    - ``min_complete_share``: decisions whose chain is complete (request -> model
+      call -> tool call -> approval when required -> executed action, each link
+      that applies on record) over all decisions, at least (default 0.99). Below
+      it: a blocking finding. It is judged on the measured share: every decision
+      of the window is counted, so the share is a census of the pilot, not a sample
+      estimate (the interval shown describes the process behind it).
+    """
+
+    min_complete_share: float = Field(default=0.99, ge=0, le=1)
+
+
 class DataSufficiency(_Strict):
     """Limits on missing and quarantined evidence; beyond one, the gate cannot say GO.
 
@@ -609,6 +624,7 @@ class Pilot(_Strict):
     traces: TraceSettings | None = None
     statistics: StatisticsSettings = StatisticsSettings()
     data_sufficiency: DataSufficiency = DataSufficiency()
+    audit_trail: AuditTrailSettings = AuditTrailSettings()
     team: list[TeamMember] = Field(default_factory=list)
     risk_coverage: RiskCoverageSettings = RiskCoverageSettings()
 
