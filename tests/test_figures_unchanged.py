@@ -65,6 +65,9 @@ NEW_FINDING_CODES = frozenset(
         "risk_not_shown_within_target",
         "risk_coverage_no_outcomes",
         "risk_coverage_outcome_selection",
+        "audit_trail_incomplete",
+        "audit_trail_gaps",
+        "audit_trail_tools_unchecked",
     }
 )
 
