@@ -45,7 +45,15 @@ __all__ = [
 ]
 
 #: Data sets a pilot file may name (see docs/data-contracts.md).
-DATASET_NAMES = ("candidates", "decisions", "cases", "adoption", "drill_events", "approvals")
+DATASET_NAMES = (
+    "candidates",
+    "decisions",
+    "cases",
+    "adoption",
+    "drill_events",
+    "approvals",
+    "policy_versions",
+)
 
 #: Data sets read only to build another one (``outcomes``: joined into trace decisions).
 AUXILIARY_DATASETS = ("outcomes",)
@@ -313,6 +321,9 @@ class ApprovalPolicy(_Strict):
     sla_minutes: float = Field(gt=0)
     levels: list[AuthorityLevel] = Field(min_length=1)
     timeout_action: Literal["reject", "escalate"] = "reject"
+    #: Actions, after a recorded threshold change, that may still follow the old policy
+    #: before the first follows the new one (the playbook: "within one decision cycle").
+    policy_change_max_lag_decisions: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _ladder(self) -> ApprovalPolicy:

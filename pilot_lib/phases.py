@@ -49,7 +49,9 @@ class Section(Protocol):
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "kpi_baselining": (),
     "drift_analysis": (),
-    "incident_drill_review": (),
+    "incident_drill_review": (
+        ("authority_policy", "pilot_lib.analysis.authority:authority_review"),
+    ),
 }
 
 
