@@ -310,7 +310,12 @@ def incident_phase(pilot: Pilot, data: Any, sla_minutes: float | None = None) ->
             )
         )
     else:
-        approvals = review_approvals(approvals_table, pilot.approvals, sla_minutes=sla_minutes)
+        from pilot_lib.analysis.authority import load_policy_versions
+
+        versions = load_policy_versions(pilot, data)[0]  # thresholds changed mid-pilot
+        approvals = review_approvals(
+            approvals_table, pilot.approvals, sla_minutes=sla_minutes, versions=versions
+        )
         findings.extend(approvals.findings)
     sections = phase_sections("incident_drill_review", pilot, data)
     findings.extend(_section_findings(sections))

@@ -827,7 +827,9 @@ def _changes_table(
                 .execute()
             )
             first_id = str(hit["action_id"].iloc[0])
-        if n_aff == 0:
+        if v.levels == versions[i - 1].levels:
+            status = "no change in thresholds"
+        elif n_aff == 0:
             status = "not exercised"
         elif first_at is None:
             status = "never followed"
@@ -835,7 +837,7 @@ def _changes_table(
             status = "honoured"
         else:
             status = "late"
-        ok[i] = status == "honoured"
+        ok[i] = status in ("honoured", "no change in thresholds")
         rows.append(
             {
                 "policy_version": v.name,
