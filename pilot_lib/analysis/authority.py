@@ -120,9 +120,7 @@ route(version, amount) := r if {
 decision := route(object.get(input, "policy_version", data.authority_policy.current), input.amount)
 
 # Autonomous execution is allowed when the deciding level needs no approval.
-default allow_autonomous := false
-
-allow_autonomous if not decision.requires_approval
+allow_autonomous := decision.requires_approval == false
 
 # A batch: input {"policy_version": "v2", "amounts": [...]} gives the rank of each amount.
 batch_ranks := [i |
