@@ -120,7 +120,9 @@ route(version, amount) := r if {
 decision := route(object.get(input, "policy_version", data.authority_policy.current), input.amount)
 
 # Autonomous execution is allowed when the deciding level needs no approval.
-allow_autonomous := decision.requires_approval == false
+default allow_autonomous := false
+
+allow_autonomous if not decision.requires_approval
 
 # A batch: input {"policy_version": "v2", "amounts": [...]} gives the rank of each amount.
 batch_ranks := [i |
