@@ -605,7 +605,14 @@ def _what_if(
         )
         for lvl in levels
     ]
-    ApprovalPolicy(sla_minutes=pilot.approvals.sla_minutes, levels=changed)  # valid ladder?
+    try:
+        ApprovalPolicy(sla_minutes=pilot.approvals.sla_minutes, levels=changed)
+    except ValueError:
+        limits = {lvl.name: lvl.max_amount for lvl in changed}
+        raise ValueError(
+            f"the limits {limits} do not form a ladder: each max_amount must be above the one "
+            "below it, and only the highest level may have none"
+        ) from None
     now = _pilot_version(levels)
     scenario = PolicyVersion("what_if", None, tuple(changed))
     rego = RegoAuthority(policy_document([now, scenario]))
