@@ -464,3 +464,27 @@ def test_authority_widget_draws_the_what_if_and_refuses_a_broken_ladder(reviews)
     )
     with pytest.raises(ValueError, match="do not form a ladder"):
         review.what_if({"autonomous": 9000.0})
+
+
+def test_a_policy_version_that_is_not_a_ladder_is_quarantined_whole() -> None:
+    from pilot_lib.ingest.contracts import validate_dataset
+
+    good = _versions_csv("2026-03-02 12:00:00")
+    bad = good[good.policy_version == "v2"].assign(policy_version="v3")
+    bad.loc[bad.level == "lead", "max_amount"] = None  # two levels without a limit
+    twice = good[good.policy_version == "v1"].assign(policy_version="v4")
+    twice.loc[twice.level == "lead", "level"] = "auto"  # a level listed twice
+    moved = good[good.policy_version == "v1"].assign(policy_version="v5")
+    moved.loc[moved.level == "head", "effective_at"] = pd.Timestamp("2026-04-01")
+    split = validate_dataset(
+        "policy_versions", ibis.memtable(pd.concat([good, bad, twice, moved], ignore_index=True))
+    )
+    valid = split.valid.execute()
+    quarantined = split.quarantined.execute()
+    assert sorted(valid.policy_version.unique()) == ["v1", "v2"]
+    rules = quarantined.groupby("policy_version")["_quarantine_rule"].agg(set).to_dict()
+    assert rules == {
+        "v3": {"policy_version with more than one level without max_amount"},
+        "v4": {"policy_version with a level listed twice"},
+        "v5": {"policy_version with more than one effective_at"},
+    }

@@ -34,6 +34,7 @@ KEYS = {
     "adoption": ["user_id", "week"],
     "drill_events": ["drill_id", "event", "timestamp"],
     "approvals": ["action_id"],
+    "policy_versions": ["policy_version", "level"],
 }
 
 
