@@ -54,6 +54,7 @@ DATASET_NAMES = (
     "drill_events",
     "approvals",
     "tool_calls",
+    "policy_versions",
 )
 
 #: Data sets read only to build another one (``outcomes``: joined into trace decisions).
@@ -322,6 +323,9 @@ class ApprovalPolicy(_Strict):
     sla_minutes: float = Field(gt=0)
     levels: list[AuthorityLevel] = Field(min_length=1)
     timeout_action: Literal["reject", "escalate"] = "reject"
+    #: Actions, after a recorded threshold change, that may still follow the old policy
+    #: before the first follows the new one (the playbook: "within one decision cycle").
+    policy_change_max_lag_decisions: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _ladder(self) -> ApprovalPolicy:

@@ -53,6 +53,7 @@ PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "incident_drill_review": (
         ("audit_trail", "pilot_lib.analysis.audit_trail:audit_trail_review"),
+        ("authority_policy", "pilot_lib.analysis.authority:authority_review"),
     ),
 }
 
@@ -312,7 +313,12 @@ def incident_phase(pilot: Pilot, data: Any, sla_minutes: float | None = None) ->
             )
         )
     else:
-        approvals = review_approvals(approvals_table, pilot.approvals, sla_minutes=sla_minutes)
+        from pilot_lib.analysis.authority import load_policy_versions
+
+        versions = load_policy_versions(pilot, data)[0]  # thresholds changed mid-pilot
+        approvals = review_approvals(
+            approvals_table, pilot.approvals, sla_minutes=sla_minutes, versions=versions
+        )
         findings.extend(approvals.findings)
     sections = phase_sections("incident_drill_review", pilot, data)
     findings.extend(_section_findings(sections))

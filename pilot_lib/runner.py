@@ -1117,6 +1117,10 @@ class _Batch:
             s.ingest = "skipped"
             s.outcome.ingest = IngestRun(status="skipped", error="the pilot file did not load")
             return
+        # The decision-authority policy as Open Policy Agent reads it (phase 4 replays it).
+        from pilot_lib.analysis.authority import write_policy
+
+        write_policy(run_dir, s.loaded)
         s.ingest = "running"
         self.ingesting = s
         # for the kernels' warm-up only (resolve_engine, in the ingest, is the rule)

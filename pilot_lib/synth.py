@@ -17,7 +17,10 @@ Presets
     creep up to a daily rate near 0.16, confidence stays high while ``correct``
     drops); prompt v1.3 (week 9 on) fixes it. The key features
     (``claim_amount``, ``damage_type``) never move. The kill-switch drill
-    passes; approvals have a few SLA timeouts and no violation.
+    passes; approvals have a few SLA timeouts and no violation. On 2026-04-13
+    09:00 governance lowers the autonomous limit from $2,500 to $2,000
+    (``policy_versions.csv``: ``v1`` from the pilot start, ``v2`` from then);
+    the agent routes every action proposed from then on by the new limits.
 ``it-ticket-routing``
     97% lab accuracy, but in production only about 52% of decisions are
     accepted: users re-route tickets by hand (overrides near 0.38), about a
@@ -146,6 +149,7 @@ datasets:
   adoption: {path: adoption.csv}
   drill_events: {path: drill_events.csv}
   approvals: {path: approvals.csv}
+  policy_versions: {path: policy_versions.csv}
 
 # Go/no-go thresholds, agreed by the business owner and the governance lead.
 kpis:
@@ -431,6 +435,9 @@ class _Preset:
     candidates: tuple[tuple, ...]
     features: Callable[[np.random.Generator, np.ndarray], _Features] = field(repr=False)
     behaviour: Callable[[np.ndarray, np.ndarray, _Features], _Behaviour] = field(repr=False)
+    #: A threshold change mid-pilot: (effective from, new ``level_max``). Actions proposed
+    #: from then on are routed by the new limits, and ``policy_versions.csv`` records both.
+    policy_change: tuple[dt.datetime, tuple[float, ...]] | None = None
 
     @property
     def pilot_start_ts(self) -> dt.datetime:
@@ -666,6 +673,9 @@ _PRESETS: dict[str, _Preset] = {
         candidates=_CLAIMS_CANDIDATES,
         features=_claims_features,
         behaviour=_claims_behaviour,
+        # Governance lowers the autonomous limit from $2,500 to $2,000 in week 7; the agent's
+        # routing follows from the next action on (phase 4 replays it through the Rego policy).
+        policy_change=(dt.datetime(2026, 4, 13, 9, 0), (2000.0, 7500.0)),
     ),
     "it-ticket-routing": _Preset(
         name="it-ticket-routing",
@@ -1255,6 +1265,10 @@ def _approvals_frame(preset: _Preset, rows: int, seed: int, clock: _Clock) -> pd
         np.clip(rng.lognormal(np.log(preset.amount_median), preset.amount_sigma, n), low, high), 2
     )
     level = np.searchsorted(np.array(preset.level_max), amount, side="left")
+    if preset.policy_change is not None:  # routed by the limits in force when proposed
+        changed_at, new_max = preset.policy_change
+        after = proposed >= _epoch_us(changed_at)
+        level = np.where(after, np.searchsorted(np.array(new_max), amount, side="left"), level)
     auto = level == 0
     latency_min = rng.lognormal(np.log(preset.approval_median_min), preset.approval_sigma, n)
     timed_out = ~auto & (latency_min > preset.sla_minutes)
@@ -1308,6 +1322,29 @@ def _approvals_frame(preset: _Preset, rows: int, seed: int, clock: _Clock) -> pd
     frame.loc[unparseable_row, "proposed_at"] = "not-a-date"
     frame.loc[negative_row, "amount"] = -120.0
     return frame
+
+
+def _policy_versions_frame(preset: _Preset) -> pd.DataFrame | None:
+    """The authority ladder before and after ``preset.policy_change`` (None: no change)."""
+    if preset.policy_change is None:
+        return None
+    changed_at, new_max = preset.policy_change
+    rows = []
+    for version, start, limits in (
+        ("v1", preset.pilot_start_ts, preset.level_max),
+        ("v2", changed_at, new_max),
+    ):
+        for rank, name in enumerate(preset.level_names):
+            rows.append(
+                {
+                    "policy_version": version,
+                    "effective_at": start.strftime("%Y-%m-%d %H:%M:%S"),
+                    "level": name,
+                    "max_amount": limits[rank] if rank < len(limits) else None,
+                    "requires_approval": "false" if rank == 0 else "true",
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _drill_frame(preset: _Preset, seed: int) -> pd.DataFrame:
@@ -1419,6 +1456,9 @@ def generate_pilot(
         (folder / "decisions.parquet").unlink()
     _write_csv(_adoption_frame(spec, adoption), folder / "adoption.csv")
     _write_csv(_approvals_frame(spec, rows, seed, clock), folder / "approvals.csv")
+    versions = _policy_versions_frame(spec)
+    if versions is not None:
+        _write_csv(versions, folder / "policy_versions.csv")
     _write_csv(_drill_frame(spec, seed), folder / "drill_events.csv")
     _write_csv(_candidates_frame(spec), folder / "candidates.csv")
     return folder

@@ -76,6 +76,7 @@ DEFAULT_FILES = {
     "drill_events": "drill_events.csv",
     "approvals": "approvals.csv",
     "tool_calls": "tool_calls.parquet",
+    "policy_versions": "policy_versions.csv",
 }
 
 
@@ -226,6 +227,16 @@ def tiny_frames(n_decisions: int = 40, seed: int = 7) -> dict[str, pd.DataFrame]
         "adoption": adoption,
         "drill_events": drill_events,
         "approvals": approvals,
+        # the pilot file's ladder, recorded as in force from before the first action
+        "policy_versions": pd.DataFrame(
+            {
+                "policy_version": ["v1", "v1", "v1"],
+                "effective_at": [pd.Timestamp("2026-03-01 00:00:00")] * 3,
+                "level": ["autonomous", "adjuster", "supervisor"],
+                "max_amount": [2500.0, 7500.0, None],
+                "requires_approval": [False, True, True],
+            }
+        ),
     }
 
 
@@ -307,5 +318,5 @@ def write_pilot(
 
 @pytest.fixture
 def tiny_pilot(tmp_path: Path) -> Path:
-    """A folder holding a small, valid pilot (all six data sets, no bad rows)."""
+    """A folder holding a small, valid pilot (all seven data sets, no bad rows)."""
     return write_pilot(tmp_path / "tiny")

@@ -34,6 +34,7 @@ KEYS = {
     "adoption": ["user_id", "week"],
     "drill_events": ["drill_id", "event", "timestamp"],
     "approvals": ["action_id"],
+    "policy_versions": ["policy_version", "level"],
 }
 
 
@@ -454,7 +455,10 @@ def test_valid_rows_pass_panderas_own_validation(tmp_path: Path) -> None:
     frames["tool_calls"] = tiny_tool_calls(frames["decisions"])
     frames["decisions"] = _decision_rows(frames["decisions"])
     data = _load(tmp_path / "p", frames)
-    for name in DATASET_NAMES:
+    # policy_versions' rules judge a version's rows together (window functions), which
+    # pandera's Ibis backend cannot aggregate (DuckDB: no window inside an aggregate);
+    # tests/test_authority.py checks them on planted bad versions instead.
+    for name in [n for n in DATASET_NAMES if n != "policy_versions"]:
         schema = contract(name, data.pilot)
         validated = schema.validate(data.table(name), lazy=True)
         assert validated.count().to_pyarrow().as_py() == data.checks[name].valid
@@ -470,7 +474,13 @@ def test_pilot_data_without_a_data_set(tmp_path: Path) -> None:
     del frames["candidates"], frames["approvals"]
     data = _load(tmp_path / "p", frames)
     assert data.candidates is None and data.approvals is None
-    assert data.report()["data set"].tolist() == ["decisions", "cases", "adoption", "drill_events"]
+    assert data.report()["data set"].tolist() == [
+        "decisions",
+        "cases",
+        "adoption",
+        "drill_events",
+        "policy_versions",
+    ]
     with pytest.raises(KeyError):
         data.table("no_such_set")
 

@@ -85,6 +85,17 @@ def _without_new_findings(value: Any) -> Any:
     return value
 
 
+#: Leaves changed on purpose for one sample pilot only, per (pilot, phase).
+CHANGED_FOR_PILOT = {
+    # claims-auto records a threshold change (issue 12, policy_versions.csv): from
+    # 2026-04-13 09:00 the autonomous limit is $2,000, so the 28 actions proposed after it
+    # with amounts in ($2,000, $2,500] went to an adjuster; the approval review judges
+    # each action by the policy in force when it was proposed, so its request counts,
+    # SLA share and latencies moved (tests/test_authority.py recounts them from the rows).
+    ("claims-auto", "incident_drill_review"): re.compile(r"^/approvals/"),
+}
+#: Findings (by code) whose figures moved on purpose for one sample pilot, any phase.
+FINDINGS_CHANGED_FOR_PILOT = {"claims-auto": ("approval_sla_share",)}
 #: Findings about the control chart changed with its method (their code may change too).
 _FINDING = re.compile(r"^(/(?:findings|other_findings|blocking_findings)\[\d+\])/")
 
@@ -145,6 +156,13 @@ def test_every_figure_is_unchanged(now_and_before, phase: str) -> None:
         if on_purpose is not None and on_purpose.search(re.sub(r"\[\d+\]", "[]", path)):
             continue
         finding = _FINDING.match(path)
+        for_pilot = CHANGED_FOR_PILOT.get((name, phase))
+        if for_pilot is not None and for_pilot.search(path):
+            continue
+        if finding and before.get(finding.group(1) + "/code") in FINDINGS_CHANGED_FOR_PILOT.get(
+            name, ()
+        ):
+            continue
         if finding and str(before.get(finding.group(1) + "/code", "")).startswith("escalation_"):
             continue
         new = now[path]

@@ -662,7 +662,23 @@ def test_claims_approvals_have_timeouts_and_no_violation(claims) -> None:
     frame = approvals_frame(CLAIMS, claims)
     assert 500 <= len(frame) <= 700
     policy = claims.approvals
-    assert (frame["required_level"] == frame["amount"].map(policy.required_level)).all()
+    # from 2026-04-13 09:00 the autonomous limit is $2,000 (policy_versions.csv)
+    lowered = policy.model_copy(
+        update={
+            "levels": [
+                policy.levels[0].model_copy(update={"max_amount": 2000.0}),
+                *policy.levels[1:],
+            ]
+        }
+    )
+    after = frame["proposed_at"] >= pd.Timestamp("2026-04-13 09:00")
+    expected = (
+        frame["amount"]
+        .map(policy.required_level)
+        .where(~after, frame["amount"].map(lowered.required_level))
+    )
+    assert (frame["required_level"] == expected).all()
+    assert (frame["required_level"] != frame["amount"].map(policy.required_level)).sum() == 28
     assert set(frame["required_level"]) == {"autonomous", "adjuster", "supervisor"}
     auto = frame["decision"] == "auto"
     assert (frame.loc[auto, "required_level"] == "autonomous").all()

@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -350,6 +350,7 @@ def review_approvals(
     policy: ApprovalPolicy,
     sla_minutes: float | None = None,
     confidence: float = 0.95,
+    versions: Sequence[Any] | None = None,
 ) -> ApprovalReview:
     """Review human approvals against the decision-authority ``policy``.
 
@@ -368,6 +369,13 @@ def review_approvals(
         Approval SLA in minutes; ``None`` uses ``policy.sla_minutes``.
     confidence:
         Coverage of the Wilson interval on the within-SLA share.
+    versions:
+        The threshold changes in force over the pilot, oldest first, each with
+        ``effective_at`` (a timestamp, None for "from the start") and ``levels``
+        (the same level names and ``requires_approval`` as ``policy``, other
+        ``max_amount``): :func:`pilot_lib.analysis.authority.load_policy_versions`.
+        An action's policy level is then the one of the version in force at its
+        ``proposed_at``. None: ``policy``'s levels throughout.
 
     Returns
     -------
@@ -380,7 +388,7 @@ def review_approvals(
     sla = _check_sla(policy.sla_minutes if sla_minutes is None else sla_minutes)
 
     findings: list[Finding] = []
-    with _cleaned_table(approvals, policy, findings) as cleaned:
+    with _cleaned_table(approvals, policy, findings, versions) as cleaned:
         facts = _latency_facts(cleaned.work, policy)
         frame = _rows_of_interest(cleaned.work, sla)
     n_raw, n_unusable, n_duplicates = cleaned.n_raw, cleaned.n_unusable, cleaned.n_duplicates
@@ -388,7 +396,12 @@ def review_approvals(
     level_names = [lvl.name for lvl in policy.levels]
     requires = {lvl.name: lvl.requires_approval for lvl in policy.levels}
     frame["policy_level"] = pd.Series(
-        [policy.required_level(float(a)) for a in frame["amount"]], index=frame.index, dtype=object
+        [
+            _policy_in_force(policy, versions, t).required_level(float(a))
+            for a, t in zip(frame["amount"], frame["proposed_at"], strict=True)
+        ],
+        index=frame.index,
+        dtype=object,
     )
     frame["needs_approval"] = frame["policy_level"].map(requires).astype(bool)
     frame["policy_rank"] = frame["policy_level"].map(policy.level_rank)
@@ -737,7 +750,10 @@ class _Cleaned:
 
 @contextlib.contextmanager
 def _cleaned_table(
-    approvals: Any, policy: ApprovalPolicy, findings: list[Finding]
+    approvals: Any,
+    policy: ApprovalPolicy,
+    findings: list[Finding],
+    versions: Sequence[Any] | None = None,
 ) -> Iterator[_Cleaned]:
     """Clean the approvals (unusable and duplicate rows become findings) and derive the
     columns every figure is counted from.
@@ -762,7 +778,7 @@ def _cleaned_table(
         n_raw = len(raw)
         table = ibis.memtable(frame[list(_CLEAN_SCHEMA)], schema=_CLEAN_SCHEMA)
         marked = table.mutate(_reason=ibis.null().cast("string"))
-    derived = _derive(marked, policy)
+    derived = _derive(marked, policy, versions)
     work = derived.cache()
     try:
         if in_engine:
@@ -987,18 +1003,48 @@ def _flag(expr: ir.BooleanValue) -> ir.BooleanValue:
     return expr.fill_null(False)
 
 
-def _derive(clean: ir.Table, policy: ApprovalPolicy) -> ir.Table:
+def _policy_in_force(policy: ApprovalPolicy, versions: Sequence[Any] | None, at: Any) -> Any:
+    """The ladder in force at ``at`` (``policy`` itself without versions or a time)."""
+    chosen: Any = policy
+    if versions and at is not None and not pd.isna(at):
+        for v in versions:
+            if v.effective_at is None or pd.Timestamp(at) >= v.effective_at:
+                chosen = ApprovalPolicy(
+                    sla_minutes=policy.sla_minutes,
+                    levels=list(v.levels),
+                    timeout_action=policy.timeout_action,
+                )
+    return chosen
+
+
+def _level_expr(amount: ir.NumericValue, levels: Sequence[Any]) -> ir.StringValue:
+    names = [lvl.name for lvl in levels]
+    bounded = [(lvl.name, lvl.max_amount) for lvl in levels if lvl.max_amount is not None]
+    if bounded:
+        return ibis.cases(
+            *[(amount <= float(limit), name) for name, limit in bounded], else_=names[-1]
+        )
+    return ibis.literal(names[-1])
+
+
+def _derive(
+    clean: ir.Table, policy: ApprovalPolicy, versions: Sequence[Any] | None = None
+) -> ir.Table:
     """The cleaned approvals with the columns every figure is counted from (no SLA yet)."""
     levels = policy.levels
     names = [lvl.name for lvl in levels]
-    bounded = [(lvl.name, lvl.max_amount) for lvl in levels if lvl.max_amount is not None]
     amount = clean.amount
-    if bounded:
+    policy_level = _level_expr(amount, levels)
+    # Threshold changes: the ladder in force at proposed_at (latest change first).
+    timed = [v for v in (versions or []) if v.effective_at is not None]
+    if timed:
         policy_level = ibis.cases(
-            *[(amount <= float(limit), name) for name, limit in bounded], else_=names[-1]
+            *[
+                (clean.proposed_at >= v.effective_at.to_pydatetime(), _level_expr(amount, v.levels))
+                for v in reversed(timed)
+            ],
+            else_=policy_level,
         )
-    else:
-        policy_level = ibis.literal(names[-1])
     needing = [lvl.name for lvl in levels if lvl.requires_approval]
     t = clean.mutate(policy_level=policy_level)
     needs = _flag(t.policy_level.isin(needing)) if needing else ibis.literal(False)

@@ -292,6 +292,49 @@ TOOL_CALLS = pa.DataFrameSchema(
     name="tool_calls",
 )
 
+
+def _per_version(t: ir.Table, value: ir.Value) -> ir.Value:
+    """``value`` aggregated over the rows of the same ``policy_version`` (a window)."""
+    return value.over(group_by=t.policy_version)
+
+
+# One row per authority level per policy version. A version's rows together must form a
+# ladder like the pilot file's ``approvals.levels`` (levels in order of max_amount, only
+# the top one without a limit), else every row of that version is quarantined: a version
+# with half its levels is not a policy.
+POLICY_VERSIONS = pa.DataFrameSchema(
+    {
+        "policy_version": pa.Column(_STRING),
+        "effective_at": pa.Column(_TIMESTAMP),
+        "level": pa.Column(_STRING),
+        "max_amount": pa.Column(_FLOAT, _non_negative("max_amount"), nullable=True),
+        "requires_approval": pa.Column(_BOOL),
+    },
+    checks=[
+        _row_rule(
+            lambda t: (
+                _per_version(t, t.effective_at.min()) == _per_version(t, t.effective_at.max())
+            ),
+            "policy_version with more than one effective_at",
+        ),
+        _row_rule(
+            lambda t: _per_version(t, t.max_amount.isnull().cast("int64").sum()) <= 1,
+            "policy_version with more than one level without max_amount",
+        ),
+        _row_rule(
+            lambda t: (
+                _per_version(t, t.max_amount.count()) == _per_version(t, t.max_amount.nunique())
+            ),
+            "policy_version with two levels at the same max_amount",
+        ),
+        _row_rule(
+            lambda t: _per_version(t, t.level.count()) == _per_version(t, t.level.nunique()),
+            "policy_version with a level listed twice",
+        ),
+    ],
+    name="policy_versions",
+)
+
 #: The static contract of each data set (pilot-dependent checks: :func:`contract`).
 CONTRACTS: dict[str, pa.DataFrameSchema] = {
     "candidates": CANDIDATES,
@@ -301,6 +344,7 @@ CONTRACTS: dict[str, pa.DataFrameSchema] = {
     "drill_events": DRILL_EVENTS,
     "approvals": APPROVALS,
     "tool_calls": TOOL_CALLS,
+    "policy_versions": POLICY_VERSIONS,
 }
 
 #: Column that decides which of several rows with the same key is kept (the earliest).
@@ -312,6 +356,7 @@ FIRST_BY: dict[str, str | None] = {
     "drill_events": "timestamp",
     "approvals": "proposed_at",
     "tool_calls": "started_at",
+    "policy_versions": "effective_at",
 }
 
 

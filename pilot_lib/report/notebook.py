@@ -1295,3 +1295,48 @@ def risk_coverage_widget(section: Any) -> Any:
         display(table(section.what_if_view(threshold), f"Threshold {threshold:.2f}: {verdict}"))
 
     return w.VBox([slider, live_output(show, {"threshold": slider})])
+
+
+# ---- phase 4: decision authority (issue 12) ----------------------------------
+
+
+def authority_widget(review: Any, thresholds: Mapping[str, float | None] | None = None) -> Any:
+    """One slider per bounded authority level: the approval load had its ``max_amount``
+    (US dollars) been different, through the same Rego policy.
+
+    ``review`` is the phase's ``authority_policy`` section
+    (:class:`pilot_lib.analysis.authority.AuthorityReview`); ``thresholds`` (level name to
+    max_amount, e.g. the notebook's papermill parameter) sets where the sliders start;
+    the pilot file's values otherwise. A position that breaks the ladder (a limit not
+    above the one below) says so instead of showing figures.
+    """
+    import ipywidgets as w
+    from IPython.display import display
+
+    if review is None:
+        return md("_No approvals data set: there is no log to replay._")
+    start = dict(review.baseline.thresholds)
+    start.update({k: v for k, v in (thresholds or {}).items() if v is not None})
+    bounded = [name for name, limit in review.baseline.thresholds.items() if limit is not None]
+    if not bounded:
+        return md("_Every level is unbounded: there is no threshold to move._")
+    sliders = {
+        name: w.FloatText(
+            value=float(start[name]),
+            description=f"{name} max_amount (USD)",
+            style=_LABEL_STYLE,
+        )
+        for name in bounded
+    }
+
+    def show(**limits: float) -> None:
+        try:
+            result = review.what_if(limits)
+        except ValueError as exc:
+            print(f"Not a valid ladder: {exc}")
+            return
+        display(table(result.table(), "What-if: approval load"))
+        display(table(result.per_level, "What-if: actions by deciding level"))
+        print(result.sla_note)
+
+    return w.VBox([*sliders.values(), live_output(show, sliders)])
