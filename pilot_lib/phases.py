@@ -48,9 +48,7 @@ class Section(Protocol):
 #: Kept as strings so that this module imports none of them until a phase runs.
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "kpi_baselining": (),
-    "drift_analysis": (
-        ("risk_coverage", "pilot_lib.analysis.risk_coverage:risk_coverage"),
-    ),
+    "drift_analysis": (("risk_coverage", "pilot_lib.analysis.risk_coverage:risk_coverage"),),
     "incident_drill_review": (
         ("audit_trail", "pilot_lib.analysis.audit_trail:audit_trail_review"),
         ("authority_policy", "pilot_lib.analysis.authority:authority_review"),
