@@ -292,10 +292,14 @@ def promotion_review(
     went_live = dict(zip(live["prompt_version"], live["went_live_at"], strict=True))
     known = set(accuracy["prompt_version"])
     extra = [v for v in live["prompt_version"] if v not in known]
-    accuracy = pd.concat(
-        [accuracy, pd.DataFrame({"prompt_version": extra, "golden_cases": 0, "correct": 0})],
-        ignore_index=True,
-    ) if extra else accuracy
+    accuracy = (
+        pd.concat(
+            [accuracy, pd.DataFrame({"prompt_version": extra, "golden_cases": 0, "correct": 0})],
+            ignore_index=True,
+        )
+        if extra
+        else accuracy
+    )
     accuracy["went_live_at"] = accuracy["prompt_version"].map(went_live)
     accuracy = accuracy.sort_values(
         ["went_live_at", "prompt_version"], na_position="last", kind="stable"
@@ -498,8 +502,7 @@ def feedback_review(pilot: Pilot, feedback: ir.Table) -> FeedbackLoopReview:
         for r in flows.loc[cross].itertuples(index=False):
             part = crossing.filter(crossing.loop == r.loop)
             ids[f"{r.loop} -> {r.used_by}"] = [
-                str(x)
-                for x in part.order_by("feedback_id").limit(MAX_IDS).execute()["feedback_id"]
+                str(x) for x in part.order_by("feedback_id").limit(MAX_IDS).execute()["feedback_id"]
             ]
     settings = pilot.feedback.model_dump()
     review = FeedbackLoopReview(items, consumed, crossed, share, flows, ids, settings)

@@ -173,9 +173,7 @@ def agreement_interval(
             "design_effect": 1.0,
             "method": "Wilson score interval (statistics.cluster_by none)",
         }
-    sums = clustered.cluster_residual_sums(
-        table, key, {"agree": (y, ibis.literal(1), p)}
-    )["agree"]
+    sums = clustered.cluster_residual_sums(table, key, {"agree": (y, ibis.literal(1), p)})["agree"]
     se = clustered.cluster_robust_se(n, sums.sq_residuals, sums.clusters)
     ci = clustered.clustered_interval(
         p,
@@ -282,9 +280,7 @@ def _check_segments(pilot: Pilot, table: ir.Table) -> None:
         )
 
 
-def shadow_review(
-    pilot: Pilot, shadow: ir.Table, confidence: float = 0.95
-) -> ShadowReview | None:
+def shadow_review(pilot: Pilot, shadow: ir.Table, confidence: float = 0.95) -> ShadowReview | None:
     """Compare the agent with the human on the shadow decisions ``shadow`` (valid rows).
 
     Returns None when there is no shadow decision. ``shadow.min_agreement`` set and
@@ -359,8 +355,7 @@ def _findings(review: ShadowReview) -> list[Finding]:
                 f"In shadow mode {figures}, below the {_pct(target)} agreed before the pilot even "
                 f"at the interval's upper end. Its disagreements would have cost "
                 f"${review.disagreement_cost_usd:,.0f}.",
-                evidence
-                | {"headline": "Shadow agreement too low", "section": SECTION_HEADING},
+                evidence | {"headline": "Shadow agreement too low", "section": SECTION_HEADING},
             )
         ]
     if a["low"] < target:

@@ -190,8 +190,9 @@ DECISIONS = pa.DataFrameSchema(
         _row_rule(lambda t: ~t.accepted | ~t.overridden, "accepted and overridden"),
         # A shadow decision is only evidence when both sides of the comparison are known.
         _row_rule(
-            lambda t: ~t.shadow.fill_null(False)
-            | (t.agent_outcome.notnull() & t.human_outcome.notnull()),
+            lambda t: (
+                ~t.shadow.fill_null(False) | (t.agent_outcome.notnull() & t.human_outcome.notnull())
+            ),
             "shadow decision without agent_outcome or human_outcome",
         ),
     ],
@@ -296,9 +297,7 @@ FEEDBACK = pa.DataFrameSchema(
         "used_at": pa.Column(_TIMESTAMP, nullable=True),
     },
     checks=[
-        _row_rule(
-            lambda t: t.used_at.isnull() | t.used_by.notnull(), "used_at without used_by"
-        ),
+        _row_rule(lambda t: t.used_at.isnull() | t.used_by.notnull(), "used_at without used_by"),
         _row_rule(
             lambda t: t.used_at.isnull() | (t.used_at >= t.created_at),
             "used_at before created_at",
