@@ -1450,9 +1450,7 @@ def _shadow_table(preset: _Preset, side: _SideData, seed: int, schema: pa.Schema
     agent = np.where(agree, human, other)
     in_tok = np.round(rng.lognormal(np.log(preset.input_tokens_median), 0.35, n)).astype(np.int64)
     out_tok = np.round(rng.lognormal(np.log(preset.output_tokens_median), 0.4, n)).astype(np.int64)
-    cost = np.round(
-        in_tok * preset.usd_per_input_token + out_tok * preset.usd_per_output_token, 6
-    )
+    cost = np.round(in_tok * preset.usd_per_input_token + out_tok * preset.usd_per_output_token, 6)
     conf = np.round(np.clip(rng.beta(*preset.easy_beta, n), 0.001, 0.999), 4)
     # the human's handling time of the case, which a disagreement would have added to
     review = np.round(rng.lognormal(np.log(9.0), 0.5, n), 2)

@@ -21,6 +21,12 @@ Changed on purpose, and checked elsewhere against independent computations:
   now carry the data-coverage line (``tests/test_gate.py``, ``tests/test_coverage.py``).
 
 New keys (design effects, coverage, limits) may appear; no key may disappear.
+
+Added on purpose by shadow mode, golden-set promotion and the feedback loops
+(issue 12; ``tests/test_shadow.py``, ``tests/test_promotion.py``): their findings
+(:data:`NEW_FINDING_CODES`, it-ticket-routing's v2.2 promoted below v2.1 and its
+fast-loop feedback reused by the slow loop) are taken out of every findings list
+before comparing, so the lists' other entries keep their places.
 """
 
 from __future__ import annotations
@@ -53,6 +59,33 @@ CHANGED_ON_PURPOSE = {
         r"^/verdicts\[\]/(low|high|reason)$|^/rationale$|^/pilot_file_sha256$"
     ),
 }
+#: Findings of issue 12 (shadow mode, promotion, feedback loops): new, not moved.
+NEW_FINDING_CODES = {
+    "shadow_agreement_below_target",
+    "shadow_agreement_not_shown",
+    "promotion_not_evidenced",
+    "promoted_without_golden_evaluation",
+    "golden_evaluation_after_go_live",
+    "promoted_below_predecessor",
+    "promotion_match_not_shown",
+    "promotion_without_paired_comparison",
+    "feedback_loops_crossed",
+}
+
+
+def _without_new_findings(value: Any) -> Any:
+    """``value`` with the findings of :data:`NEW_FINDING_CODES` left out of every list."""
+    if isinstance(value, dict):
+        return {k: _without_new_findings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [
+            _without_new_findings(v)
+            for v in value
+            if not (isinstance(v, dict) and v.get("code") in NEW_FINDING_CODES)
+        ]
+    return value
+
+
 #: Findings about the control chart changed with its method (their code may change too).
 _FINDING = re.compile(r"^(/(?:findings|other_findings|blocking_findings)\[\d+\])/")
 
@@ -84,7 +117,7 @@ def now_and_before(request, tmp_path_factory) -> tuple[str, dict[str, Any], dict
         "incident_drill_review": incident_phase(pilot, data).to_result(),
     }
     results["go_no_go_summary"] = to_jsonable(evaluate_gate(pilot, results).to_result())
-    results = json.loads(json.dumps(to_jsonable(results)))
+    results = _without_new_findings(json.loads(json.dumps(to_jsonable(results))))
     before = {
         phase: json.loads((BEFORE / name / f"{phase}.json").read_text(encoding="utf-8"))
         for phase in results
