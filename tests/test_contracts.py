@@ -389,7 +389,7 @@ def test_nothing_is_lost_across_all_data_sets(tmp_path: Path) -> None:
     frames["decisions"] = _decision_rows(frames["decisions"])
     data = _load(tmp_path / "p", frames)
     report = data.report()
-    assert report["data set"].tolist() == list(DATASET_NAMES)
+    assert report["data set"].tolist() == [n for n in DATASET_NAMES if n in frames]
     for row in report.itertuples(index=False):
         assert row.rows == len(frames[row[0]])
         assert row.valid + row.quarantined == row.rows
@@ -452,7 +452,7 @@ def test_valid_rows_pass_panderas_own_validation(tmp_path: Path) -> None:
     frames = tiny_frames()
     frames["decisions"] = _decision_rows(frames["decisions"])
     data = _load(tmp_path / "p", frames)
-    for name in DATASET_NAMES:
+    for name in (n for n in DATASET_NAMES if n in frames):
         schema = contract(name, data.pilot)
         validated = schema.validate(data.table(name), lazy=True)
         assert validated.count().to_pyarrow().as_py() == data.checks[name].valid

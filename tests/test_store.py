@@ -29,7 +29,7 @@ from pilot_lib.ingest.store import (
     store_is_current,
 )
 from pilot_lib.report import notebook as nb
-from tests.conftest import tiny_frames, write_pilot
+from tests.conftest import DEFAULT_FILES, tiny_frames, write_pilot
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "pilots"
 
@@ -132,11 +132,11 @@ def test_data_sets_are_checked_once_and_reused(
     folder = write_pilot(tmp_path / "p")
     first = ensure_store(folder, tmp_path / "store")
     assert first.action == "built"
-    assert sorted(calls) == sorted(DATASET_NAMES)
+    assert sorted(calls) == sorted(DEFAULT_FILES)  # the data sets the tiny pilot names
     again = ensure_store(folder, tmp_path / "store")
     assert again.action == "reused"
     assert again.fingerprint == first.fingerprint
-    assert len(calls) == len(DATASET_NAMES)  # nothing read or checked a second time
+    assert len(calls) == len(DEFAULT_FILES)  # nothing read or checked a second time
     assert "reused" in again.note() and "built" in first.note()
 
 
@@ -152,7 +152,7 @@ def test_four_phases_in_one_folder_check_the_data_once(
         actions.append(ctx.store.action)
         assert ctx.data.table("decisions").count().execute() == 40
     assert actions == ["built", "reused", "reused", "reused"]
-    assert sorted(calls) == sorted(DATASET_NAMES)
+    assert sorted(calls) == sorted(DEFAULT_FILES)  # the data sets the tiny pilot names
 
 
 def test_a_changed_input_file_rebuilds(tmp_path: Path) -> None:
