@@ -55,6 +55,8 @@ DATASET_NAMES = (
     "approvals",
     "tool_calls",
     "policy_versions",
+    "golden_evaluations",
+    "feedback",
 )
 
 #: Data sets read only to build another one (``outcomes``: joined into trace decisions).
@@ -605,6 +607,60 @@ class RiskCoverageSettings(_Strict):
     grid_step: float = Field(default=0.01, ge=0.001, le=0.1)
 
 
+class ShadowSettings(_Strict):
+    """Shadow mode (phase 2): agent decisions made silently beside the human's.
+
+    - ``segment_by``: decision-log columns the agreement rate is broken down by
+      (default ``[workflow]``); each must be a column of the decision log.
+    - ``min_agreement``: the agreement the agent must reach before it acts
+      (a share, 0.90 = 90%). No default: without it the agreement is shown, not judged.
+    - ``disagreement_costs_usd``: dollars one disagreement of a kind costs, keyed
+      ``"<agent outcome> -> <human outcome>"`` (e.g. ``"approve -> deny": 850``).
+      Kinds not listed cost the row's ``review_minutes`` at ``costs.review_hourly_rate_usd``.
+    """
+
+    segment_by: list[str] = Field(default_factory=lambda: ["workflow"], min_length=1)
+    min_agreement: float | None = Field(default=None, ge=0, le=1)
+    disagreement_costs_usd: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("disagreement_costs_usd")
+    @classmethod
+    def _kinds(cls, v: dict[str, float]) -> dict[str, float]:
+        for kind, cost in v.items():
+            parts = [p.strip() for p in kind.split("->")]
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(
+                    f"key {kind!r} is not '<agent outcome> -> <human outcome>' "
+                    "(e.g. 'approve -> deny')"
+                )
+            if cost < 0:
+                raise ValueError(f"cost of {kind!r} must be >= 0 dollars, got {cost}")
+        return {" -> ".join(p.strip() for p in k.split("->")): float(c) for k, c in v.items()}
+
+
+class PromotionSettings(_Strict):
+    """Prompt-version promotion on the golden set (phase 3).
+
+    - ``margin``: how far (absolute accuracy, 0.02 = 2 points) a promoted
+      version's golden-set accuracy may fall below its predecessor's on the
+      cases both were evaluated on and still count as matching it (default 0.02).
+      The judgement uses the lower bound of the paired difference's interval.
+    """
+
+    margin: float = Field(default=0.02, ge=0, le=1)
+
+
+class FeedbackSettings(_Strict):
+    """Fast- and slow-loop feedback (phase 3).
+
+    - ``max_cross_loop_share``: the share of consumed feedback items that may
+      have been used by the other loop than the one they were collected for
+      before it blocks (default 0.05); below it, any crossing is a warning.
+    """
+
+    max_cross_loop_share: float = Field(default=0.05, ge=0, le=1)
+
+
 class Pilot(_Strict):
     """A validated pilot file. Build it with :func:`load_pilot`."""
 
@@ -631,6 +687,9 @@ class Pilot(_Strict):
     audit_trail: AuditTrailSettings = AuditTrailSettings()
     team: list[TeamMember] = Field(default_factory=list)
     risk_coverage: RiskCoverageSettings = RiskCoverageSettings()
+    shadow: ShadowSettings = ShadowSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)

@@ -47,8 +47,12 @@ class Section(Protocol):
 #: pilot has nothing for it (no data set, no setting) and there is nothing to say.
 #: Kept as strings so that this module imports none of them until a phase runs.
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "kpi_baselining": (),
-    "drift_analysis": (("risk_coverage", "pilot_lib.analysis.risk_coverage:risk_coverage"),),
+    "kpi_baselining": (("shadow_mode", "pilot_lib.analysis.shadow:shadow_mode"),),
+    "drift_analysis": (
+        ("risk_coverage", "pilot_lib.analysis.risk_coverage:risk_coverage"),
+        ("prompt_promotion", "pilot_lib.analysis.promotion:prompt_promotion"),
+        ("feedback_loops", "pilot_lib.analysis.promotion:feedback_loops"),
+    ),
     "incident_drill_review": (
         ("audit_trail", "pilot_lib.analysis.audit_trail:audit_trail_review"),
         ("authority_policy", "pilot_lib.analysis.authority:authority_review"),

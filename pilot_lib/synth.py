@@ -98,6 +98,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -150,6 +151,8 @@ datasets:
   drill_events: {path: drill_events.csv}
   approvals: {path: approvals.csv}
   policy_versions: {path: policy_versions.csv}
+  golden_evaluations: {path: golden_evaluations.csv}
+  feedback: {path: feedback.csv}
 
 # Go/no-go thresholds, agreed by the business owner and the governance lead.
 kpis:
@@ -209,6 +212,14 @@ build_vs_buy:
       summary: Pre-built connectors and managed infrastructure; limited customization, lock-in risk.
       scores: {time_to_production: 9, architectural_control: 5, observability: 6,
                lock_in_exit: 5, total_cost: 8}
+
+# Shadow mode (first two weeks), promotion on the golden set, the feedback loops.
+shadow:
+  segment_by: [workflow, channel]
+  min_agreement: 0.80               # the agent matches the adjuster on 80% of claims
+  disagreement_costs_usd: {"approve -> deny": 1850.0, "approve -> refer": 240.0}
+promotion: {margin: 0.02}           # a new prompt may trail its predecessor by 2 points at most
+feedback: {max_cross_loop_share: 0.05}
 """
 
 _TICKETS_YAML = """\
@@ -232,6 +243,8 @@ datasets:
   adoption: {path: adoption.csv}
   drill_events: {path: drill_events.csv}
   approvals: {path: approvals.csv}
+  golden_evaluations: {path: golden_evaluations.csv}
+  feedback: {path: feedback.csv}
 
 # Go/no-go thresholds, agreed by the business owner and the governance lead.
 kpis:
@@ -291,6 +304,10 @@ build_vs_buy:
       summary: Native to the ticketing tool; opaque model, traces exportable only in bulk.
       scores: {time_to_production: 8, architectural_control: 4, observability: 4,
                lock_in_exit: 4, total_cost: 7}
+
+# Promotion on the golden set (the curated lab set) and the feedback loops.
+promotion: {margin: 0.02}
+feedback: {max_cross_loop_share: 0.05}
 """
 
 
@@ -783,6 +800,10 @@ _STREAMS = {
     "approvals": 6,
     "drill": 7,
     "hash": 8,
+    # shadow mode, golden set and feedback loops (issue 12): streams 40-49
+    "shadow": 40,
+    "golden": 41,
+    "feedback": 42,
 }
 
 
@@ -1383,6 +1404,227 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------
+# Shadow mode, the golden set and the feedback loops (issue 12)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SideData:
+    """What a preset shows beyond the live log; every draw from its own random stream,
+    so the live rows and every other file stay as they were."""
+
+    shadow_days: int  # the first days of the window also ran in shadow (0: none)
+    shadow_agreement: float  # chance the agent's action matches the human's
+    outcomes: tuple[str, ...]  # the actions a case can end in
+    outcome_weights: tuple[float, ...]
+    golden_cases: int
+    #: per prompt version: (accuracy on the golden set, days from evaluation to go-live;
+    #: negative: evaluated after go-live)
+    golden: dict[str, tuple[float, int]]
+    feedback_items: int
+    fast_share: float  # items collected for the fast loop
+    cross_share: float  # fast-loop items the slow loop consumed
+
+
+_SIDE_DATA: dict[str, _SideData] = {
+    # Shadow in the first two weeks with high agreement; each version beat its predecessor
+    # on the golden set days before it went live; the loops stay apart.
+    "claims-auto": _SideData(
+        shadow_days=14,
+        shadow_agreement=0.94,
+        outcomes=("approve", "deny", "refer"),
+        outcome_weights=(0.72, 0.10, 0.18),
+        golden_cases=500,
+        golden={"v1.0": (0.90, 4), "v1.1": (0.92, 3), "v1.2": (0.935, 5), "v1.3": (0.95, 4)},
+        feedback_items=600,
+        fast_share=0.6,
+        cross_share=0.0,
+    ),
+    # The lab's 97% was a curated golden set; v2.2 went live although it fell below v2.1
+    # on it, and fast-loop corrections were swept into the slow loop's fine-tuning set.
+    "it-ticket-routing": _SideData(
+        shadow_days=0,
+        shadow_agreement=0.0,
+        outcomes=(),
+        outcome_weights=(),
+        golden_cases=400,
+        golden={"v2.0": (0.97, 6), "v2.1": (0.975, 3), "v2.2": (0.93, 2), "v2.3": (0.95, 4)},
+        feedback_items=400,
+        fast_share=0.7,
+        cross_share=0.18,
+    ),
+}
+
+
+def _week_versions(preset: _Preset) -> list[tuple[str, int]]:
+    """Each prompt version with the first pilot week it ran in, in order."""
+    out: list[tuple[str, int]] = []
+    for week, version in enumerate(preset.versions):
+        if not out or out[-1][0] != version:
+            out.append((version, week))
+    return out
+
+
+def _shadow_table(preset: _Preset, side: _SideData, seed: int, schema: pa.Schema) -> pa.Table:
+    """Shadow decisions: one per control case opened in the first ``shadow_days`` days.
+
+    A shadow case is a human (control-cohort) case: the agent decided silently, its
+    action (``agent_outcome``) is compared with the human's (``human_outcome``).
+    """
+    rng = _rng(seed, "shadow")
+    total = max(50, round(preset.default_rows * preset.control_per_decision))
+    control = _other_cases(preset, seed, "control", 0, 0, min(total, CHUNK_ROWS), True)
+    opened = control["opened_at"].cast(pa.int64()).to_numpy()
+    start_us = _epoch_us(dt.datetime.combine(preset.pilot_start, dt.time.min))
+    end_us = start_us + side.shadow_days * 24 * _US_PER_HOUR
+    pick = np.flatnonzero((opened >= start_us) & (opened < end_us))
+    pick = pick[pick != 7]  # the control cohort's deliberately bad row
+    n = len(pick)
+    lag = (rng.exponential(preset.open_lag_minutes, n) * 60 * _US_PER_SECOND).astype(np.int64)
+    ts = np.minimum(opened[pick] + lag, end_us - _US_PER_SECOND)
+    ts = ts // _US_PER_SECOND * _US_PER_SECOND
+    day = ((ts - start_us) // (24 * _US_PER_HOUR)).astype(np.int64)
+    feats = preset.features(rng, day)
+    weights = np.array(side.outcome_weights) / sum(side.outcome_weights)
+    human = rng.choice(len(side.outcomes), size=n, p=weights)
+    agree = rng.random(n) < side.shadow_agreement
+    other = (human + rng.integers(1, len(side.outcomes), n)) % len(side.outcomes)
+    agent = np.where(agree, human, other)
+    in_tok = np.round(rng.lognormal(np.log(preset.input_tokens_median), 0.35, n)).astype(np.int64)
+    out_tok = np.round(rng.lognormal(np.log(preset.output_tokens_median), 0.4, n)).astype(np.int64)
+    cost = np.round(in_tok * preset.usd_per_input_token + out_tok * preset.usd_per_output_token, 6)
+    conf = np.round(np.clip(rng.beta(*preset.easy_beta, n), 0.001, 0.999), 4)
+    # the human's handling time of the case, which a disagreement would have added to
+    review = np.round(rng.lognormal(np.log(9.0), 0.5, n), 2)
+    idx = np.arange(n, dtype=np.int64) + 1
+    version = np.array(preset.versions)[day // 7]
+    columns: dict[str, Any] = {
+        "decision_id": _ids(f"{preset.code}-S", idx),
+        "timestamp": _timestamps(ts),
+        "trace_id": _trace_ids(idx, 0x5AD0),
+        "agent_id": pa.array([preset.agent_id] * n),
+        "workflow": pa.array([preset.workflow] * n),
+        "case_id": control["case_id"].take(pa.array(pick)),
+        "prompt_version": pa.array(version.tolist(), pa.string()),
+        "user_id": pa.nulls(n, pa.string()),
+        "completed": pa.array(np.ones(n, dtype=bool)),
+        "accepted": pa.array(np.zeros(n, dtype=bool)),
+        "overridden": pa.array(np.zeros(n, dtype=bool)),
+        "escalated": pa.array(np.zeros(n, dtype=bool)),
+        "escalation_reason": pa.nulls(n, pa.string()),
+        "confidence": pa.array(conf),
+        "correct": pa.nulls(n, pa.bool_()),
+        "input_tokens": pa.array(in_tok),
+        "output_tokens": pa.array(out_tok),
+        "model_cost_usd": pa.array(cost),
+        "tool_cost_usd": pa.array(np.zeros(n)),
+        "review_minutes": pa.array(review),
+    }
+    for name, values in feats.numeric.items():
+        columns[name] = pa.array(values)
+    for name, (codes, cats) in feats.categorical.items():
+        columns[name] = _take(cats, codes)
+    columns["shadow"] = pa.array(np.ones(n, dtype=bool))
+    columns["agent_outcome"] = _take(side.outcomes, agent.astype(np.int32))
+    columns["human_outcome"] = _take(side.outcomes, human.astype(np.int32))
+    return pa.table(columns).cast(schema)
+
+
+def _add_shadow_decisions(preset: _Preset, side: _SideData, seed: int, path: Path) -> None:
+    """Rewrite ``path`` with the shadow columns (live rows: ``shadow`` false) and the
+    shadow decisions as a last row group; the live rows' values are unchanged."""
+    source = pq.ParquetFile(path)
+    schema = source.schema_arrow
+    for name, kind in (("shadow", pa.bool_()), ("agent_outcome", pa.string())):
+        schema = schema.append(pa.field(name, kind))
+    schema = schema.append(pa.field("human_outcome", pa.string()))
+    tmp = path.with_suffix(".tmp.parquet")
+    with pq.ParquetWriter(tmp, schema, **_WRITER_OPTIONS) as writer:
+        for batch in source.iter_batches(batch_size=CHUNK_ROWS):
+            n = batch.num_rows
+            live = pa.Table.from_batches([batch])
+            live = live.append_column("shadow", pa.array(np.zeros(n, dtype=bool)))
+            live = live.append_column("agent_outcome", pa.nulls(n, pa.string()))
+            live = live.append_column("human_outcome", pa.nulls(n, pa.string()))
+            writer.write_table(live)
+        writer.write_table(_shadow_table(preset, side, seed, schema))
+    tmp.replace(path)
+
+
+def _golden_frame(preset: _Preset, side: _SideData, seed: int) -> pd.DataFrame:
+    """Each version evaluated on the same held-out cases, ``days`` before it went live.
+
+    A case's difficulty is shared by every version (a better version is right on the
+    cases an older one got right, and some more), with a little per-version noise.
+    """
+    rng = _rng(seed, "golden")
+    difficulty = rng.random(side.golden_cases)
+    live_week = dict(_week_versions(preset))
+    rows = []
+    for version, (accuracy, days) in side.golden.items():
+        flip = rng.random(side.golden_cases) < 0.02
+        correct = (difficulty < accuracy) ^ flip
+        go_live = dt.datetime.combine(
+            preset.pilot_start + dt.timedelta(weeks=live_week[version]), dt.time(15, 0)
+        )
+        at = go_live - dt.timedelta(days=days)
+        seconds = np.sort(rng.integers(0, 3 * 3600, side.golden_cases))
+        for j in range(side.golden_cases):
+            rows.append(
+                {
+                    "prompt_version": version,
+                    "golden_case_id": f"{preset.code}-G{j + 1:04d}",
+                    "correct": "true" if correct[j] else "false",
+                    "evaluated_at": (at + dt.timedelta(seconds=int(seconds[j]))).isoformat(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _feedback_frame(preset: _Preset, side: _SideData, seed: int, rows: int) -> pd.DataFrame:
+    """Feedback items on live decisions: collected for one loop, consumed by a loop or none.
+
+    Fast-loop items are used within hours (prompt fixes); slow-loop items at the next
+    weekly fine-tuning batch; ``cross_share`` of the fast-loop items the slow loop took.
+    """
+    rng = _rng(seed, "feedback")
+    n = side.feedback_items
+    start_us = _epoch_us(dt.datetime.combine(preset.pilot_start, dt.time.min))
+    span_us = (_PILOT_DAYS - 8) * 24 * _US_PER_HOUR
+    created = np.sort(start_us + (rng.random(n) * span_us).astype(np.int64))
+    created = created // _US_PER_SECOND * _US_PER_SECOND
+    fast = rng.random(n) < side.fast_share
+    used = rng.random(n) < 0.8
+    crossed = fast & used & (rng.random(n) < side.cross_share)
+    used_fast = used & fast & ~crossed
+    hours = np.where(used_fast, rng.exponential(6.0, n), 24 * rng.uniform(1, 7, n))
+    used_at = created + (hours * _US_PER_HOUR).astype(np.int64) // _US_PER_SECOND * _US_PER_SECOND
+    decision = rng.integers(0, rows, n) + 1
+    loop = np.where(fast, "fast", "slow")
+    used_by = np.where(used_fast, "fast", "slow")
+    return pd.DataFrame(
+        {
+            "feedback_id": [f"{preset.code}-F{i + 1:05d}" for i in range(n)],
+            "decision_id": [f"{preset.code}-D{d:08d}" for d in decision],
+            "created_at": _format_us(created),
+            "loop": loop,
+            "used_by": np.where(used, used_by, ""),
+            "used_at": np.where(used, _format_us(used_at), ""),
+        }
+    )
+
+
+def _write_side_data(preset: _Preset, rows: int, seed: int, folder: Path, fmt: str) -> None:
+    side = _SIDE_DATA.get(preset.name)
+    if side is None:
+        return
+    if side.shadow_days and fmt == "parquet" and rows == preset.default_rows:
+        _add_shadow_decisions(preset, side, seed, folder / "decisions.parquet")
+    _write_csv(_golden_frame(preset, side, seed), folder / "golden_evaluations.csv")
+    _write_csv(_feedback_frame(preset, side, seed, rows), folder / "feedback.csv")
+
+
 def generate_pilot(
     preset: str,
     out_dir: str | Path,
@@ -1461,6 +1703,7 @@ def generate_pilot(
         _write_csv(versions, folder / "policy_versions.csv")
     _write_csv(_drill_frame(spec, seed), folder / "drill_events.csv")
     _write_csv(_candidates_frame(spec), folder / "candidates.csv")
+    _write_side_data(spec, rows, seed, folder, fmt)
     return folder
 
 

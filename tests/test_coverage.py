@@ -310,7 +310,8 @@ def test_claims_auto_coverage_is_within_the_default_limits(tmp_path: Path) -> No
     data = open_store(store, CLAIMS)
     cov = data_coverage(data.pilot, data)
     assert cov.sufficient
-    assert cov.line().startswith("Data coverage: 29,994 of 30,000 decisions valid (99.98%)")
+    # 30,000 live decisions and 510 shadow ones (issue 12), each checked by the contract
+    assert cov.line().startswith("Data coverage: 30,504 of 30,510 decisions valid (99.98%)")
     assert len(cov.weeks) == 12 and not cov.weeks["thin"].any()
 
 

@@ -56,8 +56,10 @@ CHANGED_ON_PURPOSE = {
         r"^/verdicts\[\]/(low|high|reason)$|^/rationale$|^/pilot_file_sha256$"
     ),
 }
-#: Codes of findings raised by analyses added after these results were written (issue 13:
-#: the risk-coverage curve); checked in their own tests (``tests/test_risk_coverage.py``).
+#: Codes of findings raised by analyses added after these results were written (issues 12
+#: and 13: risk-coverage, audit trail, shadow mode, promotion, feedback loops); checked in
+#: their own tests (tests/test_risk_coverage.py, test_audit_trail.py, test_shadow.py,
+#: test_promotion.py).
 NEW_FINDING_CODES = frozenset(
     {
         "threshold_could_go_lower",
@@ -68,6 +70,15 @@ NEW_FINDING_CODES = frozenset(
         "audit_trail_incomplete",
         "audit_trail_gaps",
         "audit_trail_tools_unchecked",
+        "shadow_agreement_below_target",
+        "shadow_agreement_not_shown",
+        "promotion_not_evidenced",
+        "promoted_without_golden_evaluation",
+        "golden_evaluation_after_go_live",
+        "promoted_below_predecessor",
+        "promotion_match_not_shown",
+        "promotion_without_paired_comparison",
+        "feedback_loops_crossed",
     }
 )
 

@@ -53,7 +53,11 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 
 
 def decisions_of(folder: Path) -> str:
-    return f"read_parquet('{folder / 'decisions.parquet'}')"
+    """The live decisions of a sample (its shadow decisions are checked in test_shadow.py)."""
+    path = folder / "decisions.parquet"
+    if "shadow" in pq.read_schema(path).names:
+        return f"(select * from read_parquet('{path}') where not coalesce(shadow, false))"
+    return f"read_parquet('{path}')"
 
 
 def cases_of(folder: Path) -> str:

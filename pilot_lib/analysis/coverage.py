@@ -474,13 +474,16 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
         unknown_q = _outcome_unknown_in_quarantine(quarantined)
         seen = dec.rows + without_outcome
         correct_known = 0
+        # live decisions: shadow ones (data.shadow_decisions()) are not the agent's record
+        live = dec.valid
         if dec.valid and "correct" in valid.columns:
-            correct_known = int(
-                valid.aggregate(n=valid.correct.notnull().cast("int64").sum())
-                .execute()["n"]
+            row = (
+                valid.aggregate(n=valid.correct.notnull().cast("int64").sum(), live=valid.count())
+                .execute()
                 .iloc[0]
-                or 0
             )
+            correct_known = int(row["n"] or 0)
+            live = int(row["live"] or 0)
         outcome = {
             "decisions_seen": seen,
             "without_outcome_row": without_outcome,
@@ -489,7 +492,7 @@ def data_coverage(pilot: Pilot, data: Any) -> DataCoverage:
             "outcome_known_share": (seen - without_outcome - unknown_q) / seen if seen else None,
             "valid": dec.valid,
             "correct_known": correct_known,
-            "correct_known_share": correct_known / dec.valid if dec.valid else None,
+            "correct_known_share": correct_known / live if live else None,
         }
     cov = DataCoverage(
         pilot=pilot.name,

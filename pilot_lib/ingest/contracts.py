@@ -169,6 +169,11 @@ DECISIONS = pa.DataFrameSchema(
         "model_cost_usd": pa.Column(_FLOAT, _non_negative("model_cost_usd")),
         "tool_cost_usd": pa.Column(_FLOAT, _non_negative("tool_cost_usd")),
         "review_minutes": pa.Column(_FLOAT, _non_negative("review_minutes")),
+        # Shadow mode (docs/data-contracts.md, "Shadow decisions"): made silently while a
+        # human did the work; null counts as a live decision.
+        "shadow": pa.Column(_BOOL, nullable=True, required=False),
+        "agent_outcome": pa.Column(_STRING, nullable=True, required=False),
+        "human_outcome": pa.Column(_STRING, nullable=True, required=False),
     },
     checks=[
         _row_rule(
@@ -183,6 +188,13 @@ DECISIONS = pa.DataFrameSchema(
         ),
         _row_rule(lambda t: ~t.accepted | t.completed, "accepted without completed"),
         _row_rule(lambda t: ~t.accepted | ~t.overridden, "accepted and overridden"),
+        # A shadow decision is only evidence when both sides of the comparison are known.
+        _row_rule(
+            lambda t: (
+                ~t.shadow.fill_null(False) | (t.agent_outcome.notnull() & t.human_outcome.notnull())
+            ),
+            "shadow decision without agent_outcome or human_outcome",
+        ),
     ],
     name="decisions",
 )
@@ -335,6 +347,41 @@ POLICY_VERSIONS = pa.DataFrameSchema(
     name="policy_versions",
 )
 
+
+GOLDEN_EVALUATIONS = pa.DataFrameSchema(
+    {
+        "prompt_version": pa.Column(_STRING),
+        "golden_case_id": pa.Column(_STRING),
+        "correct": pa.Column(_BOOL),
+        "evaluated_at": pa.Column(_TIMESTAMP),
+    },
+    unique=["prompt_version", "golden_case_id"],
+    name="golden_evaluations",
+)
+
+FEEDBACK_LOOPS = ("fast", "slow")
+
+FEEDBACK = pa.DataFrameSchema(
+    {
+        "feedback_id": pa.Column(_STRING, unique=True),
+        "decision_id": pa.Column(_STRING, nullable=True),
+        "created_at": pa.Column(_TIMESTAMP),
+        "loop": pa.Column(_STRING, pa.Check.isin(FEEDBACK_LOOPS, error="unknown loop")),
+        "used_by": pa.Column(
+            _STRING, pa.Check.isin(FEEDBACK_LOOPS, error="unknown used_by"), nullable=True
+        ),
+        "used_at": pa.Column(_TIMESTAMP, nullable=True),
+    },
+    checks=[
+        _row_rule(lambda t: t.used_at.isnull() | t.used_by.notnull(), "used_at without used_by"),
+        _row_rule(
+            lambda t: t.used_at.isnull() | (t.used_at >= t.created_at),
+            "used_at before created_at",
+        ),
+    ],
+    name="feedback",
+)
+
 #: The static contract of each data set (pilot-dependent checks: :func:`contract`).
 CONTRACTS: dict[str, pa.DataFrameSchema] = {
     "candidates": CANDIDATES,
@@ -345,6 +392,8 @@ CONTRACTS: dict[str, pa.DataFrameSchema] = {
     "approvals": APPROVALS,
     "tool_calls": TOOL_CALLS,
     "policy_versions": POLICY_VERSIONS,
+    "golden_evaluations": GOLDEN_EVALUATIONS,
+    "feedback": FEEDBACK,
 }
 
 #: Column that decides which of several rows with the same key is kept (the earliest).
@@ -357,6 +406,8 @@ FIRST_BY: dict[str, str | None] = {
     "approvals": "proposed_at",
     "tool_calls": "started_at",
     "policy_versions": "effective_at",
+    "golden_evaluations": "evaluated_at",
+    "feedback": "created_at",
 }
 
 

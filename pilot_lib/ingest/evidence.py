@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ibis
 import ibis.expr.types as ir
 import pandas as pd
 from ibis.backends import BaseBackend
@@ -64,10 +65,30 @@ class PilotData:
     manifest: dict[str, Any] | None = field(default=None, repr=False)
 
     def table(self, name: str) -> ir.Table | None:
-        """Valid rows of data set ``name``; None if the pilot file names no such data set."""
+        """Valid rows of data set ``name``; None if the pilot file names no such data set.
+
+        ``decisions`` is the live decisions only: a shadow decision (``shadow`` true,
+        made silently while a human did the work) never counts toward a live KPI, the
+        control chart or drift; :meth:`shadow_decisions` gives those.
+        """
         if name not in DATASET_NAMES:
             raise KeyError(f"unknown data set {name!r}; known: {list(DATASET_NAMES)}")
-        return self._valid.get(name)
+        valid = self._valid.get(name)
+        if name == "decisions" and valid is not None and "shadow" in valid.columns:
+            return valid.filter(~valid.shadow.fill_null(False))
+        return valid
+
+    def shadow_decisions(self) -> ir.Table | None:
+        """Valid shadow decisions (``shadow`` true); None without a decision log.
+
+        Empty (not None) when the log has no shadow rows or no ``shadow`` column.
+        """
+        valid = self._valid.get("decisions")
+        if valid is None:
+            return None
+        if "shadow" not in valid.columns:
+            return valid.filter(ibis.literal(False))
+        return valid.filter(valid.shadow.fill_null(False))
 
     def quarantined(self, name: str) -> ir.Table | None:
         """Quarantined rows of data set ``name`` (raw values + rule); None if not named."""
