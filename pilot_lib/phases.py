@@ -47,7 +47,7 @@ class Section(Protocol):
 #: pilot has nothing for it (no data set, no setting) and there is nothing to say.
 #: Kept as strings so that this module imports none of them until a phase runs.
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "kpi_baselining": (),
+    "kpi_baselining": (("cost_attribution", "pilot_lib.analysis.costs:cost_attribution_section"),),
     "drift_analysis": (),
     "incident_drill_review": (),
 }

@@ -169,6 +169,10 @@ DECISIONS = pa.DataFrameSchema(
         "model_cost_usd": pa.Column(_FLOAT, _non_negative("model_cost_usd")),
         "tool_cost_usd": pa.Column(_FLOAT, _non_negative("tool_cost_usd")),
         "review_minutes": pa.Column(_FLOAT, _non_negative("review_minutes")),
+        # cost attribution (analysis/costs.py): absent or null, the pilot file's
+        # business_unit and the single priced model stand in
+        "model": pa.Column(_STRING, nullable=True, required=False),
+        "business_unit": pa.Column(_STRING, nullable=True, required=False),
     },
     checks=[
         _row_rule(
