@@ -523,7 +523,6 @@ def _budget_burn(pilot: Pilot, t: ir.Table, budget: Budget, all_decisions: int) 
     limit = float(budget.monthly_usd)
     s = t.filter(t[column].cast("string") == name)
     s = s.mutate(_month=s.timestamp.truncate("M"), _day=s.timestamp.date())
-    aggs: dict[str, Any] = {"decisions": s.count(), "spend_usd": s._run_usd.sum()}
     fallback = budget.fallback_model
     if fallback is not None:
         price = pilot.model_prices[fallback]
@@ -541,6 +540,8 @@ def _budget_burn(pilot: Pilot, t: ir.Table, budget: Budget, all_decisions: int) 
             + s.tool_cost_usd
         )
         s = s.mutate(_took=before > limit, _fb=fallback_cost)
+    aggs: dict[str, Any] = {"decisions": s.count(), "spend_usd": s._run_usd.sum()}
+    if fallback is not None:
         aggs |= {
             "fallback_decisions": s._took.cast("int64").sum(),
             "spend_with_fallback_usd": ibis.ifelse(s._took, s._fb, s._run_usd).sum(),
@@ -555,7 +556,7 @@ def _budget_burn(pilot: Pilot, t: ir.Table, budget: Budget, all_decisions: int) 
         if col in daily:
             daily[col] = daily[col].fillna(0)
     daily["decisions"] = daily["decisions"].astype("int64")
-    month = [(d.year, d.month) for d in daily["day"]]
+    month = pd.Series([d.year * 12 + d.month for d in daily["day"]], index=daily.index)
     daily["month_to_date_usd"] = daily.groupby(month)["spend_usd"].cumsum()
     daily["pace_usd"] = [
         limit * d.day / calendar.monthrange(d.year, d.month)[1] for d in daily["day"]
