@@ -1574,10 +1574,14 @@ def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path
             *features,
         ]
     )
+    # the decision's own model where the log names one (cost attribution reads it back)
+    model_sql = (
+        f"COALESCE(\"model\", '{OTLP_MODEL}')" if "model" in schema.names else f"'{OTLP_MODEL}'"
+    )
     chat_attrs = _otlp_attrs(
         [
             ("gen_ai.operation.name", "'chat'", "string"),
-            ("gen_ai.request.model", f"'{OTLP_MODEL}'", "string"),
+            ("gen_ai.request.model", model_sql, "string"),
             ("gen_ai.usage.input_tokens", "input_tokens", "int"),
             ("gen_ai.usage.output_tokens", "output_tokens", "int"),
             ("pilot.model_cost_usd", "model_cost_usd", "double"),
@@ -1617,7 +1621,7 @@ def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path
     chat = span(
         "chat_id",
         "root_id",
-        f"'chat {OTLP_MODEL}'",
+        f"'chat ' || {model_sql}",
         nanos(1_000),
         nanos(600_000),
         chat_attrs,

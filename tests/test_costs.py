@@ -478,3 +478,14 @@ def test_kpi_phase_carries_the_section(tiny_pilot: Path) -> None:
     assert result["overall"]["decisions"] == section.overall["decisions"] > 0
     kpi = review.table.kpis.set_index("kpi").loc["cost_per_decision"]
     assert section.overall["cost_per_decision_usd"] == pytest.approx(kpi["estimate"], rel=1e-12)
+
+
+def test_trace_decisions_take_their_model_from_the_spans() -> None:
+    from pilot_lib.ingest.contracts import load_pilot_data
+
+    root = Path(__file__).resolve().parent.parent
+    pilot = load_pilot(root / "data" / "pilots" / "invoice-reconciliation")
+    decisions = load_pilot_data(pilot).table("decisions")
+    counts = decisions.model.value_counts().execute()
+    # every chat span of the sample names gpt-4.1 (gen_ai.request.model): none left null
+    assert counts.set_index("model")["model_count"].to_dict() == {"gpt-4.1": 999}

@@ -395,6 +395,19 @@ def _by_group(
     joined back in the engine (per-cluster rows never leave it).
     """
     g = t.mutate(_value=value.cast("string"))
+    if clustered_by:
+        # each group's clusters' residual totals, the group's mean joined back in the
+        # engine; the sums are then joined to the decisions so that what comes back is
+        # one aggregate (per-cluster rows never leave the engine)
+        means = g.group_by(_v=g._value).aggregate(_r=g._cost.mean())
+        per_cluster = g.group_by(["_value", "_cluster"]).aggregate(
+            _y=g._cost.sum(), _n=g.count().cast("float64")
+        )
+        j = per_cluster.inner_join(means, per_cluster._value == means._v)
+        resid = j._y - j._r * j._n
+        sums = j.group_by(_v2=j._value).aggregate(_g=j.count(), _s=(resid * resid).sum())
+        g = g.left_join(sums, g._value == sums._v2).select(g, _g=sums._g, _s=sums._s)
+    extra = {"clusters": g._g.max(), "sq_residuals": g._s.max()} if clustered_by else {}
     summary = g.group_by("_value").aggregate(
         decisions=g.count(),
         mean=g._cost.mean(),
@@ -404,18 +417,8 @@ def _by_group(
         tool_usd=g.tool_cost_usd.sum(),
         review_usd=g._review_usd.sum(),
         total_usd=g._cost.sum(),
+        **extra,
     )
-    if clustered_by:
-        per_cluster = g.group_by(["_value", "_cluster"]).aggregate(
-            _y=g._cost.sum(), _n=g.count().cast("float64")
-        )
-        means = summary.select(_v=summary._value, _r=summary.mean)
-        j = per_cluster.inner_join(means, per_cluster._value == means._v)
-        resid = j._y - j._r * j._n
-        sums = j.group_by(_v2=j._value).aggregate(_g=j.count(), _s=(resid * resid).sum())
-        summary = summary.left_join(sums, summary._value == sums._v2).select(
-            summary, clusters=sums._g, sq_residuals=sums._s
-        )
     frame = summary.execute()
     rows = []
     for rec in frame.to_dict(orient="records"):
