@@ -90,8 +90,6 @@ def expected_log(
                 "model": max(c.chats, key=lambda ch: ch[1] + ch[2])[0] if c.chats else None,
                 "claim_amount": c.features["claim_amount"],
                 "channel": c.features["channel"],
-                # optional contract column the traces do not carry: added empty
-                "business_unit": None,
             }
         )
     return pd.DataFrame(rows)
