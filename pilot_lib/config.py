@@ -266,10 +266,59 @@ class KpiThreshold(_Strict):
 
 
 class CostSettings(_Strict):
-    """Unit economics. Money in US dollars."""
+    """Unit economics. Money in US dollars.
+
+    ``model_prices`` (model name -> price per million tokens) splits each decision's
+    model cost into input and output tokens and prices a budget's ``fallback_model``;
+    for a decision log built from traces, ``traces.prices`` counts too (this table wins
+    where both name a model). ``production_volume_per_month`` (decisions a month once
+    the agent runs at full scale) projects month-end spend against the budgets; absent,
+    the pilot's own pace is projected.
+    """
 
     review_hourly_rate_usd: float = Field(gt=0)
     manual_cost_per_case_usd: float = Field(gt=0)
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    production_volume_per_month: float | None = Field(default=None, gt=0)
+
+
+class Budget(_Strict):
+    """A monthly spend limit (model + tool cost, US dollars) for one agent or one workflow.
+
+    Exactly one of ``agent`` (an ``agent_id`` of the decision log) or ``workflow``.
+    ``fallback_model``: the cheaper model a circuit breaker switches to once the
+    calendar month's spend passes ``monthly_usd``; it must have a price in
+    ``costs.model_prices`` (or ``traces.prices``).
+    """
+
+    agent: str | None = Field(default=None, min_length=1)
+    workflow: str | None = Field(default=None, min_length=1)
+    monthly_usd: float = Field(gt=0)
+    fallback_model: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Budget:
+        if (self.agent is None) == (self.workflow is None):
+            raise FieldProblem(
+                "",
+                self.model_dump(exclude_none=True),
+                "a budget covers exactly one agent or one workflow: give either agent: "
+                "<agent_id> or workflow: <workflow>, not both and not neither",
+            )
+        return self
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        """``("agent_id", name)`` or ``("workflow", name)``: the decision-log column and value."""
+        if self.agent is not None:
+            return ("agent_id", self.agent)
+        return ("workflow", str(self.workflow))
+
+    @property
+    def label(self) -> str:
+        """``agent claims-triage-agent`` or ``workflow it_ticket_routing``."""
+        column, name = self.scope
+        return f"{'agent' if column == 'agent_id' else 'workflow'} {name}"
 
 
 class DriftSettings(_Strict):
@@ -690,6 +739,7 @@ class Pilot(_Strict):
     shadow: ShadowSettings = ShadowSettings()
     promotion: PromotionSettings = PromotionSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    budgets: list[Budget] = Field(default_factory=list)
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)
@@ -756,7 +806,36 @@ class Pilot(_Strict):
             raise FieldProblem("kpis", dupes, "each KPI may have one threshold; repeated")
         return self
 
+    @model_validator(mode="after")
+    def _budgets_priced(self) -> Pilot:
+        prices = self.model_prices
+        seen: dict[tuple[str, str], int] = {}
+        for i, budget in enumerate(self.budgets):
+            if budget.scope in seen:
+                raise FieldProblem(
+                    f"budgets[{i}]",
+                    budget.model_dump(exclude_none=True),
+                    f"a second budget for {budget.label} (budgets[{seen[budget.scope]}] is the "
+                    "first); keep one budget per agent or workflow",
+                )
+            seen[budget.scope] = i
+            if budget.fallback_model is not None and budget.fallback_model not in prices:
+                raise FieldProblem(
+                    f"budgets[{i}].fallback_model",
+                    budget.fallback_model,
+                    "the fallback model has no price; add it to costs.model_prices "
+                    "(input_per_million_usd, output_per_million_usd)"
+                    + (f"; priced models: {sorted(prices)}" if prices else ""),
+                )
+        return self
+
     # ---- derived, read-only helpers -------------------------------------------------
+    @property
+    def model_prices(self) -> dict[str, ModelPrice]:
+        """Price per model: ``traces.prices`` overlaid with ``costs.model_prices``."""
+        traces = self.traces.prices if self.traces is not None else {}
+        return {**traces, **self.costs.model_prices}
+
     @property
     def path(self) -> Path:
         """The pilot file this model was loaded from."""

@@ -47,7 +47,10 @@ class Section(Protocol):
 #: pilot has nothing for it (no data set, no setting) and there is nothing to say.
 #: Kept as strings so that this module imports none of them until a phase runs.
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "kpi_baselining": (("shadow_mode", "pilot_lib.analysis.shadow:shadow_mode"),),
+    "kpi_baselining": (
+        ("shadow_mode", "pilot_lib.analysis.shadow:shadow_mode"),
+        ("cost_attribution", "pilot_lib.analysis.costs:cost_attribution_section"),
+    ),
     "drift_analysis": (
         ("risk_coverage", "pilot_lib.analysis.risk_coverage:risk_coverage"),
         ("prompt_promotion", "pilot_lib.analysis.promotion:prompt_promotion"),

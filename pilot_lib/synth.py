@@ -140,6 +140,14 @@ business_unit: Claims
 scope: >-
   First-notice-of-loss triage and settlement recommendation for standard auto
   claims under $10,000 (no bodily injury, single vehicle or two-party collision).
+
+# The cross-functional team the playbook requires; they sign the go/no-go page.
+team:
+  - {name: Dana Whitfield, role: business_process_owner, title: Head of Claims Operations}
+  - {name: Marcus Oyelaran, role: governance_risk, title: Claims Compliance Lead}
+  - {name: Lena Hartmann, role: ai_ml_engineering, title: ML Engineering Lead}
+  - {name: Tomás Reyes, role: it_operations, title: IT Operations Manager for Claims Platforms}
+
 pilot_window: {start: 2026-03-02, end: 2026-05-24}
 baseline_window: {start: 2026-01-05, end: 2026-03-01}
 
@@ -167,6 +175,14 @@ kpis:
 costs:
   review_hourly_rate_usd: 62.0      # loaded cost of an adjuster hour
   manual_cost_per_case_usd: 14.50   # fully manual handling of one standard claim
+  production_volume_per_month: 10800  # 2,500 standard claims a week, all through the agent
+  model_prices:                     # US dollars per million tokens
+    frontier-large: {input_per_million_usd: 8.0, output_per_million_usd: 24.0}
+    frontier-small: {input_per_million_usd: 0.8, output_per_million_usd: 3.2}
+
+# Monthly spend limits (model + tool cost); the circuit breaker degrades to the fallback.
+budgets:
+  - {agent: claims-triage-agent, monthly_usd: 1200, fallback_model: frontier-small}
 
 confidence_threshold: 0.70          # below it the agent escalates
 # The error rate accepted among the decisions the agent handles alone (phase 3 shows
@@ -233,6 +249,14 @@ scope: >-
   Classify incoming IT service-desk tickets and route each to the resolver group
   that owns it. In the lab the agent classified and assigned 97% of a curated
   test set of tickets correctly; this pilot measures it on production tickets.
+
+# The cross-functional team the playbook requires; they sign the go/no-go page.
+team:
+  - {name: Priya Raman, role: business_process_owner, title: Director of IT Service Management}
+  - {name: Owen Caldwell, role: governance_risk, title: IT Risk and Compliance Manager}
+  - {name: Mei Tanaka, role: ai_ml_engineering, title: Applied ML Engineer}
+  - {name: Sergio Banda, role: it_operations, title: Service Desk Platform Lead}
+
 pilot_window: {start: 2026-06-01, end: 2026-08-23}
 baseline_window: {start: 2026-04-06, end: 2026-05-31}
 
@@ -259,6 +283,13 @@ kpis:
 costs:
   review_hourly_rate_usd: 45.0      # loaded cost of a service-desk analyst hour
   manual_cost_per_case_usd: 4.20    # manual triage and routing of one ticket
+  production_volume_per_month: 30000  # every service desk; the pilot routed one region's tickets
+  model_prices:                     # US dollars per million tokens
+    frontier-medium: {input_per_million_usd: 5.0, output_per_million_usd: 15.0}
+
+# Monthly spend limits (model + tool cost). No fallback model was agreed.
+budgets:
+  - {workflow: it_ticket_routing, monthly_usd: 450}
 
 confidence_threshold: 0.70          # below it the agent escalates
 # The share of misrouted tickets accepted among those the agent routes alone (phase 3
@@ -783,6 +814,10 @@ _PRESETS: dict[str, _Preset] = {
     ),
 }
 
+#: The model each preset's agent runs (``model`` column; priced in its pilot file at the
+#: preset's ``usd_per_input_token`` and ``usd_per_output_token``).
+_PRESET_MODELS = {"claims-auto": "frontier-large", "it-ticket-routing": "frontier-medium"}
+
 #: Names of the presets ``generate_pilot`` knows.
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
@@ -1152,6 +1187,9 @@ def _decision_chunk(
         columns[name] = pa.array(values)
     for name, (codes, cats) in feats.categorical.items():
         columns[name] = _take(cats, codes)
+    # last, so that every earlier column keeps its place; one model per preset (its
+    # token prices are the preset's), so no random draw and no figure moves
+    columns["model"] = _take((_PRESET_MODELS[preset.name],), zeros)
     decisions = pa.table(columns)
 
     keep = np.flatnonzero(keep_case)
@@ -1525,6 +1563,8 @@ def _shadow_table(preset: _Preset, side: _SideData, seed: int, schema: pa.Schema
         columns[name] = pa.array(values)
     for name, (codes, cats) in feats.categorical.items():
         columns[name] = _take(cats, codes)
+    if "model" in schema.names:
+        columns["model"] = pa.array([_PRESET_MODELS[preset.name]] * n, pa.string())
     columns["shadow"] = pa.array(np.ones(n, dtype=bool))
     columns["agent_outcome"] = _take(side.outcomes, agent.astype(np.int32))
     columns["human_outcome"] = _take(side.outcomes, human.astype(np.int32))
@@ -1728,10 +1768,6 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main())
-
-
 # --------------------------------------------------------------------------------------
 # The decision log as OpenTelemetry traces (synth --format otel)
 # --------------------------------------------------------------------------------------
@@ -1825,10 +1861,14 @@ def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path
             *features,
         ]
     )
+    # the decision's own model where the log names one (cost attribution reads it back)
+    model_sql = (
+        f"COALESCE(\"model\", '{OTLP_MODEL}')" if "model" in schema.names else f"'{OTLP_MODEL}'"
+    )
     chat_attrs = _otlp_attrs(
         [
             ("gen_ai.operation.name", "'chat'", "string"),
-            ("gen_ai.request.model", f"'{OTLP_MODEL}'", "string"),
+            ("gen_ai.request.model", model_sql, "string"),
             ("gen_ai.usage.input_tokens", "input_tokens", "int"),
             ("gen_ai.usage.output_tokens", "output_tokens", "int"),
             ("pilot.model_cost_usd", "model_cost_usd", "double"),
@@ -1868,7 +1908,7 @@ def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path
     chat = span(
         "chat_id",
         "root_id",
-        f"'chat {OTLP_MODEL}'",
+        f"'chat ' || {model_sql}",
         nanos(1_000),
         nanos(600_000),
         chat_attrs,
@@ -1917,3 +1957,7 @@ def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path
     finally:
         con.close()
     return out_path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_main())

@@ -279,8 +279,16 @@ def expected_log(calls: list[Call] = CALLS) -> pd.DataFrame:
                 "model_cost_usd": cost,
                 "tool_cost_usd": c.tool_cost or 0.0,
                 "review_minutes": c.review_minutes,
+                # the model that did most of the work (most tokens); none without a chat
+                "model": (
+                    max(c.chats, key=lambda ch: ch.input_tokens + ch.output_tokens).model
+                    if c.chats
+                    else None
+                ),
                 "claim_amount": c.features["claim_amount"],
                 "channel": c.features["channel"],
+                # optional contract column the traces do not carry: added empty
+                "business_unit": None,
             }
         )
     return pd.DataFrame(rows)

@@ -86,6 +86,8 @@ def expected_log(
                 "model_cost_usd": cost,
                 "tool_cost_usd": c.tool_cost or 0.0,
                 "review_minutes": c.review_minutes,
+                # the model that did most of the work (most tokens); none without a chat
+                "model": max(c.chats, key=lambda ch: ch[1] + ch[2])[0] if c.chats else None,
                 "claim_amount": c.features["claim_amount"],
                 "channel": c.features["channel"],
             }

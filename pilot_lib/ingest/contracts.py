@@ -174,6 +174,10 @@ DECISIONS = pa.DataFrameSchema(
         "shadow": pa.Column(_BOOL, nullable=True, required=False),
         "agent_outcome": pa.Column(_STRING, nullable=True, required=False),
         "human_outcome": pa.Column(_STRING, nullable=True, required=False),
+        # cost attribution (analysis/costs.py): absent or null, the pilot file's
+        # business_unit and the single priced model stand in
+        "model": pa.Column(_STRING, nullable=True, required=False),
+        "business_unit": pa.Column(_STRING, nullable=True, required=False),
     },
     checks=[
         _row_rule(

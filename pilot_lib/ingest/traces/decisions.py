@@ -57,6 +57,10 @@ the decision, ``a[k]`` = attribute ``k``; "first" = the earliest by start time):
   as ``null model_cost_usd``) when a span with tokens has neither a cost nor a price.
 - ``tool_cost_usd``: ``D.a[pilot.tool_cost_usd]``, else the sum of the
   descendants' ``pilot.tool_cost_usd``, else 0 (no tool cost recorded).
+- ``model`` (optional contract column, for cost attribution): ``D``'s own model
+  (``gen_ai.response.model``, ``gen_ai.request.model``, ...: :data:`SIGNAL_ALIASES`),
+  else the model of the descendant with the most tokens (the model that did most of
+  the work when a decision calls several); NULL when no span names one.
 - features: ``D.a[pilot.<feature>]`` else ``D.a[<feature>]``; int64 when every
   non-null value parses as an integer, float64 when every one parses as a number
   (one aggregate query decides), else text.
@@ -544,6 +548,9 @@ def _build_decisions(
         _c_from_price=v._from_price.any(where=v._counted),
         _c_tool=v._tool.sum(where=v._desc),
         _tool_failed=v._failed_tool.any(),
+        _c_model=v._model.argmax(
+            v._in.fill_null(0) + v._out.fill_null(0), where=v._counted & v._model.notnull()
+        ),
     )
     # signals of the descendants: only spans holding one of their keys are searched
     # (a regular expression over the map's keys, so most spans cost one match)
@@ -605,6 +612,7 @@ def _build_decisions(
         "model_cost_usd": model_cost.cast("float64"),
         "tool_cost_usd": ibis.coalesce(j._tool, j._c_tool, ibis.literal(0.0)).cast("float64"),
         "review_minutes": signal("review_minutes"),
+        "model": ibis.coalesce(j._model, j._c_model),
     }
     feats = {f: j[f"_feat_{f}"] for f in features if f not in columns}
     out = j.select(
