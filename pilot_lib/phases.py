@@ -47,7 +47,9 @@ class Section(Protocol):
 #: pilot has nothing for it (no data set, no setting) and there is nothing to say.
 #: Kept as strings so that this module imports none of them until a phase runs.
 PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "kpi_baselining": (),
+    "kpi_baselining": (
+        ("integration_health", "pilot_lib.analysis.integration:integration_health"),
+    ),
     "drift_analysis": (),
     "incident_drill_review": (),
 }
