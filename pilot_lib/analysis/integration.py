@@ -577,9 +577,9 @@ def _open_circuit_outcomes(
         )
     else:
         what = ibis.ifelse(met._hung, "hung", "failed")
-    met = met.mutate(_what=what)
-    frame = _frame(met.group_by([met.system, met._what]).aggregate(n=met.count()))
-    return {(r.system, r._what): int(r.n) for r in frame.itertuples(index=False)}
+    met = met.mutate(what=what)
+    frame = _frame(met.group_by([met.system, met.what]).aggregate(n=met.count()))
+    return {(r.system, r.what): int(r.n) for r in frame.itertuples(index=False)}
 
 
 def _escalation_links(a: ir.Table, decisions: ir.Table | None) -> tuple[pd.DataFrame, int]:
