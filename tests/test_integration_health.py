@@ -291,3 +291,52 @@ def test_chart_draws(tmp_path: Path) -> None:
     pilot, data, _ = _load(tmp_path, _problem_log)
     fig = error_rate_chart(integration_health(pilot, data))
     assert fig.axes and len(fig.axes[0].lines) >= 3
+
+
+def test_tool_calls_from_sdk_spans_match_the_spans(tmp_path: Path) -> None:
+    """The invoice sample's traces were written by the OpenTelemetry SDK: every
+    execute_tool span of a built decision is one tool_calls row with its attributes."""
+    import json
+
+    from pilot_lib.ingest.store import build_store, open_store
+
+    root = Path(__file__).resolve().parent.parent / "data" / "pilots" / "invoice-reconciliation"
+    pilot = load_pilot(root)
+    data = open_store(build_store(pilot, tmp_path / "store").path, pilot)
+    built = data.table("tool_calls").execute().set_index("call_id").sort_index()
+    decisions = data.table("decisions").execute()
+    spans = []
+    with open(root / "traces" / "agent-traces.otlp.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            for rs in json.loads(line)["resourceSpans"]:
+                for ss in rs["scopeSpans"]:
+                    for sp in ss["spans"]:
+                        attrs = {
+                            a["key"]: next(iter(a["value"].values())) for a in sp["attributes"]
+                        }
+                        if attrs.get("gen_ai.operation.name") == "execute_tool":
+                            spans.append(
+                                {
+                                    "call_id": sp["spanId"],
+                                    "trace_id": sp["traceId"],
+                                    "system": attrs["server.address"],
+                                    "tool": attrs["gen_ai.tool.name"],
+                                    "http": int(attrs.get("http.response.status_code", 0)),
+                                    "start": int(sp["startTimeUnixNano"]) // 1000,
+                                }
+                            )
+    raw = pd.DataFrame(spans).set_index("call_id")
+    # spans of built decisions only (lost or quarantined decisions have none)
+    raw = raw[raw["trace_id"].isin(set(decisions["trace_id"]))]
+    assert set(built.index) <= set(raw.index)
+    missing = raw.loc[~raw.index.isin(built.index)]
+    assert len(missing) <= 5  # the clock-stepped spans quarantined by the span rules
+    raw = raw.loc[built.index]
+    assert (built["system"] == raw["system"]).all()
+    assert (built["tool"] == raw["tool"]).all()
+    expected = np.where(raw["http"] >= 500, "error_5xx", "ok")
+    assert (built["status"].to_numpy() == expected).all()
+    start_us = built["started_at"].astype("datetime64[us]").astype("int64")
+    assert (start_us.to_numpy() == raw["start"].to_numpy()).all()
+    ids = dict(zip(decisions["trace_id"], decisions["decision_id"], strict=True))
+    assert (built["decision_id"] == raw["trace_id"].map(ids)).all()
