@@ -1446,6 +1446,10 @@ def generate_pilot(
     clock = _Clock(spec, rows, seed)
     adoption = _Adoption.plan(spec, rows, seed)
     _write_decisions_and_cases(spec, rows, seed, folder, adoption, clock)
+    # calls to downstream systems, from the decisions just written (either format)
+    _tool_calls_frame(spec, seed, folder / "decisions.parquet").to_parquet(
+        folder / "tool_calls.parquet", index=False
+    )
     if fmt == "otel":
         write_otlp_decisions(folder / "decisions.parquet", folder / OTLP_FILE)
         (folder / "decisions.parquet").unlink()
@@ -1453,11 +1457,6 @@ def generate_pilot(
     _write_csv(_approvals_frame(spec, rows, seed, clock), folder / "approvals.csv")
     _write_csv(_drill_frame(spec, seed), folder / "drill_events.csv")
     _write_csv(_candidates_frame(spec), folder / "candidates.csv")
-    decisions_file = folder / ("decisions.parquet" if fmt != "otel" else OTLP_FILE)
-    if fmt != "otel":
-        _tool_calls_frame(spec, seed, decisions_file).to_parquet(
-            folder / "tool_calls.parquet", index=False
-        )
     return folder
 
 
