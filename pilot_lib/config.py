@@ -710,6 +710,45 @@ class FeedbackSettings(_Strict):
     max_cross_loop_share: float = Field(default=0.05, ge=0, le=1)
 
 
+class IntegrationSettings(_Strict):
+    """How the agent must treat its downstream systems (phase 2, integration health).
+
+    Times are seconds; shares are fractions (0.05 = 5%). See docs/pilot-file.md.
+
+    - ``decision_timeout_seconds``: a decision whose tool calls span longer than
+      this (first call's start to the last call's end, or a call that never
+      returned) hung (default 300).
+    - ``max_error_rate``: a system whose error rate (5xx, timeouts and 4xx over
+      attempts sent) is above this over the window gets a warning (default 0.05).
+    - ``min_retry_gap_seconds``: a retry sent sooner than this after the previous
+      attempt ended is hammering, not backing off (default 0.5).
+    - ``max_attempts``: attempts of one call beyond this are hammering (default 4).
+    - ``breaker_threshold``: more consecutive failed attempts to one system than
+      this, with no ``circuit_open`` and no pause of ``breaker_pause_seconds``
+      between them, means the agent ignored its circuit breaker (default 5).
+    - ``breaker_pause_seconds``: a pause this long between two failures resets the
+      count (the breaker would have gone half-open; default 30).
+    """
+
+    decision_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    min_retry_gap_seconds: float = Field(default=0.5, ge=0)
+    max_attempts: int = Field(default=4, ge=1)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_pause_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pause_within_timeout(self) -> IntegrationSettings:
+        if self.breaker_pause_seconds >= self.decision_timeout_seconds:
+            raise FieldProblem(
+                "breaker_pause_seconds",
+                self.breaker_pause_seconds,
+                f"must be shorter than decision_timeout_seconds ({self.decision_timeout_seconds:g}):"
+                " a pause that long already counts as a hung decision; lower it",
+            )
+        return self
+
+
 class Pilot(_Strict):
     """A validated pilot file. Build it with :func:`load_pilot`."""
 
@@ -740,6 +779,7 @@ class Pilot(_Strict):
     promotion: PromotionSettings = PromotionSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     budgets: list[Budget] = Field(default_factory=list)
+    integration: IntegrationSettings = IntegrationSettings()
 
     _path: Path | None = PrivateAttr(default=None)
     _file_hash: str | None = PrivateAttr(default=None)

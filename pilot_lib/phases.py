@@ -50,6 +50,7 @@ PHASE_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "kpi_baselining": (
         ("shadow_mode", "pilot_lib.analysis.shadow:shadow_mode"),
         ("cost_attribution", "pilot_lib.analysis.costs:cost_attribution_section"),
+        ("integration_health", "pilot_lib.analysis.integration:integration_health"),
     ),
     "drift_analysis": (
         ("risk_coverage", "pilot_lib.analysis.risk_coverage:risk_coverage"),

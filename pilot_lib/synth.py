@@ -161,6 +161,7 @@ datasets:
   policy_versions: {path: policy_versions.csv}
   golden_evaluations: {path: golden_evaluations.csv}
   feedback: {path: feedback.csv}
+  tool_calls: {path: tool_calls.parquet}
 
 # Go/no-go thresholds, agreed by the business owner and the governance lead.
 kpis:
@@ -211,6 +212,15 @@ approvals:
     - {name: autonomous, max_amount: 2500, requires_approval: false}
     - {name: adjuster, max_amount: 7500}
     - {name: supervisor}
+
+# How the agent must treat its downstream systems (integration health, phase 2).
+integration:
+  decision_timeout_seconds: 300   # a decision still calling after 5 minutes hung
+  max_error_rate: 0.05
+  min_retry_gap_seconds: 0.5      # a retry sooner than this hammers the system
+  max_attempts: 4
+  breaker_threshold: 5            # the circuit opens after 5 failures in a row
+  breaker_pause_seconds: 30
 
 use_case:
   minimum_score: 3
@@ -269,6 +279,7 @@ datasets:
   approvals: {path: approvals.csv}
   golden_evaluations: {path: golden_evaluations.csv}
   feedback: {path: feedback.csv}
+  tool_calls: {path: tool_calls.parquet}
 
 # Go/no-go thresholds, agreed by the business owner and the governance lead.
 kpis:
@@ -318,6 +329,15 @@ approvals:
     - {name: autonomous, max_amount: 250, requires_approval: false}
     - {name: team_lead, max_amount: 2500}
     - {name: it_manager}
+
+# How the agent must treat its downstream systems (integration health, phase 2).
+integration:
+  decision_timeout_seconds: 300   # a decision still calling after 5 minutes hung
+  max_error_rate: 0.05
+  min_retry_gap_seconds: 0.5      # a retry sooner than this hammers the system
+  max_attempts: 4
+  breaker_threshold: 5            # the circuit opens after 5 failures in a row
+  breaker_pause_seconds: 30
 
 use_case:
   minimum_score: 3
@@ -839,6 +859,7 @@ _STREAMS = {
     "shadow": 40,
     "golden": 41,
     "feedback": 42,
+    "tool_calls": 30,
 }
 
 
@@ -1733,6 +1754,10 @@ def generate_pilot(
     clock = _Clock(spec, rows, seed)
     adoption = _Adoption.plan(spec, rows, seed)
     _write_decisions_and_cases(spec, rows, seed, folder, adoption, clock)
+    # calls to downstream systems, from the decisions just written (either format)
+    _tool_calls_frame(spec, seed, folder / "decisions.parquet").to_parquet(
+        folder / "tool_calls.parquet", index=False
+    )
     if fmt == "otel":
         write_otlp_decisions(folder / "decisions.parquet", folder / OTLP_FILE)
         (folder / "decisions.parquet").unlink()
@@ -1957,6 +1982,137 @@ def write_otlp_decisions(parquet_path: str | Path, out_path: str | Path) -> Path
     finally:
         con.close()
     return out_path
+
+
+# --------------------------------------------------------------------------------------
+# Calls to downstream systems (tool_calls.parquet)
+# --------------------------------------------------------------------------------------
+
+#: Per preset: the lookups every decision makes ``(system, tool)``, the side-effecting
+#: write a completed decision makes, the system whose failure escalates a decision
+#: outside an outage, and the outage (system, pilot days [start, end), chance a
+#: decision's first call fails) or None.
+_TOOL_PLANS: dict[str, dict[str, Any]] = {
+    "claims-auto": {
+        "lookups": (("policy_admin", "get_policy"), ("fraud_scoring", "score_claim")),
+        "write": ("claims_core", "create_claim_note"),
+        "failing": ("fraud_scoring", "score_claim"),
+        "outage": None,
+    },
+    "it-ticket-routing": {
+        "lookups": (("directory", "get_user"), ("cmdb", "get_asset")),
+        "write": ("itsm", "assign_ticket"),
+        "failing": ("saas_admin", "get_tenant"),
+        # the CMDB's API answered 503 to many calls in pilot weeks 5 to 8, and the agent
+        # hammered it: retries 100-250 ms apart, up to 6 attempts, never a breaker
+        "outage": ("cmdb", "get_asset", 28, 56, 0.35),
+    },
+}
+
+
+def _tool_calls_frame(preset: _Preset, seed: int, decisions_file: Path) -> pd.DataFrame:
+    """One row per attempt of a call to a downstream system, for every decision.
+
+    Healthy calls succeed at their first attempt. A decision escalated for
+    ``tool_failure`` failed its call to the preset's failing system: in claims-auto
+    three timeouts with exponential backoff and jitter (1 s, then 2-3 s); in
+    it-ticket-routing, inside the CMDB outage, six 503s from the CMDB 100-250 ms
+    apart (a retry storm the breaker never stopped), else three timeouts of the
+    SaaS admin console with backoff. Inside the outage other decisions' first CMDB
+    call fails with its probability and the agent hammers until an answer; a
+    decision neither completed nor escalated there never got one (its chain is
+    incomplete). Completed decisions then write once (side-effecting, keyed).
+    Draws come from the ``tool_calls`` stream: existing files are unchanged.
+    """
+    plan = _TOOL_PLANS[preset.name]
+    d = pd.read_parquet(
+        decisions_file,
+        columns=["decision_id", "timestamp", "trace_id", "escalated", "escalation_reason",
+                 "completed"],
+    )  # fmt: skip
+    d = d[d["timestamp"].notna() & d["decision_id"].notna()].reset_index(drop=True)
+    rng = _rng(seed, "tool_calls")
+    n = len(d)
+    ts = d["timestamp"].to_numpy("datetime64[us]").astype(np.int64)
+    day = (ts - _epoch_us(preset.pilot_start_ts)) // (24 * _US_PER_HOUR)
+    tool_fail = d["escalated"].fillna(False).to_numpy(bool) & (
+        d["escalation_reason"].fillna("").to_numpy(str) == "tool_failure"
+    )
+    completed = d["completed"].fillna(False).to_numpy(bool)
+    escalated = d["escalated"].fillna(False).to_numpy(bool)
+    outage = plan["outage"]
+    in_outage = np.zeros(n, dtype=bool)
+    if outage is not None:
+        in_outage = (day >= outage[2]) & (day < outage[3])
+    u_first = rng.random(n)
+    u_lat = rng.lognormal(np.log(220.0), 0.35, (n, 8))
+    u_gap = rng.random((n, 8))
+    rows: dict[str, list[Any]] = {c: [] for c in (
+        "call_id", "decision_id", "trace_id", "system", "tool", "started_at", "ended_at",
+        "status", "http_status", "attempt", "idempotency_key", "side_effect", "cost_usd",
+    )}  # fmt: skip
+
+    def add(i: int, k: int, system: str, tool: str, start: int, ms: float, status: str,
+            attempt: int, key: str | None = None, side: bool = False) -> int:  # fmt: skip
+        end = start + int(ms * 1000)
+        rows["call_id"].append(f"{d.at[i, 'decision_id']}-T{k:02d}")
+        rows["decision_id"].append(d.at[i, "decision_id"])
+        rows["trace_id"].append(d.at[i, "trace_id"])
+        rows["system"].append(system)
+        rows["tool"].append(tool)
+        rows["started_at"].append(start)
+        rows["ended_at"].append(end)
+        rows["status"].append(status)
+        rows["http_status"].append(
+            {"ok": 200, "error_5xx": 503, "error_4xx": 404}.get(status)  # timeout: none
+        )
+        rows["attempt"].append(attempt)
+        rows["idempotency_key"].append(key)
+        rows["side_effect"].append(side)
+        rows["cost_usd"].append(round(preset.usd_per_tool_call, 5))
+        return end
+
+    for i in range(n):
+        now = int(ts[i]) + _US_PER_SECOND
+        k = 0
+        failing_here = tool_fail[i] and not (outage is not None and in_outage[i])
+        lookups = list(plan["lookups"])
+        if plan["failing"] not in lookups and u_gap[i, 6] < 0.3:
+            lookups.append(plan["failing"])  # the console is consulted for some tickets
+        for system, tool in lookups:
+            if failing_here and (system, tool) == plan["failing"]:
+                continue  # this decision's call to it failed (below)
+            hit = outage is not None and in_outage[i] and system == outage[0]
+            if hit and (tool_fail[i] or (not completed[i] and not escalated[i])):
+                attempts = 6  # never answered: the agent gave up (or escalated)
+            elif hit and u_first[i] < outage[4]:
+                attempts = 2 + int(u_gap[i, 7] * 3)  # answered at the 2nd to 4th try
+            else:
+                attempts = 1
+            for a in range(attempts):
+                failed = a < attempts - 1 or attempts == 6
+                ms = 40 + 30 * u_gap[i, a] if failed else float(u_lat[i, k])
+                now = add(i, k, system, tool, now, ms, "error_5xx" if failed else "ok", a + 1)
+                k += 1
+                now += int((0.1 + 0.15 * u_gap[i, a]) * _US_PER_SECOND) if failed else 5_000
+        if failing_here:
+            system, tool = plan["failing"]
+            for a in range(3):  # timeouts, backoff 1 s then 2-3 s with jitter
+                now = add(i, k, system, tool, now, 10_000, "timeout", a + 1)
+                k += 1
+                if a < 2:
+                    now += int((1.0 + a + (0.2 + 0.8 * a) * u_gap[i, a]) * _US_PER_SECOND)
+        if completed[i] and not escalated[i]:
+            system, tool = plan["write"]
+            add(i, k, system, tool, now, float(u_lat[i, 7]) * 1.6, "ok", 1,
+                key=f"{d.at[i, 'decision_id']}-{tool}", side=True)  # fmt: skip
+    frame = pd.DataFrame(rows)
+    for col in ("started_at", "ended_at"):
+        frame[col] = pd.to_datetime(frame[col], unit="us")
+    frame["http_status"] = frame["http_status"].astype("Int64")
+    frame["attempt"] = frame["attempt"].astype("int64")
+    frame["idempotency_key"] = frame["idempotency_key"].astype("string")
+    return frame
 
 
 if __name__ == "__main__":  # pragma: no cover

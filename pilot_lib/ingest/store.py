@@ -348,6 +348,7 @@ def build_store(
             # order halves the write time and the memory it needs
             con.raw_sql("SET preserve_insertion_order = false")
         datasets: dict[str, Any] = {}
+        traced_calls = None  # tool_calls built from the decisions' spans, if any
         try:
             for name in DATASET_NAMES:
                 if name in overrides:
@@ -360,9 +361,20 @@ def build_store(
                         text_columns=contract_columns(name),
                     )
                     shown = describe_source(src)
+                elif (
+                    name == "tool_calls" and name not in pilot.datasets and traced_calls is not None
+                ):
+                    # no tool_calls data set named: the decisions' execute_tool spans
+                    shown = f"execute_tool spans of {describe_source(pilot.datasets['decisions'])}"
+                    datasets[name] = _ingest_one(
+                        name, traced_calls, pilot, shown, con, tmp, store_dir, quarantine
+                    )
+                    datasets[name]["from_traces"] = True
+                    continue
                 elif name in pilot.datasets and pilot.datasets[name].format in TRACE_FORMATS:
                     traced = _open_traces(pilot, name, con, tmp, store_dir, quarantine)
                     raw = traced.pop("table")
+                    traced_calls = traced.pop("tool_calls")
                     shown = describe_source(pilot.datasets[name])
                     datasets[name] = _ingest_one(
                         name, raw, pilot, shown, con, tmp, store_dir, quarantine
@@ -435,6 +447,7 @@ def _open_traces(
         ) from exc
     return {
         "table": built.decisions,
+        "tool_calls": built.tool_calls,
         "format": pilot.datasets[name].format,
         "reconciliation": recon.as_dict(),
         "summary": recon.summary(),

@@ -282,6 +282,8 @@ class TraceDecisions:
     quarantine: ir.Table  #: span columns + ``_quarantine_rule``
     reconciliation: Reconciliation
     notes: tuple[str, ...] = field(default=())
+    #: the ``tool_calls`` data set from the decisions' ``execute_tool`` spans (lazy)
+    tool_calls: ir.Table | None = None
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -468,6 +470,7 @@ def spans_to_decisions(
         n_without = int(without.count().execute())
     decisions = _finish(decisions)
     decisions = _materialize(decisions)
+    tool_calls = _tool_calls(s, decisions)
     priced = int(decisions.filter(decisions._priced).count().execute())
     n_decisions = int(decisions.count().execute())
     decisions = decisions.drop("_dspan", "_priced", "_tool_failed", "_dstatus")
@@ -497,7 +500,7 @@ def spans_to_decisions(
             f"model cost of {priced} decisions computed from token counts and the pilot "
             "file's price table (traces.prices)"
         )
-    return TraceDecisions(decisions, quarantine, recon, tuple(notes))
+    return TraceDecisions(decisions, quarantine, recon, tuple(notes), tool_calls)
 
 
 def _build_decisions(
@@ -743,3 +746,86 @@ def _reconcile(s: ir.Table) -> dict[str, Any]:
     }
     out["decisions_with_quarantined_spans"] = touched
     return out
+
+
+#: Attribute keys of an ``execute_tool`` span read for a ``tool_calls`` column, first found wins.
+TOOL_CALL_ALIASES: dict[str, tuple[str, ...]] = {
+    "system": ("pilot.system", "peer.service", "server.address"),
+    "tool": ("gen_ai.tool.name",),
+    "http_status": ("http.response.status_code",),
+    "error_type": ("error.type",),
+    "tool_status": ("pilot.tool_status",),
+    "attempt": ("pilot.attempt",),
+    "resend_count": ("http.request.resend_count",),
+    "idempotency_key": ("pilot.idempotency_key",),
+    "side_effect": ("pilot.side_effect",),
+    "cost_usd": ("pilot.tool_cost_usd",),
+}
+
+
+def _tool_calls(s: ir.Table, decisions: ir.Table) -> ir.Table:
+    """The ``tool_calls`` data set: one row per valid ``execute_tool`` span of a decision.
+
+    ``system``: ``pilot.system``, else ``peer.service``, else ``server.address``, else
+    the tool name. ``status``: ``pilot.tool_status`` when stated (e.g. ``circuit_open``),
+    else from ``http.response.status_code`` (5xx, 4xx), else ``timeout`` when
+    ``error.type`` names a timeout, else ``error_5xx`` for a span with status
+    ``error`` (the system failed), else ``ok``. ``attempt``: ``pilot.attempt``, else
+    ``http.request.resend_count + 1``. Values stay text where the contract types them.
+    """
+    v = s.filter(s._decision.notnull() & (s.operation == "execute_tool"))
+    a = v.attributes
+
+    def attr(name: str) -> ir.StringValue:
+        return _attr(a, TOOL_CALL_ALIASES[name])
+
+    code = attr("http_status").try_cast("int64")
+    err = attr("error_type").lower()
+    status = ibis.cases(
+        (attr("tool_status").notnull(), attr("tool_status")),
+        (code >= 500, "error_5xx"),
+        (code >= 400, "error_4xx"),
+        (err.contains("timeout") | err.contains("timed out"), "timeout"),
+        (v.status == "error", "error_5xx"),
+        else_="ok",
+    )
+    tool = ibis.coalesce(attr("tool"), v.name)
+    side = attr("side_effect").lower()
+    d = decisions.select(_kt=decisions.trace_id, _ks=decisions._dspan, _kid=decisions.decision_id)
+    rows = v.select(
+        call_id=v.span_id,
+        trace_id=v.trace_id,
+        _decision=v._decision,
+        system=ibis.coalesce(attr("system"), tool),
+        tool=tool,
+        started_at=v.start_time,
+        ended_at=v.end_time,
+        status=status,
+        http_status=code,
+        attempt=ibis.coalesce(
+            attr("attempt").try_cast("int64"), attr("resend_count").try_cast("int64") + 1
+        ),
+        idempotency_key=attr("idempotency_key"),
+        side_effect=ibis.cases(
+            (side.isin(["true", "1"]), True),
+            (side.isin(["false", "0"]), False),
+            else_=ibis.null("boolean"),
+        ),
+        cost_usd=attr("cost_usd").try_cast("float64"),
+    )
+    j = rows.inner_join(d, [rows.trace_id == d._kt, rows._decision == d._ks])
+    return j.select(
+        "call_id",
+        decision_id=j._kid,
+        trace_id=j.trace_id,
+        system=j.system,
+        tool=j.tool,
+        started_at=j.started_at,
+        ended_at=j.ended_at,
+        status=j.status,
+        http_status=j.http_status,
+        attempt=j.attempt,
+        idempotency_key=j.idempotency_key,
+        side_effect=j.side_effect,
+        cost_usd=j.cost_usd,
+    )
