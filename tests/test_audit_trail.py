@@ -67,11 +67,12 @@ def _expected(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     app = frames["approvals"].copy()
     acted = dec["completed"] & ~dec["escalated"]
     n_calls = dec["decision_id"].map(calls.groupby("decision_id").size()).fillna(0)
-    n_ok = (
-        dec["decision_id"]
-        .map(calls[calls["status"] == "ok"].groupby("decision_id").size())
-        .fillna(0)
+    answered = (
+        calls.assign(ok=calls["status"] == "ok")
+        .groupby(["decision_id", "system", "tool"])["ok"]
+        .any()
     )
+    unanswered = dec["decision_id"].map((~answered).groupby(level="decision_id").sum()).fillna(0)
     needs = app["required_level"].isin(["adjuster", "supervisor"])
     decided = app["decided_at"].notna() | (app["decision"] == "timed_out")
     named = ~app["decision"].isin(["approved", "rejected"]) | app["approver_level"].notna()
@@ -87,7 +88,7 @@ def _expected(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "request": ~has_trace,
             "model_call": (dec["input_tokens"] + dec["output_tokens"]) <= 0,
             "tool_call": acted & (n_calls == 0),
-            "tool_result": acted & (n_calls > 0) & (n_ok == 0),
+            "tool_result": ~dec["escalated"] & (unanswered > 0),
             "approval": [
                 bool(h and t in by_trace.index and by_trace.loc[t, "approval"])
                 for h, t in zip(has_trace, dec["trace_id"], strict=True)
@@ -188,7 +189,7 @@ def test_weekly_shares_match_pandas(gappy) -> None:
     assert got["complete"].to_dict() == expected["complete"].to_dict()
 
 
-def test_below_the_threshold_is_blocking_above_it_is_info(gappy, tmp_path: Path) -> None:
+def test_below_the_threshold_is_blocking_above_it_a_warning(gappy, tmp_path: Path) -> None:
     frames, pilot, data = gappy
     review = audit_trail_review(pilot, data)
     assert review.share < 0.99
@@ -201,7 +202,7 @@ def test_below_the_threshold_is_blocking_above_it_is_info(gappy, tmp_path: Path)
         tmp_path / "lenient", frames, doc_changes={"audit_trail": {"min_complete_share": 0.5}}
     )
     lenient = audit_trail_review(load_pilot(folder), load_pilot_data(folder))
-    assert {f.code: f.severity for f in lenient.findings} == {"audit_trail_gaps": "info"}
+    assert {f.code: f.severity for f in lenient.findings} == {"audit_trail_gaps": "warning"}
 
 
 def test_without_tool_calls_the_tool_link_is_not_checked_and_a_warning_says_so(

@@ -340,3 +340,28 @@ def test_tool_calls_from_sdk_spans_match_the_spans(tmp_path: Path) -> None:
     assert (start_us.to_numpy() == raw["start"].to_numpy()).all()
     ids = dict(zip(decisions["trace_id"], decisions["decision_id"], strict=True))
     assert (built["decision_id"] == raw["trace_id"].map(ids)).all()
+    # Attempts the spans do not state are inferred: a span after failed spans of the same
+    # tool in the same trace is their retry; counted here straight from the raw spans.
+    raw = raw.assign(failed=raw["http"] >= 500).sort_values(["trace_id", "tool", "start"])
+    attempt, prev = [], None
+    for trace, tool, failed in raw[["trace_id", "tool", "failed"]].itertuples(index=False):
+        same = prev is not None and prev[:2] == (trace, tool)
+        attempt.append(attempt[-1] + 1 if same and prev[2] else 1)
+        prev = (trace, tool, failed)
+    raw["attempt"] = attempt
+    assert (built["attempt"] == raw.loc[built.index, "attempt"]).all()
+    assert (raw["attempt"] == 2).sum() > 0  # the AP ledger's retries
+
+
+def test_the_invoice_samples_ledger_retries_back_off() -> None:
+    """The trace sample's AP ledger outage weeks: retried once after a 1-2 s backoff, so
+    the agent is not hammering; its tool_failure escalations link to the ledger."""
+    root = Path(__file__).resolve().parent.parent / "data" / "pilots" / "invoice-reconciliation"
+    pilot = load_pilot(root)
+    section = integration_health(pilot, load_pilot_data(pilot))
+    systems = section.systems_table().set_index("system")
+    ledger = systems.loc["apledger.mainframe.internal"]
+    assert ledger["attempts"] > ledger["calls"] and ledger["hammering calls"] == 0
+    assert {f.code for f in section.findings} == {"integration_error_rate"}
+    links = section.escalation_table().set_index("system")
+    assert list(links.index) == ["apledger.mainframe.internal"]

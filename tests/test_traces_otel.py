@@ -287,7 +287,10 @@ def expected_log(calls: list[Call] = CALLS) -> pd.DataFrame:
                 ),
                 "claim_amount": c.features["claim_amount"],
                 "channel": c.features["channel"],
-                # optional contract column the traces do not carry: added empty
+                # optional contract columns the traces do not carry: added empty
+                "shadow": None,
+                "agent_outcome": None,
+                "human_outcome": None,
                 "business_unit": None,
             }
         )

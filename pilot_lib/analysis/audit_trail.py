@@ -18,10 +18,13 @@ trace back to a request). Its links, each checked only where it applies:
     The decision logged model usage (input or output tokens above 0).
 ``tool_call``
     With a ``tool_calls`` data set: a decision that acted (completed and not
-    escalated) logged at least one call (``no tool call``) and at least one that
-    succeeded (``no successful tool call``: its output rests on no tool result on
-    record). An escalated or failed decision needs no tool call.
-    Without the data set the link is not checked (a warning says so).
+    escalated) logged at least one call. An escalated or failed decision needs none.
+``tool_result``
+    Every tool (system and operation) a decision called answered at least once,
+    unless the decision was escalated: a decision that went on, or stopped, without
+    the answer of a tool it asked and without handing over to a human leaves its
+    chain open (the system it could not reach). Without a ``tool_calls`` data set
+    these two links are not checked (a warning says so).
 ``approval``
     An action of the decision (approvals joined on ``trace_id``) at a level that
     requires approval has the approval on record: decided (or timed out), by a
@@ -64,7 +67,7 @@ LINKS: dict[str, str] = {
     "request": "no trace id linking the decision to its request",
     "model_call": "no model call logged",
     "tool_call": "no tool call logged for a decision that acted",
-    "tool_result": "no successful tool call for a decision that acted",
+    "tool_result": "a tool called that never answered, and no human took over",
     "approval": "an approval the policy requires is not on record",
     "executed_action": "an approved or autonomous action whose execution is not on record",
 }
@@ -213,21 +216,24 @@ def _chains(
         "request": ~has_trace,
         "model_call": tokens <= 0,
         "_acted": acted,
+        "_escalated": d.escalated.fill_null(False),
         "_cluster": (key.cast("string") if key is not None else d.decision_id.cast("string")),
     }
     chains = d.select(**cols)
 
     if calls is not None:
-        per_decision = calls.group_by(decision_id=calls.decision_id.cast("string")).aggregate(
-            _calls=calls.count(), _ok=(calls.status == "ok").cast("int64").sum()
+        # per decision and tool: did any attempt get an answer?
+        per_tool = calls.group_by(
+            decision_id=calls.decision_id.cast("string"), system=calls.system, tool=calls.tool
+        ).aggregate(_ok=(calls.status == "ok").cast("int64").sum())
+        per_decision = per_tool.group_by("decision_id").aggregate(
+            _calls=per_tool.count(), _unanswered=(per_tool._ok == 0).cast("int64").sum()
         )
         chains = chains.left_join(per_decision, chains.chain == per_decision.decision_id)
         chains = chains.mutate(
             tool_call=chains._acted & (chains._calls.fill_null(0) == 0),
-            tool_result=chains._acted
-            & (chains._calls.fill_null(0) > 0)
-            & (chains._ok.fill_null(0) == 0),
-        ).drop("decision_id", "_calls", "_ok")
+            tool_result=~chains._escalated & (chains._unanswered.fill_null(0) > 0),
+        ).drop("decision_id", "_calls", "_unanswered")
     else:
         reason = "the pilot names no tool_calls data set (and its decision log is not traces)"
         checked["tool_call"] = checked["tool_result"] = reason
@@ -258,6 +264,7 @@ def _chains(
             request=ibis.literal(True),
             model_call=ibis.literal(True),
             _acted=ibis.literal(False),
+            _escalated=ibis.literal(False),
             _cluster=week if level == "week" else orphans.action_id.cast("string"),
             tool_call=ibis.literal(False),
             tool_result=ibis.literal(False),
@@ -286,7 +293,7 @@ def audit_trail_review(pilot: Pilot, data: Any) -> AuditTrailReview | None:
         Counts, the share of complete chains with its interval, missing links by
         kind, the first :data:`LISTED` incomplete chains, and findings: a blocking
         one when the share is below ``audit_trail.min_complete_share``; a warning
-        when tool calls cannot be checked; info on incomplete chains within the limit.
+        on incomplete chains within the limit, and when tool calls cannot be checked.
     """
     if data is None or data.table("decisions") is None:
         return None
@@ -419,7 +426,7 @@ def _findings(r: AuditTrailReview) -> list[Finding]:
             Finding(
                 PHASE,
                 "audit_trail_gaps",
-                "info",
+                "warning",
                 f"{r.incomplete:,} of {r.chains:,} decision chains have a gap ({worst}); "
                 f"{r.share:.2%} are complete, within the agreed {r.min_complete_share:.0%}.",
                 evidence,

@@ -55,7 +55,7 @@ from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
 from pandera.api.ibis.types import IbisData
 
-from pilot_lib.config import DATASET_NAMES, ESCALATION_REASONS, Pilot, load_pilot
+from pilot_lib.config import DATASET_NAMES, ESCALATION_REASONS, TRACE_FORMATS, Pilot, load_pilot
 from pilot_lib.errors import ContractError, DataSourceError
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN, DatasetCheck, PilotData
 from pilot_lib.ingest.sources import connect, describe_source, open_dataset, open_source
@@ -1060,6 +1060,7 @@ def load_pilot_data(
     out_dir = Path(quarantine_dir) if quarantine_dir is not None else None
     overrides = overrides or {}
     data = PilotData(pilot=pilot, con=con)
+    traced_calls = None  # tool_calls built from a trace decision log's execute_tool spans
     for name in DATASET_NAMES:
         if name in overrides:
             src = overrides[name]
@@ -1067,6 +1068,16 @@ def load_pilot_data(
                 src, con, base_dir=pilot.folder, label=name, text_columns=contract_columns(name)
             )
             shown = describe_source(src)
+        elif name in pilot.datasets and pilot.datasets[name].format in TRACE_FORMATS:
+            from pilot_lib.ingest.traces import open_trace_decisions
+
+            built = open_trace_decisions(pilot, con, name)
+            raw, traced_calls = built.decisions, built.tool_calls
+            shown = describe_source(pilot.datasets[name])
+        elif name == "tool_calls" and name not in pilot.datasets and traced_calls is not None:
+            # as in the evidence store: no tool_calls data set named, the spans give it
+            raw = traced_calls
+            shown = f"execute_tool spans of {describe_source(pilot.datasets['decisions'])}"
         elif name in pilot.datasets:
             raw = open_dataset(pilot, name, con, text_columns=contract_columns(name))
             shown = describe_source(pilot.datasets[name])

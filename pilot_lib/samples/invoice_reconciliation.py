@@ -583,7 +583,7 @@ class ReconciliationAgent:
 
     It runs the steps a real reconciliation agent runs, in order: classify the
     invoice (``chat``), fetch the purchase order from the ERP, the open item
-    from the AP ledger (one retry on a 503) and the supplier's copy from the
+    from the AP ledger (one retry on a 503, after a backoff of 1-2 s) and the supplier's copy from the
     vendor portal (``execute_tool``), then reconcile (``chat``) and decide. The
     answers of the systems, the model's token counts, the step durations and
     the clerk's response come from the :class:`InvoiceScript`; times come from a
@@ -689,6 +689,8 @@ class ReconciliationAgent:
             return
         if not s.out_of_scope and s.po_found:
             for attempt, down in enumerate(s.ledger_attempts):
+                if attempt:  # back off before retrying: 1 s plus up to 1 s of jitter
+                    now += 1_000_000_000 + (s.index * 7919 % 1000) * 1_000_000
                 now = self._tool(root, now, d[2] + 90 * attempt, "ledger", unavailable=down)
             if not s.ledger_attempts[-1]:
                 now = self._tool(root, now, d[3], "portal", clock_step=s.clock_step)

@@ -771,7 +771,9 @@ def _tool_calls(s: ir.Table, decisions: ir.Table) -> ir.Table:
     else from ``http.response.status_code`` (5xx, 4xx), else ``timeout`` when
     ``error.type`` names a timeout, else ``error_5xx`` for a span with status
     ``error`` (the system failed), else ``ok``. ``attempt``: ``pilot.attempt``, else
-    ``http.request.resend_count + 1``. Values stay text where the contract types them.
+    ``http.request.resend_count + 1``, else inferred: a span that follows failed spans of
+    the same tool in the same decision is their retry (attempts are numbered in time,
+    restarting after each successful span). Values stay text where the contract types them.
     """
     v = s.filter(s._decision.notnull() & (s.operation == "execute_tool"))
     a = v.attributes
@@ -814,6 +816,19 @@ def _tool_calls(s: ir.Table, decisions: ir.Table) -> ir.Table:
         cost_usd=attr("cost_usd").try_cast("float64"),
     )
     j = rows.inner_join(d, [rows.trace_id == d._kt, rows._decision == d._ks])
+    # No attempt attribute: a span that follows failed spans of the same tool in the same
+    # decision is their retry. Number the spans of each (decision, system, tool) in time
+    # within runs that each successful span closes: the first after a success is attempt 1.
+    key = ["_kid", "system", "tool"]
+    order = ["started_at", "call_id"]
+    ok = (j.status == "ok").cast("int64")
+    # successes strictly before this span: the running total up to it, less its own
+    ok_before = (
+        ok.sum().over(ibis.window(group_by=key, order_by=order, preceding=None, following=0)) - ok
+    )
+    j = j.mutate(_run=ok_before.fill_null(0))
+    inferred = ibis.row_number().over(group_by=[*key, "_run"], order_by=order) + 1
+    j = j.mutate(attempt=ibis.coalesce(j.attempt, inferred))
     return j.select(
         "call_id",
         decision_id=j._kid,
