@@ -51,7 +51,9 @@ Scale
 decision, plus control and baseline cohorts), users and approvals scale with
 it; users stop growing at 5,000. The decision log and the cases are generated
 and written in chunks of :data:`CHUNK_ROWS` rows with pyarrow's
-``ParquetWriter``, so ten million decisions fit in bounded memory
+``ParquetWriter``, and the calls to downstream systems (``tool_calls.parquet``)
+from the decisions written, read back a chunk at a time, so ten million
+decisions fit in bounded memory
 (``benchmarks/bench_synth.py`` measures it).
 
 Deliberately bad rows (so quarantine shows up; present at every size)
@@ -1755,9 +1757,7 @@ def generate_pilot(
     adoption = _Adoption.plan(spec, rows, seed)
     _write_decisions_and_cases(spec, rows, seed, folder, adoption, clock)
     # calls to downstream systems, from the decisions just written (either format)
-    _tool_calls_frame(spec, seed, folder / "decisions.parquet").to_parquet(
-        folder / "tool_calls.parquet", index=False
-    )
+    _write_tool_calls(spec, seed, folder / "decisions.parquet", folder / "tool_calls.parquet")
     if fmt == "otel":
         write_otlp_decisions(folder / "decisions.parquet", folder / OTLP_FILE)
         (folder / "decisions.parquet").unlink()
@@ -2010,7 +2010,145 @@ _TOOL_PLANS: dict[str, dict[str, Any]] = {
 }
 
 
-def _tool_calls_frame(preset: _Preset, seed: int, decisions_file: Path) -> pd.DataFrame:
+#: Columns of ``tool_calls.parquet`` with their pandas dtypes (the schema, with pandas
+#: metadata, comes from an empty frame so the file reads back as it always did).
+_TOOL_CALL_DTYPES: dict[str, str] = {
+    "call_id": "str",
+    "decision_id": "str",
+    "trace_id": "str",
+    "system": "str",
+    "tool": "str",
+    "started_at": "datetime64[us]",
+    "ended_at": "datetime64[us]",
+    "status": "str",
+    "http_status": "Int64",
+    "attempt": "int64",
+    "idempotency_key": "string",
+    "side_effect": "bool",
+    "cost_usd": "float64",
+}
+_TOOL_STATUSES = ("ok", "error_5xx", "timeout")
+_OK, _5XX, _TIMEOUT = range(3)
+_CALL_SUFFIXES = pa.array([f"-T{k:02d}" for k in range(100)], pa.string())
+
+
+def _tool_calls_schema() -> pa.Schema:
+    empty = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in _TOOL_CALL_DTYPES.items()})
+    return pa.Schema.from_pandas(empty, preserve_index=False)
+
+
+def _tool_calls_chunk(
+    preset: _Preset, plan: dict[str, Any], rng: np.random.Generator, batch: pa.RecordBatch
+) -> pa.Table:
+    """The calls of one batch of decisions (rows with a timestamp and an id), vectorised.
+
+    Each decision's calls are laid out slot by slot (each lookup, the failing system's
+    timeouts, the write) with ``np.repeat`` over the attempts per slot; start times are
+    cumulative sums of duration plus gap within the decision.
+    """
+    keep = pc.and_(pc.is_valid(batch["timestamp"]), pc.is_valid(batch["decision_id"]))
+    batch = batch.filter(keep)
+    n = batch.num_rows
+    ts = batch["timestamp"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+    day = (ts - _epoch_us(preset.pilot_start_ts)) // (24 * _US_PER_HOUR)
+    escalated = pc.fill_null(batch["escalated"], False).to_numpy(zero_copy_only=False)
+    completed = pc.fill_null(batch["completed"], False).to_numpy(zero_copy_only=False)
+    reason_tool = pc.fill_null(pc.equal(batch["escalation_reason"], "tool_failure"), False)
+    tool_fail = escalated & reason_tool.to_numpy(zero_copy_only=False)
+    outage = plan["outage"]
+    in_outage = np.zeros(n, dtype=bool)
+    if outage is not None:
+        in_outage = (day >= outage[2]) & (day < outage[3])
+    # the same draws, in the same order, as the per-row loop this replaced
+    u_first = rng.random(n)
+    u_lat = rng.lognormal(np.log(220.0), 0.35, (n, 8))
+    u_gap = rng.random((n, 8))
+
+    failing_here = tool_fail & ~in_outage
+    lookups = list(plan["lookups"])
+    console = plan["failing"] not in lookups
+    if console:
+        lookups.append(plan["failing"])  # consulted for some tickets (below)
+    systems: list[tuple[str, str]] = []
+    counts = []  # per slot: attempts per decision
+    for j, (system, tool) in enumerate(lookups):
+        present = ~failing_here if (system, tool) == plan["failing"] else np.ones(n, bool)
+        if console and j == len(lookups) - 1:
+            present &= u_gap[:, 6] < 0.3
+        attempts = np.ones(n, dtype=np.int64)
+        if outage is not None and system == outage[0]:
+            hit = in_outage
+            unanswered = hit & (tool_fail | (~completed & ~escalated))
+            retried = hit & ~unanswered & (u_first < outage[4])
+            attempts = np.where(retried, 2 + (u_gap[:, 7] * 3).astype(np.int64), attempts)
+            attempts = np.where(unanswered, 6, attempts)  # the agent gave up (or escalated)
+        systems.append((system, tool))
+        counts.append(np.where(present, attempts, 0))
+    systems.append(plan["failing"])  # timeouts, backoff 1 s then 2-3 s with jitter
+    counts.append(np.where(failing_here, 3, 0))
+    systems.append(plan["write"])  # completed decisions write once, keyed
+    counts.append((completed & ~escalated).astype(np.int64))
+    n_slots = len(systems)
+    timeout_slot, write_slot = n_slots - 2, n_slots - 1
+
+    per_slot = np.stack(counts, axis=1).ravel()  # decision-major, slot-minor
+    total = int(per_slot.sum())
+    cell = np.repeat(np.arange(n * n_slots, dtype=np.int64), per_slot)
+    row = cell // n_slots
+    slot = cell % n_slots
+    slot_start = np.cumsum(per_slot) - per_slot
+    attempt0 = np.arange(total, dtype=np.int64) - np.repeat(slot_start, per_slot)
+    per_row = per_slot.reshape(n, n_slots).sum(axis=1)
+    row_start = np.cumsum(per_row) - per_row
+    k = np.arange(total, dtype=np.int64) - np.repeat(row_start, per_row)
+    slot_attempts = per_slot[cell]
+
+    is_timeout = slot == timeout_slot
+    is_write = slot == write_slot
+    is_lookup = ~is_timeout & ~is_write
+    failed = is_lookup & ((attempt0 < slot_attempts - 1) | (slot_attempts == 6))
+    status = np.where(is_timeout, _TIMEOUT, np.where(failed, _5XX, _OK))
+    gap_u = u_gap[row, np.minimum(attempt0, 7)]
+    lat = u_lat[row, np.minimum(k, 7)]
+    ms = np.where(failed, 40 + 30 * gap_u, lat)
+    ms = np.where(is_timeout, 10_000.0, ms)
+    ms = np.where(is_write, u_lat[row, 7] * 1.6, ms)
+    duration = (ms * 1000).astype(np.int64)
+    a = attempt0.astype(np.float64)
+    gap = np.where(failed, ((0.1 + 0.15 * gap_u) * _US_PER_SECOND).astype(np.int64), 5_000)
+    backoff = ((1.0 + a + (0.2 + 0.8 * a) * gap_u) * _US_PER_SECOND).astype(np.int64)
+    gap = np.where(is_timeout, np.where(attempt0 < 2, backoff, 0), gap)
+    step = duration + gap
+    before = np.cumsum(step) - step  # elapsed before each call, across the batch
+    started = ts[row] + _US_PER_SECOND + before - np.repeat(before[row_start], per_row)
+    ended = started + duration
+
+    rows = pa.array(row)
+    decision_id = batch["decision_id"].take(rows)
+    system_names = tuple(s for s, _ in systems)
+    tool_names = tuple(t for _, t in systems)
+    write_tool = plan["write"][1]
+    key = pc.binary_join_element_wise(decision_id, pa.scalar(f"-{write_tool}"), "")
+    http = np.array([200, 503, 0], dtype=np.int64)[status]
+    columns = {
+        "call_id": pc.binary_join_element_wise(decision_id, _CALL_SUFFIXES.take(pa.array(k)), ""),
+        "decision_id": decision_id,
+        "trace_id": batch["trace_id"].take(rows),
+        "system": _take(system_names, slot),
+        "tool": _take(tool_names, slot),
+        "started_at": _timestamps(started),
+        "ended_at": _timestamps(ended),
+        "status": _take(_TOOL_STATUSES, status),
+        "http_status": pa.array(http, mask=status == _TIMEOUT),  # timeout: none
+        "attempt": pa.array(attempt0 + 1),
+        "idempotency_key": pc.if_else(pa.array(is_write), key, pa.scalar(None, pa.string())),
+        "side_effect": pa.array(is_write),
+        "cost_usd": pa.array(np.full(total, round(preset.usd_per_tool_call, 5))),
+    }
+    return pa.table(columns)
+
+
+def _write_tool_calls(preset: _Preset, seed: int, decisions_file: Path, out_path: Path) -> None:
     """One row per attempt of a call to a downstream system, for every decision.
 
     Healthy calls succeed at their first attempt. A decision escalated for
@@ -2022,97 +2160,20 @@ def _tool_calls_frame(preset: _Preset, seed: int, decisions_file: Path) -> pd.Da
     call fails with its probability and the agent hammers until an answer; a
     decision neither completed nor escalated there never got one (its chain is
     incomplete). Completed decisions then write once (side-effecting, keyed).
-    Draws come from the ``tool_calls`` stream: existing files are unchanged.
+
+    The decisions are read and their calls written in batches of :data:`CHUNK_ROWS`
+    decisions (vectorised, bounded memory); batch ``c`` draws from the ``tool_calls``
+    stream's chunk ``c``, so the output is the same for the same decisions and seed.
     """
     plan = _TOOL_PLANS[preset.name]
-    d = pd.read_parquet(
-        decisions_file,
-        columns=["decision_id", "timestamp", "trace_id", "escalated", "escalation_reason",
-                 "completed"],
-    )  # fmt: skip
-    d = d[d["timestamp"].notna() & d["decision_id"].notna()].reset_index(drop=True)
-    rng = _rng(seed, "tool_calls")
-    n = len(d)
-    ts = d["timestamp"].to_numpy("datetime64[us]").astype(np.int64)
-    day = (ts - _epoch_us(preset.pilot_start_ts)) // (24 * _US_PER_HOUR)
-    tool_fail = d["escalated"].fillna(False).to_numpy(bool) & (
-        d["escalation_reason"].fillna("").to_numpy(str) == "tool_failure"
-    )
-    completed = d["completed"].fillna(False).to_numpy(bool)
-    escalated = d["escalated"].fillna(False).to_numpy(bool)
-    outage = plan["outage"]
-    in_outage = np.zeros(n, dtype=bool)
-    if outage is not None:
-        in_outage = (day >= outage[2]) & (day < outage[3])
-    u_first = rng.random(n)
-    u_lat = rng.lognormal(np.log(220.0), 0.35, (n, 8))
-    u_gap = rng.random((n, 8))
-    rows: dict[str, list[Any]] = {c: [] for c in (
-        "call_id", "decision_id", "trace_id", "system", "tool", "started_at", "ended_at",
-        "status", "http_status", "attempt", "idempotency_key", "side_effect", "cost_usd",
-    )}  # fmt: skip
-
-    def add(i: int, k: int, system: str, tool: str, start: int, ms: float, status: str,
-            attempt: int, key: str | None = None, side: bool = False) -> int:  # fmt: skip
-        end = start + int(ms * 1000)
-        rows["call_id"].append(f"{d.at[i, 'decision_id']}-T{k:02d}")
-        rows["decision_id"].append(d.at[i, "decision_id"])
-        rows["trace_id"].append(d.at[i, "trace_id"])
-        rows["system"].append(system)
-        rows["tool"].append(tool)
-        rows["started_at"].append(start)
-        rows["ended_at"].append(end)
-        rows["status"].append(status)
-        rows["http_status"].append(
-            {"ok": 200, "error_5xx": 503, "error_4xx": 404}.get(status)  # timeout: none
-        )
-        rows["attempt"].append(attempt)
-        rows["idempotency_key"].append(key)
-        rows["side_effect"].append(side)
-        rows["cost_usd"].append(round(preset.usd_per_tool_call, 5))
-        return end
-
-    for i in range(n):
-        now = int(ts[i]) + _US_PER_SECOND
-        k = 0
-        failing_here = tool_fail[i] and not (outage is not None and in_outage[i])
-        lookups = list(plan["lookups"])
-        if plan["failing"] not in lookups and u_gap[i, 6] < 0.3:
-            lookups.append(plan["failing"])  # the console is consulted for some tickets
-        for system, tool in lookups:
-            if failing_here and (system, tool) == plan["failing"]:
-                continue  # this decision's call to it failed (below)
-            hit = outage is not None and in_outage[i] and system == outage[0]
-            if hit and (tool_fail[i] or (not completed[i] and not escalated[i])):
-                attempts = 6  # never answered: the agent gave up (or escalated)
-            elif hit and u_first[i] < outage[4]:
-                attempts = 2 + int(u_gap[i, 7] * 3)  # answered at the 2nd to 4th try
-            else:
-                attempts = 1
-            for a in range(attempts):
-                failed = a < attempts - 1 or attempts == 6
-                ms = 40 + 30 * u_gap[i, a] if failed else float(u_lat[i, k])
-                now = add(i, k, system, tool, now, ms, "error_5xx" if failed else "ok", a + 1)
-                k += 1
-                now += int((0.1 + 0.15 * u_gap[i, a]) * _US_PER_SECOND) if failed else 5_000
-        if failing_here:
-            system, tool = plan["failing"]
-            for a in range(3):  # timeouts, backoff 1 s then 2-3 s with jitter
-                now = add(i, k, system, tool, now, 10_000, "timeout", a + 1)
-                k += 1
-                if a < 2:
-                    now += int((1.0 + a + (0.2 + 0.8 * a) * u_gap[i, a]) * _US_PER_SECOND)
-        if completed[i] and not escalated[i]:
-            system, tool = plan["write"]
-            add(i, k, system, tool, now, float(u_lat[i, 7]) * 1.6, "ok", 1,
-                key=f"{d.at[i, 'decision_id']}-{tool}", side=True)  # fmt: skip
-    frame = pd.DataFrame(rows)
-    for col in ("started_at", "ended_at"):
-        frame[col] = pd.to_datetime(frame[col], unit="us")
-    frame["http_status"] = frame["http_status"].astype("Int64")
-    frame["attempt"] = frame["attempt"].astype("int64")
-    frame["idempotency_key"] = frame["idempotency_key"].astype("string")
-    return frame
+    schema = _tool_calls_schema()
+    columns = ["decision_id", "timestamp", "trace_id", "escalated", "escalation_reason",
+               "completed"]  # fmt: skip
+    source = pq.ParquetFile(decisions_file)
+    with pq.ParquetWriter(out_path, schema) as writer:
+        for chunk, batch in enumerate(source.iter_batches(batch_size=CHUNK_ROWS, columns=columns)):
+            table = _tool_calls_chunk(preset, plan, _rng(seed, "tool_calls", chunk), batch)
+            writer.write_table(table.cast(schema))
 
 
 if __name__ == "__main__":  # pragma: no cover
