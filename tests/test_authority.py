@@ -466,7 +466,11 @@ def test_authority_widget_draws_the_what_if_and_refuses_a_broken_ladder(reviews)
         review.what_if({"autonomous": 9000.0})
 
 
-def test_a_policy_version_that_is_not_a_ladder_is_quarantined_whole() -> None:
+def test_a_policy_version_that_is_not_a_ladder_is_quarantined() -> None:
+    """A broken version's rows are quarantined: whole for a rule about the version, the
+    repeated rows for a level (or limit) listed twice; what remains of such a version
+    lacks a level of the pilot file's ladder, and phase 4 leaves it out (see
+    test_a_version_with_other_levels_is_left_out_with_a_warning)."""
     from pilot_lib.ingest.contracts import validate_dataset
 
     good = _versions_csv("2026-03-02 12:00:00")
@@ -481,10 +485,29 @@ def test_a_policy_version_that_is_not_a_ladder_is_quarantined_whole() -> None:
     )
     valid = split.valid.execute()
     quarantined = split.quarantined.execute()
-    assert sorted(valid.policy_version.unique()) == ["v1", "v2"]
+    assert sorted(valid.policy_version.unique()) == ["v1", "v2", "v4"]
+    assert set(valid.loc[valid.policy_version == "v4", "level"]) == {"head"}
     rules = quarantined.groupby("policy_version")["_quarantine_rule"].agg(set).to_dict()
     assert rules == {
         "v3": {"policy_version with more than one level without max_amount"},
         "v4": {"policy_version with a level listed twice"},
         "v5": {"policy_version with more than one effective_at"},
     }
+
+
+def test_a_version_with_other_levels_is_left_out_with_a_warning(small_pilot: Pilot) -> None:
+    """What remains of a version whose repeated level was quarantined is not the pilot
+    file's ladder: the replay leaves it out and says so."""
+    log = _actions([("a", 20.0, "auto", "auto"), ("b", 500.0, "lead", "approved")])
+    versions = _versions_csv("2026-03-02 09:30:00")
+    partial = versions[(versions.policy_version == "v2") & (versions.level != "lead")]
+    review = authority_review(
+        small_pilot,
+        _Data(
+            approvals=log,
+            policy_versions=pd.concat([versions[versions.policy_version == "v1"], partial]),
+        ),
+    )
+    unusable = [f for f in review.findings if f.code == "authority_policy_version_unusable"]
+    assert [(f.severity, f.evidence["policy_version"]) for f in unusable] == [("warning", "v2")]
+    assert "left out of the replay" in unusable[0].message

@@ -668,7 +668,9 @@ def _log_facts(log: ir.Table, sla_minutes: float) -> dict[str, Any]:
     within = human & log.decided_at.notnull() & (minutes <= sla_minutes).fill_null(False)
     agg = log.aggregate(
         weeks=log.proposed_at.truncate("W").nunique(),
-        median_minutes=minutes.median(where=human & log.decided_at.notnull()),
+        # a null outside the human decisions rather than ``where=``: Spark's percentile
+        # needs a constant percentage, which a filtered quantile is not
+        median_minutes=ibis.ifelse(human & log.decided_at.notnull(), minutes, ibis.null()).median(),
         routed=routed.sum(),
         within=(routed & within).sum(),
     ).execute()

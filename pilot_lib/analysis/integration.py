@@ -340,8 +340,9 @@ def review_integration(
             attempts_sent=a.count(where=sent),
             circuit_open=a.count(where=status == "circuit_open"),
             errors=a.count(where=status.isin(list(ERROR_KINDS))),
-            p50_ms=latency.quantile(0.5, where=returned),
-            p95_ms=latency.quantile(0.95, where=returned),
+            # nulls, not ``where=``: Spark's percentile needs a constant percentage
+            p50_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.5),
+            p95_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.95),
             **kind_aggs,
         )
     ).rename(columns={"_week": "week"})
@@ -398,8 +399,9 @@ def review_integration(
     # ---- per system: window figures ---------------------------------------------------
     sys_lat = _frame(
         a.group_by(a.system).aggregate(
-            p50_ms=latency.quantile(0.5, where=returned),
-            p95_ms=latency.quantile(0.95, where=returned),
+            # nulls, not ``where=``: Spark's percentile needs a constant percentage
+            p50_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.5),
+            p95_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.95),
         )
     ).set_index("system")
     # circuit openings: a circuit_open attempt whose predecessor to the system was not one
