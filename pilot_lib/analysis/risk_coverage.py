@@ -441,18 +441,18 @@ class RiskCoverage:
             ("error rate among them", ci(now, "risk"), ci(then, "risk")),
             (
                 "escalations per week",
-                num(now['escalations_per_week'], ",.0f"),
-                num(then['escalations_per_week'], ",.0f"),
+                num(now["escalations_per_week"], ",.0f"),
+                num(then["escalations_per_week"], ",.0f"),
             ),
             (
                 "reviewer hours per week",
-                num(now['reviewer_hours_per_week'], ",.1f"),
-                num(then['reviewer_hours_per_week'], ",.1f"),
+                num(now["reviewer_hours_per_week"], ",.1f"),
+                num(then["reviewer_hours_per_week"], ",.1f"),
             ),
             (
                 "cost per decision (USD)",
-                num(now['cost_per_decision'], ",.3f"),
-                num(then['cost_per_decision'], ",.3f"),
+                num(now["cost_per_decision"], ",.3f"),
+                num(then["cost_per_decision"], ",.3f"),
             ),
         ]
         return pd.DataFrame(rows, columns=["", "today", "at the chosen threshold"])
