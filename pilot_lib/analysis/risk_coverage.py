@@ -667,6 +667,15 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "no data" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f}%"
 
 
+def _no_outcome_reason(c: dict[str, Any]) -> str:
+    """Why no decision has both a confidence and a known outcome, in plain words."""
+    if not c["decisions"]:
+        return "no decision falls in the pilot window"
+    if c["without_confidence"] >= c["decisions"]:
+        return f"the confidence is null on all {c['decisions']:,} decisions in the pilot window"
+    return "no decision with a confidence has a known outcome (correct)"
+
+
 def _notes(r: RiskCoverage, key_note: str) -> list[str]:
     c = r.counts
     notes = []
@@ -788,8 +797,8 @@ def _findings(r: RiskCoverage) -> list[Finding]:
                 PHASE,
                 "risk_coverage_no_outcomes",
                 "warning",
-                f"The agreed error rate of {_pct(r.target)} cannot be checked: no decision has "
-                "a known outcome.",
+                f"The agreed error rate of {_pct(r.target)} cannot be checked: "
+                f"{_no_outcome_reason(c)}.",
                 evidence,
             )
         )
