@@ -908,3 +908,87 @@ def test_reliability_diagram_says_why_a_window_has_no_ece() -> None:
     text = figure_texts(fig)
     assert "confidence is null on 120" in text
     assert "no decisions in the window" in text
+
+
+# ---------------------------------------------------------------------------
+# Phase sections: a note when one is missing, formats, words for missing values
+# ---------------------------------------------------------------------------
+
+
+def test_section_or_note_returns_the_section_and_shows_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shown: list[Any] = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
+    section = object()
+    phase = SimpleNamespace(sections={"shadow_mode": section})
+    assert nb.section_or_note(phase, "shadow_mode", "No shadow decisions.") is section
+    assert shown == []
+
+
+def test_section_or_note_shows_one_escaped_italic_note_when_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shown: list[Any] = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
+    phase = SimpleNamespace(sections={})
+    note = "No tool_calls data set: add one (see docs/data-contracts.md)."
+    assert nb.section_or_note(phase, "integration_health", note) is None
+    assert nb.section_or_note(SimpleNamespace(), "audit_trail", "No log.") is None  # no .sections
+    assert len(shown) == 2
+    text = shown[0].data
+    assert text.startswith("_") and text.endswith("_")
+    assert "tool\\_calls" in text  # escaped: shown as written, not half in italics
+
+
+def test_section_or_note_on_real_phase_objects_of_the_tiny_pilot(
+    tiny_pilot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[Any] = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs: shown.extend(objs))
+    ctx = nb.open_phase("kpi_baselining", tiny_pilot, None)
+    kpis = kpi_phase(ctx.pilot, ctx.data)
+    assert "shadow_mode" not in kpis.sections  # the tiny pilot has no shadow rows
+    assert nb.section_or_note(kpis, "shadow_mode", "No shadow decisions.") is None
+    assert nb.section_or_note(kpis, "cost_attribution", "x") is kpis.sections["cost_attribution"]
+    assert len(shown) == 1
+
+
+def test_formats_by_kind_of_column_and_text_left_alone() -> None:
+    frame = pd.DataFrame(
+        {
+            "share": [0.9373, float("nan")],
+            "cost": [2.04142, 1.5],
+            "total": [61230.3099, 0.0],
+            "n": [29994.0, 3.0],
+            "ratio": [42.853, 1.0],
+            "limit": [2500.0, "no limit"],
+        }
+    )
+    fmts = nb.formats(
+        percent=["share"],
+        usd=["cost"],
+        dollars=["total", "limit"],
+        counts=["n"],
+        decimals={"ratio": 1},
+    )
+    html_text = nb.table(frame, "Formats", fmts).data
+    for shown in ("93.7%", "$2.041", "$61,230.31", "29,994", "42.9", "$2,500.00", "no limit"):
+        assert shown in html_text
+    assert "no data" in html_text and not LEAKED_MISSING.search(html_text)
+    assert nb.formats(percent=["x"], percent_digits=2)["x"](0.00014) == "0.01%"
+
+
+def test_filled_names_what_missing_means_without_touching_the_original() -> None:
+    frame = pd.DataFrame(
+        {
+            "max_amount": [2500.0, float("nan")],
+            "effective_at": pd.to_datetime(["2026-03-02", None]),
+            "level": ["autonomous", "supervisor"],
+        }
+    )
+    out = nb.filled(frame, max_amount="no limit", effective_at="from the start", absent="x")
+    assert list(out["max_amount"]) == [2500.0, "no limit"]
+    assert out["effective_at"].iloc[1] == "from the start"
+    assert "absent" not in out.columns
+    assert frame["max_amount"].isna().iloc[1]

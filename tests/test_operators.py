@@ -204,6 +204,7 @@ def test_parameters_cells_declare_types_papermill_reads() -> None:
         "confidence": "float",
         "top_features": "int",
         "sla_minutes": "Optional[float]",
+        "authority_what_if": "dict",
         "recompute": "bool",
     }
     # and papermill's own command line lists them

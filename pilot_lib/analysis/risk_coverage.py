@@ -432,24 +432,27 @@ class RiskCoverage:
         def ci(r: dict[str, Any], name: str) -> str:
             return f"{pct(r[name])} ({pct(r[name + '_low'])} to {pct(r[name + '_high'])})"
 
+        def num(x: float, spec: str) -> str:
+            return "no data" if not math.isfinite(x) else format(x, spec)
+
         rows = [
             ("confidence threshold", f"{self.today:.2f}", f"{threshold:.2f}"),
             ("coverage (decided without a human)", ci(now, "coverage"), ci(then, "coverage")),
             ("error rate among them", ci(now, "risk"), ci(then, "risk")),
             (
                 "escalations per week",
-                f"{now['escalations_per_week']:,.0f}",
-                f"{then['escalations_per_week']:,.0f}",
+                num(now["escalations_per_week"], ",.0f"),
+                num(then["escalations_per_week"], ",.0f"),
             ),
             (
                 "reviewer hours per week",
-                f"{now['reviewer_hours_per_week']:,.1f}",
-                f"{then['reviewer_hours_per_week']:,.1f}",
+                num(now["reviewer_hours_per_week"], ",.1f"),
+                num(then["reviewer_hours_per_week"], ",.1f"),
             ),
             (
                 "cost per decision (USD)",
-                f"{now['cost_per_decision']:,.3f}",
-                f"{then['cost_per_decision']:,.3f}",
+                num(now["cost_per_decision"], ",.3f"),
+                num(then["cost_per_decision"], ",.3f"),
             ),
         ]
         return pd.DataFrame(rows, columns=["", "today", "at the chosen threshold"])
@@ -664,6 +667,15 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "no data" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f}%"
 
 
+def _no_outcome_reason(c: dict[str, Any]) -> str:
+    """Why no decision has both a confidence and a known outcome, in plain words."""
+    if not c["decisions"]:
+        return "no decision falls in the pilot window"
+    if c["without_confidence"] >= c["decisions"]:
+        return f"the confidence is null on all {c['decisions']:,} decisions in the pilot window"
+    return "no decision with a confidence has a known outcome (correct)"
+
+
 def _notes(r: RiskCoverage, key_note: str) -> list[str]:
     c = r.counts
     notes = []
@@ -785,8 +797,8 @@ def _findings(r: RiskCoverage) -> list[Finding]:
                 PHASE,
                 "risk_coverage_no_outcomes",
                 "warning",
-                f"The agreed error rate of {_pct(r.target)} cannot be checked: no decision has "
-                "a known outcome.",
+                f"The agreed error rate of {_pct(r.target)} cannot be checked: "
+                f"{_no_outcome_reason(c)}.",
                 evidence,
             )
         )

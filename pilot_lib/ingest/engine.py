@@ -102,6 +102,9 @@ def _connect_duckdb(settings: EngineSettings, spill_dir: Path | None) -> BaseBac
     if folder is None:
         folder = Path(tempfile.gettempdir()) / f"pilot-workbook-spill-{os.getpid()}"
     con = ibis.duckdb.connect()
+    # no progress bar: in a notebook DuckDB shows one as an ipywidget on any query over 2 s,
+    # a widget in a cell not tagged `widgets`, with output that differs from run to run
+    con.raw_sql("SET enable_progress_bar = false")
     con.raw_sql(f"SET memory_limit = '{settings.memory_limit.strip()}'")
     con.raw_sql(f"SET temp_directory = '{_sql_text(str(folder))}'")
     if settings.threads:

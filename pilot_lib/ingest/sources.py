@@ -91,7 +91,9 @@ def connect() -> BaseBackend:
     Each call returns an independent connection; temporary tables and attached
     database files belong to the connection that created them.
     """
-    return ibis.duckdb.connect()
+    con = ibis.duckdb.connect()
+    con.raw_sql("SET enable_progress_bar = false")  # no ipywidget progress bar in notebooks
+    return con
 
 
 def describe_source(source: DatasetSource | str | Path | pd.DataFrame | ir.Table) -> str:

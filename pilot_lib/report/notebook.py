@@ -143,7 +143,7 @@ def md(template: str, **values: Any) -> Any:
 def styled(
     frame: pd.DataFrame,
     caption: str | None = None,
-    formats: Mapping[str, str] | None = None,
+    formats: Mapping[str, str | Callable[[Any], str]] | None = None,
     highlight: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Any:
     """A pandas Styler with a stable id, escaped cells and no index.
@@ -181,7 +181,7 @@ def styled(
 def table(
     frame: pd.DataFrame,
     caption: str | None = None,
-    formats: Mapping[str, str] | None = None,
+    formats: Mapping[str, str | Callable[[Any], str]] | None = None,
     highlight: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Any:
     """:func:`styled` rendered to an HTML display object.
@@ -1340,3 +1340,69 @@ def authority_widget(review: Any, thresholds: Mapping[str, float | None] | None 
         print(result.sla_note)
 
     return w.VBox([*sliders.values(), live_output(show, sliders)])
+
+
+# ---- phase sections (shadow mode, cost attribution, audit trail, ...) ------------------
+
+
+def section_or_note(phase: Any, key: str, missing: str) -> Any:
+    """The section ``key`` of a phase object (``phase.sections[key]``), or None after
+    showing ``missing`` as one short italic note.
+
+    A section (:data:`pilot_lib.phases.PHASE_SECTIONS`) is absent when the pilot has
+    nothing for it (no data set, no shadow rows, no golden set). ``missing`` says what
+    is missing and how to add it; it is escaped like any text (:func:`md`). A cell reads::
+
+        shadow = nb.section_or_note(kpis, "shadow_mode", "No shadow decisions ...")
+        if shadow is not None:
+            display(nb.table(shadow.summary_table(), "Shadow mode"))
+    """
+    from IPython.display import display
+
+    section = (getattr(phase, "sections", None) or {}).get(key)
+    if section is None:
+        display(md("_{text}_", text=missing))
+    return section
+
+
+def formats(
+    percent: tuple[str, ...] | list[str] = (),
+    usd: tuple[str, ...] | list[str] = (),
+    dollars: tuple[str, ...] | list[str] = (),
+    counts: tuple[str, ...] | list[str] = (),
+    decimals: Mapping[str, int] | None = None,
+    percent_digits: int = 1,
+) -> dict[str, Callable[[Any], str]]:
+    """Formatters for :func:`table` by kind of column: ``percent`` (a fraction shown as
+    ``93.7%``, ``percent_digits`` decimals), ``usd`` (``$2.041``: three decimals, as the
+    cost per decision), ``dollars`` (``$61,230.31``), ``counts`` (``29,994``) and
+    ``decimals`` (column -> digits, ``1,234.5``).
+
+    Text in such a column (a word put in by :func:`filled`) is shown as it is; missing
+    values show as "no data" (:func:`styled`).
+    """
+    specs = {c: f"{{:.{int(percent_digits)}%}}" for c in percent}
+    specs |= {c: "${:,.3f}" for c in usd}
+    specs |= {c: "${:,.2f}" for c in dollars}
+    specs |= {c: "{:,.0f}" for c in counts}
+    specs |= {c: f"{{:,.{int(d)}f}}" for c, d in (decimals or {}).items()}
+    return {c: _text_or(spec) for c, spec in specs.items()}
+
+
+def _text_or(spec: str) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        return value if isinstance(value, str) else spec.format(value)
+
+    return fmt
+
+
+def filled(frame: pd.DataFrame, **words: str) -> pd.DataFrame:
+    """``frame`` with the missing values of the named columns replaced by a word that says
+    what missing means there (``max_amount="no limit"``, ``went_live_at="never live"``),
+    instead of the generic "no data". Columns not in ``frame`` are ignored."""
+    out = frame.copy()
+    for column, word in words.items():
+        if column in out.columns:
+            values = out[column].astype(object)
+            out[column] = values.where(values.notna(), word)
+    return out
