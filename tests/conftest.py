@@ -25,6 +25,14 @@ import yaml
 # worker's __main__ the file name a normal interpreter would have.
 if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
     sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
+# Each xdist worker keeps its own analyst store cache (notebooks opened without a run
+# folder build one), so two workers never build or replace the same store at once.
+if os.environ.get("PYTEST_XDIST_WORKER") and "PILOT_WORKBOOK_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["PILOT_WORKBOOK_CACHE"] = tempfile.mkdtemp(
+        prefix=f"pilot-workbook-cache-{os.environ['PYTEST_XDIST_WORKER']}-"
+    )
 
 PILOT_START = dt.date(2026, 3, 2)  # a Monday
 PILOT_END = dt.date(2026, 3, 29)

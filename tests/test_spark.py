@@ -106,6 +106,10 @@ KEYS = {
     "adoption": ["user_id", "week"],
     "drill_events": ["drill_id", "event", "timestamp"],
     "approvals": ["action_id"],
+    "tool_calls": ["call_id"],
+    "policy_versions": ["policy_version", "level"],
+    "golden_evaluations": ["prompt_version", "golden_case_id"],
+    "feedback": ["feedback_id"],
 }
 
 RTOL = 1e-9  # engines add floating-point sums in different orders
