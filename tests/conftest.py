@@ -22,9 +22,12 @@ import yaml
 # pytest-xdist workers run under execnet, whose __main__ has neither __spec__ nor
 # __file__; pyspark.sql.connect then believes it is running its own doctests and calls
 # sys.exit(0) on import without grpc, killing the worker during collection. Give the
-# worker's __main__ the file name a normal interpreter would have.
-if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
-    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
+# worker's __main__ a file, one that does nothing: processes it spawns (papermill's
+# process pool) run that file as their own main module.
+_main = sys.modules["__main__"]
+if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(_main, "__file__"):
+    _main.__file__ = str(Path(__file__).with_name("_xdist_main.py"))
+
 # Each xdist worker keeps its own analyst store cache (notebooks opened without a run
 # folder build one), so two workers never build or replace the same store at once.
 if os.environ.get("PYTEST_XDIST_WORKER") and "PILOT_WORKBOOK_CACHE" not in os.environ:

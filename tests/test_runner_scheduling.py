@@ -284,9 +284,11 @@ def test_an_ingest_failure_is_one_line_and_no_phase_runs(
     assert manifest["ingest"]["status"] == "failed"
     assert [p["status"] for p in manifest["phases"]] == ["skipped"] * 5
     assert all(p["attempts"] in (0, 1) for p in manifest["phases"])
-    # no store, no notebook: run.json and the pages that say the run failed
+    # no store, no notebook: run.json, the pages that say the run failed and the authority
+    # policy exported from the pilot file when the folder was made
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "index.html",
+        "policy",
         "run.json",
         "summary.json",
         "summary.md",
@@ -391,6 +393,16 @@ def test_run_spark_master_selects_spark_and_its_failure_is_the_ingest_line(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-java"))  # Spark cannot start here
+    # ...unless this process already runs a session (an earlier test file's, when the
+    # files are shared out among pytest-xdist workers): getOrCreate would reuse it
+    try:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+        if active is not None:
+            active.stop()
+    except ImportError:
+        pass
     out = tmp_path / "runs"
     code = main(["run", str(tiny), "--out", str(out), "--spark-master", "local[1]"])
     err = capsys.readouterr().err
