@@ -1998,6 +1998,9 @@ _TOOL_PLANS: dict[str, dict[str, Any]] = {
         "write": ("claims_core", "create_claim_note"),
         "failing": ("fraud_scoring", "score_claim"),
         "outage": None,
+        # its breaker, as the pilot file states it: open after 5 failures in a row, until
+        # a success or a 30 s pause
+        "breaker": (5, 30.0),
     },
     "it-ticket-routing": {
         "lookups": (("directory", "get_user"), ("cmdb", "get_asset")),
@@ -2174,6 +2177,70 @@ def _write_tool_calls(preset: _Preset, seed: int, decisions_file: Path, out_path
         for chunk, batch in enumerate(source.iter_batches(batch_size=CHUNK_ROWS, columns=columns)):
             table = _tool_calls_chunk(preset, plan, _rng(seed, "tool_calls", chunk), batch)
             writer.write_table(table.cast(schema))
+    if plan.get("breaker") is not None:
+        _apply_breaker(out_path, *plan["breaker"])
+
+
+def _apply_breaker(path: Path, threshold: int, pause_seconds: float) -> int:
+    """Let the agent's circuit breaker refuse what it would have refused.
+
+    Decisions are generated one at a time, so at high volume the failures of different
+    decisions to one system can follow each other closely. An agent that keeps its
+    breaker (``breaker`` in ``_TOOL_PLANS``, as the pilot file states it) refuses every
+    attempt past ``threshold`` consecutive failures to a system, until a success or a
+    pause of ``pause_seconds``: those attempts become ``circuit_open`` (not sent, ended
+    at once). Done in DuckDB over the whole file (any size); the file is rewritten only
+    when an attempt changes, so the samples stay as they are. Returns the attempts changed.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE VIEW calls AS SELECT * FROM read_parquet('{path}')")
+        runs = f"""
+            WITH o AS (
+                SELECT call_id, system, started_at,
+                       status IN ('error_5xx', 'timeout') AS fail,
+                       lag(status IN ('error_5xx', 'timeout'), 1, false)
+                           OVER (PARTITION BY system ORDER BY started_at, call_id) AS prev_fail,
+                       lag(started_at) OVER (PARTITION BY system ORDER BY started_at, call_id)
+                           AS prev_start
+                FROM calls
+            ), s AS (
+                SELECT *, sum(CASE WHEN fail AND (NOT prev_fail OR prev_start IS NULL OR
+                          epoch(started_at) - epoch(prev_start) >= {float(pause_seconds)})
+                          THEN 1 ELSE 0 END)
+                          OVER (PARTITION BY system ORDER BY started_at, call_id) AS run
+                FROM o
+            )
+            SELECT call_id FROM (
+                SELECT call_id, fail,
+                       row_number() OVER (PARTITION BY system, run, fail
+                                          ORDER BY started_at, call_id) AS position
+                FROM s
+            ) WHERE fail AND position > {int(threshold)}
+        """
+        con.execute(f"CREATE TEMP TABLE refused AS {runs}")
+        changed = int(con.execute("SELECT count(*) FROM refused").fetchone()[0])
+        if changed:
+            tmp = path.with_suffix(".breaker.parquet")
+            con.execute(f"""
+                COPY (
+                    SELECT * REPLACE (
+                        CASE WHEN r.call_id IS NULL THEN c.status ELSE 'circuit_open' END AS status,
+                        CASE WHEN r.call_id IS NULL THEN c.ended_at ELSE c.started_at END
+                            AS ended_at,
+                        CASE WHEN r.call_id IS NULL THEN c.http_status END AS http_status
+                    )
+                    FROM calls c LEFT JOIN refused r USING (call_id)
+                    ORDER BY c.decision_id, c.started_at, c.call_id
+                ) TO '{tmp}' (FORMAT parquet)
+            """)
+            con.close()
+            tmp.replace(path)
+        return changed
+    finally:
+        con.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
