@@ -281,7 +281,10 @@ def test_bad_parameters_exit_2_before_anything_starts(
     err = capsys.readouterr().err
     assert code == 2 and said in err, err
     if "no phase notebook" in said:
-        assert "parameters you can set: authority_what_if, confidence, criterion_weights, minimum_score" in err
+        assert (
+            "parameters you can set: authority_what_if, confidence, criterion_weights, minimum_score"
+            in err
+        )
     assert not out.exists()
 
 

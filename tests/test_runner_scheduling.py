@@ -390,23 +390,22 @@ def test_run_engine_option_overrides_the_pilot_file(
 
 
 def test_run_spark_master_selects_spark_and_its_failure_is_the_ingest_line(
-    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-java"))  # Spark cannot start here
-    # ...unless this process already runs a session (an earlier test file's, when the
-    # files are shared out among pytest-xdist workers): getOrCreate would reuse it
-    try:
-        from pyspark.sql import SparkSession
+    # In a fresh process: a process that has run Spark before keeps its JVM gateway, and
+    # a new session would start on it whatever JAVA_HOME says (pytest-xdist workers run
+    # many test files in one process).
+    import os
 
-        active = SparkSession.getActiveSession() or SparkSession._instantiatedSession
-        if active is not None:
-            active.stop()
-    except ImportError:
-        pass
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}  # Spark cannot start here
     out = tmp_path / "runs"
-    code = main(["run", str(tiny), "--out", str(out), "--spark-master", "local[1]"])
-    err = capsys.readouterr().err
-    assert code == 1
+    proc = subprocess.run(
+        [sys.executable, "-c", "from pilot_lib.cli import main; raise SystemExit(main())",
+         "run", str(tiny), "--out", str(out), "--spark-master", "local[1]"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    err = proc.stderr
+    assert proc.returncode == 1, err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("tiny: FAILED.")]
     assert line.startswith(
         "tiny: FAILED. pilot tiny: ingest (the checked evidence store) failed: "
