@@ -45,7 +45,19 @@ def newcombe_reference(new: np.ndarray, old: np.ndarray) -> tuple[float, float, 
     p1, p2 = new.mean(), old.mean()
     l1, u1 = proportion_confint(int(new.sum()), n, method="wilson")
     l2, u2 = proportion_confint(int(old.sum()), n, method="wilson")
-    phi = 0.0 if new.std() == 0 or old.std() == 0 else float(np.corrcoef(new, old)[0, 1])
+    # the correlation of the paired outcomes, with Newcombe's continuity correction:
+    # |AD - BC| shrunk by N/2 when AD > BC, 0 in between (method 10 as published)
+    a = float(((new == 1) & (old == 1)).sum())
+    b = float(((new == 1) & (old == 0)).sum())
+    c = float(((new == 0) & (old == 1)).sum())
+    d_ = float(((new == 0) & (old == 0)).sum())
+    margins = (a + b) * (c + d_) * (a + c) * (b + d_)
+    cross = a * d_ - b * c
+    if margins == 0:
+        phi = 0.0
+    else:
+        assert abs(cross / math.sqrt(margins) - np.corrcoef(new, old)[0, 1]) < 1e-9
+        phi = (cross - n / 2 if cross > n / 2 else min(cross, 0.0)) / math.sqrt(margins)
     d = p1 - p2
     low = d - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
     high = d + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)

@@ -102,31 +102,16 @@ def newcombe_paired_interval(
 
     The counts are the 2 x 2 table of the same cases under two versions: correct
     under both, under the new one only, under the old one only, under neither.
-    Returns ``(difference, low, high)``, in absolute accuracy (0.03 = 3 points).
-    Newcombe (1998, method 10): with ``p1``/``p2`` the two accuracies and
-    ``(l1, u1)``/``(l2, u2)`` their Wilson intervals, ``phi`` the correlation of
-    the paired outcomes (0 when a margin is empty),
-    ``low = d - sqrt((p1-l1)^2 - 2 phi (p1-l1)(u2-p2) + (u2-p2)^2)`` and
-    ``high = d + sqrt((u1-p1)^2 - 2 phi (u1-p1)(p2-l2) + (p2-l2)^2)``.
-    Unlike the Wald interval it does not collapse when no case is discordant.
-    No cases: all three NaN.
+    Returns ``(difference, low, high)``, in absolute accuracy (0.03 = 3 points); all
+    NaN with no cases. The interval is the one the completion gap of phase 2 uses
+    (:func:`pilot_lib.analysis.kpis.paired_difference_interval`: Newcombe 1998,
+    method 10, from the two Wilson intervals and the continuity-corrected correlation
+    of the paired outcomes). Unlike the Wald interval it does not collapse when no
+    case is discordant.
     """
-    counts = (both, only_new, only_old, neither)
-    if any(c < 0 for c in counts):
-        raise ValueError(f"counts must be >= 0, got {counts}")
-    n = sum(counts)
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    k1, k2 = both + only_new, both + only_old
-    p1, p2 = k1 / n, k2 / n
-    l1, u1 = stats.wilson_interval(k1, n, confidence)
-    l2, u2 = stats.wilson_interval(k2, n, confidence)
-    margins = (both + only_new) * (only_old + neither) * (both + only_old) * (only_new + neither)
-    phi = (both * neither - only_new * only_old) / math.sqrt(margins) if margins > 0 else 0.0
-    d = p1 - p2
-    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    eps = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return (d, max(-1.0, d - delta), min(1.0, d + eps))
+    from pilot_lib.analysis.kpis import paired_difference_interval
+
+    return paired_difference_interval(both, only_new, only_old, neither, confidence)
 
 
 def paired_counts(golden: ir.Table, new: str, old: str) -> tuple[int, int, int, int]:
