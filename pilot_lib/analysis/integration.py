@@ -56,6 +56,7 @@ from pilot_lib.analysis.clustered import cluster_robust_se, clustered_interval, 
 from pilot_lib.analysis.findings import Finding
 from pilot_lib.analysis.stats import wilson_interval
 from pilot_lib.config import Pilot
+from pilot_lib.ingest.engine import materialize
 from pilot_lib.results import to_jsonable
 
 __all__ = [
@@ -193,6 +194,19 @@ def _attempts(t: ir.Table) -> ir.Table:
         if "idempotency_key" in t.columns
         else ibis.null("string"),
     )
+    # Most tools are called once by a decision: only the attempts of tools called more
+    # than once need the ordered windows below (sorting millions of one-row groups is
+    # most of the cost otherwise).
+    keys = ["decision_id", "system", "tool"]
+    sizes = t.group_by(keys).aggregate(_n=ibis._.count())
+    t = t.inner_join(sizes, keys)
+    single = t.filter(t._n == 1).mutate(
+        _new=ibis.literal(1, "int64"),
+        _call=ibis.literal(1, "int64"),
+        _gap=ibis.null("float64"),
+        _prev_gap=ibis.null("float64"),
+    )
+    t = t.filter(t._n > 1)
     per_tool = ibis.window(
         group_by=[t.decision_id, t.system, t.tool], order_by=[t.started_at, t.call_id]
     )
@@ -218,7 +232,8 @@ def _attempts(t: ir.Table) -> ir.Table:
     t = t.mutate(
         _gap=ibis.ifelse(prev_end.isnull(), ibis.null("float64"), _seconds(t.started_at, prev_end))
     )
-    return t.mutate(_prev_gap=t._gap.lag().over(per_call))
+    multi = t.mutate(_prev_gap=t._gap.lag().over(per_call))
+    return single.union(multi.select(*single.columns)).drop("_n")
 
 
 def _calls(a: ir.Table, s: Any) -> ir.Table:
@@ -325,8 +340,9 @@ def review_integration(
     t = tool_calls
     if window is not None:
         t = t.filter((t.started_at >= window[0]) & (t.started_at < window[1]))
-    a = _attempts(t)
-    c = _calls(a, settings)
+    # every query below reads the attempts and the calls: their window functions run once
+    a = materialize(_attempts(t), "tool_attempts")
+    c = materialize(_calls(a, settings), "tool_call_groups")
     status = a.status
     sent = status != "circuit_open"
     returned = sent & a.ended_at.notnull()

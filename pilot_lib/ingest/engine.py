@@ -34,7 +34,14 @@ from ibis.backends import BaseBackend
 from pilot_lib.config import EngineSettings
 from pilot_lib.errors import DataSourceError
 
-__all__ = ["connect_engine", "engine_label", "error_text", "resolve_engine", "spark_errors"]
+__all__ = [
+    "connect_engine",
+    "engine_label",
+    "error_text",
+    "materialize",
+    "resolve_engine",
+    "spark_errors",
+]
 
 #: Default Spark master for a session the workbook starts itself.
 DEFAULT_SPARK_MASTER = "local[*]"
@@ -467,3 +474,18 @@ def _spark_session(session_class: Any, master: str) -> Any:
     # error reaches the user as one DataSourceError; setLogLevel("WARN") shows it again
     session.sparkContext.setLogLevel("FATAL")
     return session
+
+
+def materialize(expr: Any, prefix: str = "stage") -> Any:
+    """Compute the Ibis table ``expr`` once, for several queries to read.
+
+    On DuckDB a temporary table (gone with the connection); on another engine Ibis'
+    cache (Spark: a cached DataFrame). Ibis' cache on DuckDB drops its table when
+    garbage collected, which fails noisily once the store has closed the connection.
+    """
+    from ibis import util as ibis_util
+
+    backend = expr.get_backend()
+    if backend.name == "duckdb":
+        return backend.create_table(ibis_util.gen_name(prefix), expr, temp=True)
+    return expr.cache()

@@ -79,7 +79,6 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
-from ibis import util as ibis_util
 
 from pilot_lib.errors import ContractError
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN
@@ -318,10 +317,9 @@ def _materialize(expr: ir.Table) -> ir.Table:
     """Compute ``expr`` once: a DuckDB temporary table (gone with the connection), else
     Ibis' cache. (Ibis' cache on DuckDB drops its table when garbage collected, which
     fails noisily once the store has closed the connection.)"""
-    backend = expr.get_backend()
-    if backend.name == "duckdb":
-        return backend.create_table(ibis_util.gen_name("trace_stage"), expr, temp=True)
-    return expr.cache()
+    from pilot_lib.ingest.engine import materialize
+
+    return materialize(expr, "trace_stage")
 
 
 def _label_decisions(valid: ir.Table) -> ir.Table:
