@@ -331,3 +331,21 @@ def write_pilot(
 def tiny_pilot(tmp_path: Path) -> Path:
     """A folder holding a small, valid pilot (all seven data sets, no bad rows)."""
     return write_pilot(tmp_path / "tiny")
+
+
+def gate_of(folder: Path, store: Path) -> tuple[Any, dict[str, Any]]:
+    """Build the evidence store of the pilot in ``folder`` at ``store`` (replacing one
+    there), run phases 2-4 on it and the gate: ``(GateDecision, results by phase)``."""
+    from pilot_lib import phases
+    from pilot_lib.analysis.gate import evaluate_gate
+    from pilot_lib.ingest.store import build_store, open_store
+
+    build_store(folder, store)
+    data = open_store(store, folder)
+    pilot = data.pilot
+    results = {
+        "kpi_baselining": phases.kpi_phase(pilot, data).to_result(),
+        "drift_analysis": phases.drift_phase(pilot, data).to_result(),
+        "incident_drill_review": phases.incident_phase(pilot, data).to_result(),
+    }
+    return evaluate_gate(pilot, results), results

@@ -19,11 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import PILOT_START, tiny_frames, write_pilot
+from conftest import PILOT_START, gate_of, tiny_frames, write_pilot
 
-from pilot_lib import phases
 from pilot_lib.analysis.coverage import PREFIX, data_coverage, format_share
-from pilot_lib.analysis.gate import evaluate_gate
 from pilot_lib.config import DataSufficiency, PilotFileError, load_pilot
 from pilot_lib.ingest.contracts import load_pilot_data
 from pilot_lib.ingest.store import build_store, open_store
@@ -227,16 +225,7 @@ def _copy_claims(tmp_path: Path) -> Path:
 
 
 def _gate(folder: Path, tmp_path: Path):
-    store = tmp_path / "store"
-    build_store(folder, store)
-    data = open_store(store, folder)
-    pilot = data.pilot
-    results = {
-        "kpi_baselining": phases.kpi_phase(pilot, data).to_result(),
-        "drift_analysis": phases.drift_phase(pilot, data).to_result(),
-        "incident_drill_review": phases.incident_phase(pilot, data).to_result(),
-    }
-    return evaluate_gate(pilot, results), results
+    return gate_of(folder, tmp_path / "store")
 
 
 def test_confidence_on_a_0_100_scale_is_no_go_with_the_coverage_finding(tmp_path: Path) -> None:
