@@ -291,6 +291,35 @@ def tiny_tool_calls(decisions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def spark_failure(master: str) -> str:
+    """The one-line reason Spark cannot run here, with Java hidden: without the ``spark``
+    extra pyspark is named (README line 1 installs none); with it, the session fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed"
+    return f"cannot start a Spark session on {master}"
+
+
+def sleepy_notebooks(folder: Path, phases: tuple[int, ...] = (1,), seconds: int = 3600) -> Path:
+    """A copy of the phase notebooks in ``folder`` whose ``phases`` sleep ``seconds`` in their
+    first cell after the parameters: a run on them is still going when a test signals or times
+    it out, however fast or busy the machine (pass ``--notebooks folder``)."""
+    import shutil
+
+    import nbformat
+
+    from pilot_lib.runner import PHASE_NOTEBOOKS, notebooks_dir
+
+    shutil.copytree(notebooks_dir(), folder)
+    for phase in phases:
+        path = folder / PHASE_NOTEBOOKS[phase][1]
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.insert(2, nbformat.v4.new_code_cell(f"import time\ntime.sleep({seconds})"))
+        nbformat.write(nb, path)
+    return folder
+
+
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` in the format the extension names (parquet, csv, jsonl)."""
     suffix = path.suffix.lower()

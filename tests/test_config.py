@@ -225,17 +225,14 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
 
 
 def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
-    import time
-
     lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
     (tmp_path / "pilot.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    started = time.perf_counter()
+    # 9**9 values if expanded: only the count taken over the node graph gives this message
+    # (an expansion would not finish), so no clock is needed to prove it was not expanded
     with pytest.raises(PilotFileError, match="aliases expand to more than 100,000 values"):
         load_pilot(tmp_path)
-    # 9**9 values if expanded; refused from the node graph (generous bound: loaded machines)
-    assert time.perf_counter() - started < 5
 
 
 def test_a_few_aliases_still_load(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import write_pilot
+from conftest import sleepy_notebooks, write_pilot
 
 from pilot_lib.cli import main
 from pilot_lib.errors import WorkbookError
@@ -106,12 +106,10 @@ def test_an_invalid_pilot_file_exits_2_with_the_validate_message(
     broken = shutil.copytree(tiny, tmp_path / "broken")
     (broken / "pilot.yaml").write_text(damage, encoding="utf-8")
     out = tmp_path / "runs"
-    started = time.perf_counter()
     code = main(["run", str(tiny), str(broken), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert said in err and str(broken / "pilot.yaml") in err
-    assert time.perf_counter() - started < 30  # refused, not expanded (no wall-clock bound)
+    assert said in err and str(broken / "pilot.yaml") in err  # refused, not expanded
     assert not out.exists()
     # the same message as validate gives
     assert main(["validate", str(broken)]) == 2
@@ -331,13 +329,15 @@ def test_sigterm_marks_the_run_interrupted_and_leaves_latest(tiny: Path, tmp_pat
     out = tmp_path / "runs"
     earlier = run_pilot(tiny, out, phases=[1], export=False)
     assert earlier.ok
+    nb_dir = sleepy_notebooks(tmp_path / "notebooks")  # still running when signalled
     proc = subprocess.Popen(
-        [str(SCRIPT), "run", str(tiny), "--out", str(out), "--jobs", "2", "--no-export"],
+        [str(SCRIPT), "run", str(tiny), "--out", str(out), "--jobs", "2", "--no-export"]
+        + ["--notebooks", str(nb_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a bound on a hang, not on speed
     seen_running = False
     run_dir = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -352,7 +352,7 @@ def test_sigterm_marks_the_run_interrupted_and_leaves_latest(tiny: Path, tmp_pat
     assert proc.poll() is None, proc.communicate()
     assert run_dir is not None and seen_running  # run.json said so from the start
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr
     assert f"interrupted: 1 run folder(s) marked interrupted, latest not moved: {run_dir}" in stderr
@@ -452,14 +452,20 @@ def test_a_disk_that_fills_up_during_the_run_marks_it_failed(tiny: Path, tmp_pat
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+#: How long the slow cell of the timeout test would sleep (seconds): an hour, never reached.
+SLEEP = 3600
+
+
 @pytest.mark.slow
 def test_typed_parameter_reaches_the_notebook_and_timeout_fails_a_slow_cell(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # notebooks whose phase 1 has a cell that sleeps
+    # notebooks whose phase 1 has a cell that sleeps far longer than the timeout, and a
+    # timeout far longer than any real cell of the tiny pilot (about a second each): the
+    # verdict cannot depend on how busy the machine is
     nb_dir = shutil.copytree(notebooks_dir(), tmp_path / "notebooks")
     nb = nbformat.read(nb_dir / PHASE_NOTEBOOKS[1][1], as_version=4)
-    nb.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(120)"))
+    nb.cells.insert(2, nbformat.v4.new_code_cell(f"import time\ntime.sleep({SLEEP})"))
     nbformat.write(nb, nb_dir / PHASE_NOTEBOOKS[1][1])
     # and phase 3 one that warns, as matplotlib does for a glyph its font lacks
     nb = nbformat.read(nb_dir / PHASE_NOTEBOOKS[3][1], as_version=4)
@@ -468,7 +474,8 @@ def test_typed_parameter_reaches_the_notebook_and_timeout_fails_a_slow_cell(
     nbformat.write(nb, nb_dir / PHASE_NOTEBOOKS[3][1])
     out = tmp_path / "runs"
     argv = ["run", str(tiny), "--out", str(out), "--no-export", "--notebooks", str(nb_dir)]
-    code = main([*argv, "--phases", "1,3", "--timeout", "5", "-p", "top_features", "1"])
+    timeout = "30"
+    code = main([*argv, "--phases", "1,3", "--timeout", timeout, "-p", "top_features", "1"])
     err = capsys.readouterr().err
     assert code == 1
     (run_dir,) = _run_folders(out, "tiny")
@@ -476,15 +483,15 @@ def test_typed_parameter_reaches_the_notebook_and_timeout_fails_a_slow_cell(
     phases = {p["phase"]: p for p in manifest["phases"]}
     assert phases[3]["status"] == "succeeded"
     assert phases[1]["status"] == "failed"
-    assert "a cell ran longer than the --timeout of 5 s" in phases[1]["error"]
-    assert "a cell ran longer than the --timeout of 5 s" in err
-    assert manifest["parameters"] == {"top_features": 1} and manifest["timeout"] == 5
+    assert f"a cell ran longer than the --timeout of {timeout} s" in phases[1]["error"]
+    assert f"a cell ran longer than the --timeout of {timeout} s" in err
+    assert manifest["parameters"] == {"top_features": 1} and manifest["timeout"] == 30
     executed = json.loads((run_dir / PHASE_NOTEBOOKS[3][1]).read_text())
     injected = next(
         c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])
     )
     assert "top_features = 1\n" in "".join(injected["source"])
-    assert phases[1]["seconds"] < 60  # well under the sleep (not a speed test)
+    assert phases[1]["seconds"] < SLEEP  # stopped by the timeout, not by the sleep ending
     # the warning went to the run folder's warnings.log, not into the page
     outputs = json.dumps([c.get("outputs", []) for c in executed["cells"]])
     assert "Glyph 9989" not in outputs

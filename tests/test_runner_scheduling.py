@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_frames, write_pilot
+from conftest import sleepy_notebooks, spark_failure, tiny_frames, write_pilot
 
 from pilot_lib.cli import main
 from pilot_lib.runner import (
@@ -344,13 +344,15 @@ def test_ctrl_c_stops_the_kernels_and_marks_the_run_interrupted(tiny: Path, tmp_
 def test_sigint_to_the_console_script_exits_130_with_one_line(tiny: Path, tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("pilot-workbook")
     out = tmp_path / "runs"
+    nb_dir = sleepy_notebooks(tmp_path / "notebooks")  # still running when interrupted
     proc = subprocess.Popen(
-        [str(script), "run", str(tiny), "--out", str(out), "--jobs", "2", "--no-export"],
+        [str(script), "run", str(tiny), "--out", str(out), "--jobs", "2", "--no-export"]
+        + ["--notebooks", str(nb_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a bound on a hang, not on speed
     # wait until a phase runs (its result file is the first sign), then Ctrl-C
     while time.monotonic() < deadline and proc.poll() is None:
         if list(out.glob("tiny/*/store/manifest.json")) and list(out.glob("tiny/*/*.ipynb")):
@@ -358,7 +360,7 @@ def test_sigint_to_the_console_script_exits_130_with_one_line(tiny: Path, tmp_pa
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     (run_dir,) = [p for p in (out / "tiny").iterdir() if not p.is_symlink()]
@@ -409,6 +411,6 @@ def test_run_spark_master_selects_spark_and_its_failure_is_the_ingest_line(
     (line,) = [ln for ln in err.splitlines() if ln.startswith("tiny: FAILED.")]
     assert line.startswith(
         "tiny: FAILED. pilot tiny: ingest (the checked evidence store) failed: "
-        "DataSourceError: engine spark: cannot start a Spark session on local[1]"
+        f"DataSourceError: engine spark: {spark_failure('local[1]')}"
     )
     assert "Traceback" not in err

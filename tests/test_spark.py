@@ -811,14 +811,12 @@ def test_a_bad_master_url_is_one_clear_error(spark: SparkSession, master: str) -
 
 def test_an_unreachable_spark_connect_url_is_one_clear_error(spark: SparkSession) -> None:
     port = _free_port()  # nothing listens there
-    started = time.perf_counter()
     with pytest.raises(DataSourceError) as info:
         connect_engine(EngineSettings(name="spark", master=f"sc://127.0.0.1:{port}"))
     message = str(info.value)
     assert f"nothing answers at 127.0.0.1:{port}" in message
     if not _connect_extra_installed():
         assert "pip install 'pyspark[connect]'" in message
-    assert time.perf_counter() - started < 30
     assert "\n" not in message
 
 
@@ -885,7 +883,6 @@ def test_spark_that_cannot_start_is_one_message_in_a_fresh_process(
         env["JAVA_HOME"] = str(_old_java(tmp_path / "java11"))
     else:
         master = f"spark://127.0.0.1:{port}"
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _START_SPARK, master],
         capture_output=True,
@@ -901,7 +898,6 @@ def test_spark_that_cannot_start_is_one_message_in_a_fresh_process(
     if case != "master down":
         assert "Java 17" in message and "--engine duckdb" in message
     assert "Traceback" not in proc.stderr
-    assert time.perf_counter() - started < 60  # found before any JVM or network wait
 
 
 def test_unreadable_input_while_building_on_spark_is_a_data_source_error(
