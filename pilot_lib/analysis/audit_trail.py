@@ -50,8 +50,10 @@ import pandas as pd
 
 from pilot_lib.analysis import clustered
 from pilot_lib.analysis.findings import Finding
+from pilot_lib.analysis.shared import shared
 from pilot_lib.analysis.stats import wilson_interval
 from pilot_lib.config import Pilot
+from pilot_lib.ingest.engine import materialize
 from pilot_lib.results import to_jsonable
 
 __all__ = ["LINKS", "LISTED", "SECTION", "AuditTrailReview", "audit_trail_review"]
@@ -222,12 +224,11 @@ def _chains(
     chains = d.select(**cols)
 
     if calls is not None:
-        # per decision and tool: did any attempt get an answer?
-        per_tool = calls.group_by(
-            decision_id=calls.decision_id.cast("string"), system=calls.system, tool=calls.tool
-        ).aggregate(_ok=(calls.status == "ok").cast("int64").sum())
-        per_decision = per_tool.group_by("decision_id").aggregate(
-            _calls=per_tool.count(), _unanswered=(per_tool._ok == 0).cast("int64").sum()
+        # per decision and tool: did any attempt get an answer? (the shared aggregate that
+        # integration health reads too: the tool calls are grouped once per store)
+        per_tool = shared(data, "tool_calls_by_decision_tool")
+        per_decision = per_tool.group_by(decision_id=per_tool.decision_id.cast("string")).aggregate(
+            _calls=per_tool.count(), _unanswered=(per_tool.ok == 0).cast("int64").sum()
         )
         chains = chains.left_join(per_decision, chains.chain == per_decision.decision_id)
         chains = chains.mutate(
@@ -299,11 +300,26 @@ def audit_trail_review(pilot: Pilot, data: Any) -> AuditTrailReview | None:
         return None
     cluster_by = pilot.statistics.cluster_by
     chains, checked, level = _chains(pilot, data, cluster_by)
-    totals = chains.aggregate(
-        chains=chains.count(),
-        incomplete=chains._incomplete.cast("int64").sum(),
-        orphans=(chains.kind == "action").cast("int64").sum(),
-        **{f"m_{link}": chains[link].cast("int64").sum() for link in LINKS},
+    # One pass over the chains: counts per week and cluster, small, kept in the engine; the
+    # totals, the weekly shares and the cluster sums all read it (the chains are built
+    # again only to list the incomplete ones, when there are any).
+    cells = materialize(
+        chains.group_by(
+            _week=chains.timestamp.truncate("W").cast("date"), _cluster=chains._cluster
+        ).aggregate(
+            chains=chains.count(),
+            complete=(~chains._incomplete).cast("int64").sum(),
+            incomplete=chains._incomplete.cast("int64").sum(),
+            orphans=(chains.kind == "action").cast("int64").sum(),
+            **{f"m_{link}": chains[link].cast("int64").sum() for link in LINKS},
+        ),
+        "audit_cells",
+    )
+    totals = cells.aggregate(
+        chains=cells.chains.sum(),
+        incomplete=cells.incomplete.sum(),
+        orphans=cells.orphans.sum(),
+        **{f"m_{link}": cells[f"m_{link}"].sum() for link in LINKS},
     ).execute()
     row = totals.iloc[0]
     n = int(row["chains"] or 0)
@@ -319,9 +335,9 @@ def audit_trail_review(pilot: Pilot, data: Any) -> AuditTrailReview | None:
     else:
         low_iid = high_iid = se_iid = math.nan
     if n and level != "none":
-        ok = (~chains._incomplete).cast("int64")
+        # per-cell counts summed per cluster are the per-chain sums: the same residuals
         sums = clustered.cluster_residual_sums(
-            chains, chains._cluster, {"complete": (ok, ibis.literal(1), share)}
+            cells, cells._cluster, {"complete": (cells.complete, cells.chains, share)}
         )["complete"]
         se = clustered.cluster_robust_se(n, sums.sq_residuals, sums.clusters)
         ci = clustered.clustered_interval(
@@ -332,7 +348,7 @@ def audit_trail_review(pilot: Pilot, data: Any) -> AuditTrailReview | None:
         low, high, deff, clusters, se = low_iid, high_iid, 1.0, n, se_iid
 
     listed = _listed(chains) if incomplete else _empty_listed()
-    weekly = _weekly(chains) if n else pd.DataFrame(columns=["week", "chains", "complete", "share"])
+    weekly = _weekly(cells) if n else pd.DataFrame(columns=["week", "chains", "complete", "share"])
     review = AuditTrailReview(
         chains=n,
         complete=complete,
@@ -374,11 +390,10 @@ def _listed(chains: ir.Table) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _weekly(chains: ir.Table) -> pd.DataFrame:
-    week = chains.timestamp.truncate("W").cast("date")
+def _weekly(cells: ir.Table) -> pd.DataFrame:
     out = (
-        chains.group_by(week=week)
-        .aggregate(chains=chains.count(), complete=(~chains._incomplete).cast("int64").sum())
+        cells.group_by(week=cells._week)
+        .aggregate(chains=cells.chains.sum(), complete=cells.complete.sum())
         .order_by("week")
         .execute()
     )

@@ -54,6 +54,7 @@ import pandas as pd
 
 from pilot_lib.analysis.clustered import cluster_robust_se, clustered_interval, clustered_ratio
 from pilot_lib.analysis.findings import Finding
+from pilot_lib.analysis.shared import shared
 from pilot_lib.analysis.stats import wilson_interval
 from pilot_lib.config import Pilot
 from pilot_lib.ingest.engine import materialize
@@ -181,8 +182,29 @@ def _seconds(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
     return later.delta(earlier, unit="microsecond").cast("float64") / 1e6
 
 
-def _attempts(t: ir.Table) -> ir.Table:
-    """Every attempt with its logical call number, the gap before it and the gap before that."""
+#: The attempt columns the queries below read (the rest of a tool call is not copied).
+_ATTEMPT_COLUMNS = (
+    "call_id",
+    "decision_id",
+    "system",
+    "tool",
+    "started_at",
+    "ended_at",
+    "status",
+    "_week",
+    "_side",
+    "_key",
+    "_call",
+    "_gap",
+    "_prev_gap",
+)
+
+
+def _attempts(t: ir.Table, sizes: ir.Table | None = None) -> ir.Table:
+    """Every attempt with its logical call number, the gap before it and the gap before that.
+
+    ``sizes``: attempts per (decision_id, system, tool) in ``t`` as ``_n``, when a shared
+    aggregate already has them (else they are counted here)."""
     attempt = t.attempt.cast("int64") if "attempt" in t.columns else ibis.null("int64")
     t = t.mutate(
         _attempt=attempt,
@@ -198,7 +220,8 @@ def _attempts(t: ir.Table) -> ir.Table:
     # than once need the ordered windows below (sorting millions of one-row groups is
     # most of the cost otherwise).
     keys = ["decision_id", "system", "tool"]
-    sizes = t.group_by(keys).aggregate(_n=ibis._.count())
+    if sizes is None:
+        sizes = t.group_by(keys).aggregate(_n=ibis._.count())
     t = t.inner_join(sizes, keys)
     single = t.filter(t._n == 1).mutate(
         _new=ibis.literal(1, "int64"),
@@ -233,7 +256,7 @@ def _attempts(t: ir.Table) -> ir.Table:
         _gap=ibis.ifelse(prev_end.isnull(), ibis.null("float64"), _seconds(t.started_at, prev_end))
     )
     multi = t.mutate(_prev_gap=t._gap.lag().over(per_call))
-    return single.union(multi.select(*single.columns)).drop("_n")
+    return single.select(*_ATTEMPT_COLUMNS).union(multi.select(*_ATTEMPT_COLUMNS))
 
 
 def _calls(a: ir.Table, s: Any) -> ir.Table:
@@ -269,12 +292,17 @@ def integration_health(pilot: Pilot, data: Any) -> IntegrationHealth | None:
     if calls is None:
         return None
     decisions = data.table("decisions")
+    per_tool = shared(data, "tool_calls_by_decision_tool")
+    sizes = per_tool.filter(per_tool.attempts_in_window > 0).select(
+        "decision_id", "system", "tool", _n=per_tool.attempts_in_window
+    )
     return review_integration(
         calls,
         decisions,
         pilot.integration,
         window=(pilot.pilot_window.start_ts, pilot.pilot_window.end_ts),
         clustered=pilot.statistics.cluster_by != "none",
+        sizes=sizes,
     )
 
 
@@ -317,6 +345,7 @@ def review_integration(
     window: tuple[Any, Any] | None = None,
     clustered: bool = True,
     confidence: float = 0.95,
+    sizes: ir.Table | None = None,
 ) -> IntegrationHealth:
     """Integration health of ``tool_calls`` (valid rows of the data set), in the engine.
 
@@ -336,12 +365,15 @@ def review_integration(
     clustered:
         Cluster-robust intervals (week for the window, decision within a week);
         False: Wilson.
+    sizes:
+        Attempts in the window per (decision_id, system, tool) as ``_n`` (the shared
+        aggregate, :mod:`pilot_lib.analysis.shared`); None counts them here.
     """
     t = tool_calls
     if window is not None:
         t = t.filter((t.started_at >= window[0]) & (t.started_at < window[1]))
     # every query below reads the attempts and the calls: their window functions run once
-    a = materialize(_attempts(t), "tool_attempts")
+    a = materialize(_attempts(t, sizes), "tool_attempts")
     c = materialize(_calls(a, settings), "tool_call_groups")
     status = a.status
     sent = status != "circuit_open"
@@ -420,16 +452,8 @@ def review_integration(
             p95_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.95),
         )
     ).set_index("system")
-    # circuit openings: a circuit_open attempt whose predecessor to the system was not one
-    by_system = ibis.window(group_by=a.system, order_by=[a.started_at, a.call_id])
-    is_open = a.status == "circuit_open"
-    o = a.mutate(_open=is_open, _prev_open=is_open.lag().over(by_system).fill_null(False))
-    openings = _frame(
-        o.group_by(o.system).aggregate(
-            circuit_openings=o.count(where=o._open & ~o._prev_open),
-        )
-    ).set_index("system")
-    breakers = _ignored_breakers(a, settings)
+    # circuit openings and breaker runs: one ordered pass over each system's attempts
+    breakers, openings = _ordered_per_system(a, settings)
     hung_per, hung_ids, hung_count = _hung(a, settings)
     outcomes = _open_circuit_outcomes(a, decisions, hung_per)
     escalations, unlinked = _escalation_links(a, decisions)
@@ -516,13 +540,26 @@ _SYSTEM_COLUMNS = (
 )
 
 
-def _ignored_breakers(a: ir.Table, s: Any) -> pd.DataFrame:
-    """Runs of more than ``breaker_threshold`` consecutive failures to a system that no
-    ``circuit_open`` and no pause of ``breaker_pause_seconds`` interrupted."""
+def _ordered_per_system(a: ir.Table, s: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ignored breakers and circuit openings, from one ordered pass per system.
+
+    A *run* is more than ``breaker_threshold`` consecutive failures to a system that no
+    ``circuit_open`` and no pause of ``breaker_pause_seconds`` interrupted; a *circuit
+    opening* a ``circuit_open`` attempt whose predecessor to the system was not one. Every
+    attempt is numbered by the run started last before it, so one grouped aggregate gives
+    both: a run's failures are the failing attempts of its number, the openings sum over
+    all numbers. Returns ``(runs past the threshold, openings per system)``.
+    """
     by_system = ibis.window(group_by=a.system, order_by=[a.started_at, a.call_id])
     fail = a.status.isin(list(BREAKER_FAILURES))
-    x = a.mutate(_fail=fail, _prev_start=a.started_at.lag().over(by_system))
-    x = x.mutate(_prev_fail=x._fail.lag().over(by_system).fill_null(False))
+    is_open = a.status == "circuit_open"
+    x = a.mutate(
+        _fail=fail,
+        _open=is_open,
+        _prev_open=is_open.lag().over(by_system).fill_null(False),
+        _prev_start=a.started_at.lag().over(by_system),
+        _prev_fail=fail.lag().over(by_system).fill_null(False),
+    )
     paused = x._prev_start.notnull() & (
         _seconds(x.started_at, x._prev_start) >= s.breaker_pause_seconds
     )
@@ -534,22 +571,27 @@ def _ignored_breakers(a: ir.Table, s: Any) -> pd.DataFrame:
             ibis.cumulative_window(group_by=x.system, order_by=[x.started_at, x.call_id])
         )
     )
-    f = x.filter(x._fail)
-    runs = f.group_by([f.system, f._run]).aggregate(
-        failures=f.count(),
-        first_at=f.started_at.min(),
-        last_at=f.started_at.max(),
-        decisions=f.decision_id.nunique(),
-        first_decision=f.decision_id.argmin(f.started_at),
+    runs = x.group_by([x.system, x._run]).aggregate(
+        failures=x.count(where=x._fail),
+        first_at=x.started_at.min(where=x._fail),
+        last_at=x.started_at.max(where=x._fail),
+        decisions=x.decision_id.nunique(where=x._fail),
+        # a null key is never the minimum (DuckDB's arg_min and Spark's min_by skip it)
+        first_decision=x.decision_id.argmin(ibis.ifelse(x._fail, x.started_at, ibis.null())),
+        openings=x.count(where=x._open & ~x._prev_open),
     )
-    runs = runs.filter(runs.failures > s.breaker_threshold)
+    runs = materialize(runs, "system_runs")  # one row per run: small
+    openings = _frame(
+        runs.group_by(runs.system).aggregate(circuit_openings=runs.openings.sum())
+    ).set_index("system")
+    past = runs.filter(runs.failures > s.breaker_threshold)
     frame = _frame(
-        runs.order_by([runs.system, runs.first_at]).select(
+        past.order_by([past.system, past.first_at]).select(
             "system", "failures", "first_at", "last_at", "decisions", "first_decision"
         )
     )
     frame["sent_past_threshold"] = frame["failures"] - int(s.breaker_threshold)
-    return frame.reset_index(drop=True)
+    return frame.reset_index(drop=True), openings
 
 
 def _hung(a: ir.Table, s: Any) -> tuple[ir.Table, list[str], int]:
@@ -633,7 +675,7 @@ def _side_effects(a: ir.Table, c: ir.Table) -> tuple[pd.DataFrame, pd.DataFrame]
         decision_id=ok.decision_id.min(),
         first_at=ok.started_at.min(),
     )
-    dup = dup.filter(dup.executions >= 2)
+    dup = materialize(dup.filter(dup.executions >= 2), "duplicate_keys")  # few rows
     n_dup = int(dup.count().execute())
     dups = _frame(dup.order_by([dup.system, dup._key]).limit(MAX_LISTED)).rename(
         columns={"_key": "idempotency_key"}

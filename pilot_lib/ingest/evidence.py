@@ -63,6 +63,8 @@ class PilotData:
     _quarantined: dict[str, ir.Table] = field(default_factory=dict, repr=False)
     #: The evidence store's manifest when the data came from one (pilot_lib.ingest.store).
     manifest: dict[str, Any] | None = field(default=None, repr=False)
+    #: The store's folder when the data came from one (its shared aggregates live there).
+    store_dir: Path | None = field(default=None, repr=False)
 
     def table(self, name: str) -> ir.Table | None:
         """Valid rows of data set ``name``; None if the pilot file names no such data set.

@@ -768,6 +768,7 @@ def open_store(
             flags={f["flag"]: int(f["rows"]) for f in entry.get("flags") or []},
         )
     data.manifest = manifest
+    data.store_dir = store_dir
     return data
 
 
