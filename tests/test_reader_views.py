@@ -363,7 +363,7 @@ def test_portfolio_counts_blocking_findings_by_kind_with_links(tmp_path: Path) -
     }
     (run / "drift_analysis.json").write_text(json.dumps({"result": drift}))
     html_text = write_portfolio(tmp_path / "runs").read_text()
-    assert "2 key inputs shifted" in html_text and "1 feedback loops mixed" in html_text
+    assert "2 key inputs shifted" in html_text and "1 feedback-loop crossing" in html_text
     assert f'href="alpha/{run.name}/03_drift_analysis.html#Input-drift-per-feature"' in html_text
     assert "#Fast-and-slow-feedback-loops" in html_text
     assert "and more words" not in html_text and "(s)" not in html_text

@@ -268,12 +268,14 @@ _PORTFOLIO = """<!doctype html>
 <h1>Pilot portfolio</h1>
 <p>Every pilot under this folder with its latest complete run (all phases, through the go/no-go gate):
 the decision, each KPI against the threshold written before the pilot started (95% intervals)
-with its trend across the pilot's complete runs, and the drift and drill status. A newer
+with its trend across the pilot's complete runs, and the blocking findings of the integration
+and evidence checks, the drift analysis and the drill review, counted by kind (each links to
+its section of the phase page). A newer
 partial or failed run is noted; it never replaces the last complete decision.
 Trend charts: one mark per complete run, oldest to newest, with its 95% interval; the dashed
 line is the agreed threshold; marks: filled circle PASS, hollow circle INCONCLUSIVE, cross FAIL.</p>
 <table>
-<thead><tr><th>Pilot</th><th>Decision</th>{% for k in kpi_names %}<th>{{ k }}</th>{% endfor %}<th>Drift</th><th>Drill</th><th>Owner and run</th></tr></thead>
+<thead><tr><th>Pilot</th><th>Decision</th>{% for k in kpi_names %}<th>{{ k }}</th>{% endfor %}<th>Integration and evidence</th><th>Drift</th><th>Drill</th><th>Owner and run</th></tr></thead>
 {% for p in pilots %}
 <tr>
  <td><b>{{ p.title }}</b><br><small>{{ p.name }}</small></td>
@@ -281,7 +283,7 @@ line is the agreed threshold; marks: filled circle PASS, hollow circle INCONCLUS
  {% for k in kpi_names %}{% set v = p.kpis.get(k) %}
  <td>{% if v %}<span class="{{ v.status }}">{{ v.status }}</span><br>{{ v.measured }}<br><small>target {{ v.threshold }}</small>{% if v.trend %}<div class="trend">{{ v.trend | safe }}<small>{{ v.trend_text }}</small></div>{% endif %}{% else %}<small>not set</small>{% endif %}</td>
  {% endfor %}
- {% for st in (p.drift, p.drill) %}<td>{% if st["items"] %}<b>{{ st.label }}</b>{% for m in st["items"] %}<br>&bull; {% if m.href %}<a href="{{ m.href }}">{{ m.text }}</a>{% else %}{{ m.text }}{% endif %}{% endfor %}{% else %}{{ st.label }}{% endif %}</td>{% endfor %}
+ {% for st in (p.kpi, p.drift, p.drill) %}<td>{% if st["items"] %}<b>{{ st.label }}</b>{% for m in st["items"] %}<br>&bull; {% if m.href %}<a href="{{ m.href }}">{{ m.text }}</a>{% else %}{{ m.text }}{% endif %}{% endfor %}{% else %}{{ st.label }}{% endif %}</td>{% endfor %}
  <td>{% if p.owner %}{{ p.owner }}<br>{% endif %}<small>{% if p.date %}{{ p.date }}<br>{% endif %}run {{ p.run_id }}</small></td>
 </tr>
 {% endfor %}
@@ -305,12 +307,14 @@ def _load_json(path: Path) -> dict[str, Any] | None:
 #: Blocking findings by kind, as a leader reads them on the portfolio (singular, plural).
 _FINDING_KINDS = {
     "key_feature_drift": ("key input shifted", "key inputs shifted"),
-    "escalation_control_breach": ("escalations out of control", "escalations out of control"),
+    "escalation_control_breach": ("escalation breach", "escalation breaches"),
     "promoted_below_predecessor": (
         "worse prompt version promoted",
         "worse prompt versions promoted",
     ),
-    "feedback_loops_crossed": ("feedback loops mixed", "feedback loops mixed"),
+    "feedback_loops_crossed": ("feedback-loop crossing", "feedback-loop crossings"),
+    "retry_storm": ("retry storm", "retry storms"),
+    "circuit_breaker_ignored": ("circuit breaker ignored", "circuit breakers ignored"),
     "drill_failed": ("kill-switch drill failed", "kill-switch drills failed"),
     "approval_timeout_approved": ("approval rule broken", "approval rules broken"),
     "approval_above_authority": ("approval rule broken", "approval rules broken"),
@@ -547,6 +551,7 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
             shown = _run_record(run_dir)
         run_dir, gate = shown["dir"], shown["gate"]
         manifest = shown["manifest"] or {}
+        kpi = (_load_json(run_dir / "kpi_baselining.json") or {}).get("result")
         drift = (_load_json(run_dir / "drift_analysis.json") or {}).get("result")
         drill = (_load_json(run_dir / "incident_drill_review.json") or {}).get("result")
         kpis = {}
@@ -594,6 +599,12 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
                 "date": _date(manifest.get("finished_at")),
                 "decision": decision,
                 "kpis": kpis,
+                "kpi": _status_of(
+                    (kpi or {}).get("findings") or (kpi or {}).get("flags"),
+                    kpi,
+                    run_href,
+                    "kpi_baselining",
+                ),
                 "drift": _status_of((drift or {}).get("findings"), drift, run_href),
                 "drill": _status_of(
                     (drill or {}).get("findings"), drill, run_href, "incident_drill_review"
