@@ -299,7 +299,8 @@ def page_reasons(decision: Any, limit: int = PAGE_REASONS) -> list[Any]:
 
     The gate (:meth:`GateDecision.reasons`) groups findings of one kind and merges what
     does not fit its five into one "N more reasons" item with a single link. Here each
-    blocking finding gets its own bullet (its headline, its first sentence, and the link
+    blocking finding gets its own bullet (its headline, its first sentence cut at
+    :data:`_BULLET_WORDS` words, and the link
     to its own phase page's section), in the gate's order: missed KPIs, the blocking
     findings, KPIs not yet settled, missing phases, and for a GO what was met. Past
     ``limit`` bullets the last one names how many more, linking to the first of them.
@@ -318,12 +319,15 @@ def page_reasons(decision: Any, limit: int = PAGE_REASONS) -> list[Any]:
         for f in blocking:
             own = dataclasses.replace(decision, blocking=[f]).reasons(limit=1000)
             extra = [r for r in own if r not in base]
-            per_finding += extra[:1]
+            per_finding += [
+                dataclasses.replace(r, detail=_first_sentence(plural_text(r.detail)))
+                for r in extra[:1]
+            ]
         items = base[:n_failed] + per_finding + base[n_failed:]
         items = [
             r for r in items if not (decision.decision != "GO" and "Nothing blocks" in r.headline)
         ]
-    items = [dataclasses.replace(r, detail=_first_sentence(plural_text(r.detail))) for r in items]
+    items = [dataclasses.replace(r, detail=plural_text(r.detail)) for r in items]
     if limit < 1 or len(items) <= limit:
         return items[: max(limit, 0)]
     kept, rest = items[: limit - 1], items[limit - 1 :]
