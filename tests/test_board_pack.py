@@ -628,14 +628,18 @@ def test_exported_go_no_go_page_has_reasons_coverage_run_signoff_and_working_lin
         page = parse(html)
         text = " ".join(" ".join(page.text).split())
         gate = json.loads((run_dir / "go_no_go_summary.json").read_text())["result"]
-        # the decision, then at most five reasons as bullets, each in the page's summary box
+        # the decision, then the reasons as bullets (one per blocking finding, at most
+        # PAGE_REASONS), each in the page's summary box; the gate's recorded five name them
+        from pilot_lib.report.board import PAGE_REASONS
+
         summary = html[html.index("board-summary") :]
         summary = summary[: summary.index("</ul>")]
         bullets = re.findall(r"<li\b", summary)
-        assert 1 <= len(bullets) <= 5, pilot
-        assert len(bullets) == len(gate["reasons"])
+        assert 1 <= len(bullets) <= PAGE_REASONS, pilot
+        assert len(bullets) >= len(gate["reasons"])
         for reason in gate["reasons"]:
-            assert reason["headline"] in text, (pilot, reason["headline"])
+            if not reason["headline"].endswith("more reasons"):
+                assert reason["headline"] in text, (pilot, reason["headline"])
         # data coverage, run id and the seal status, before the KPI table
         kpi_section = text.index("Every KPI against the threshold")
         for needle in ("Data coverage:", f"run {run_dir.name}", "Thresholds:", "workbook version"):
