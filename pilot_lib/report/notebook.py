@@ -1496,7 +1496,7 @@ def authority_widget(review: Any, thresholds: Mapping[str, float | None] | None 
         [
             *(
                 labelled(
-                    s, f"{widget_label(name)}: largest amount decided at this level (US dollars)"
+                    s, f"Level {name.replace('_', ' ')}: largest amount decided there (US dollars)"
                 )
                 for name, s in sliders.items()
             ),
@@ -1537,7 +1537,7 @@ def authority_levels_view(per_level: pd.DataFrame) -> pd.DataFrame:
     (yes / no, not ``True`` / ``False``), counts with separators, the change signed."""
     return pd.DataFrame(
         {
-            "deciding level": per_level["level"].map(lambda v: widget_label(str(v))),
+            "deciding level": per_level["level"].map(lambda v: str(v).replace("_", " ")),
             "needs a human approval": per_level["requires_approval"].map(
                 lambda v: "yes" if bool(v) else "no"
             ),
