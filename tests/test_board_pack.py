@@ -674,6 +674,9 @@ def test_executed_pages_typeset_no_dollar_and_show_no_raw_column_name(board_run:
             page = notebook.with_suffix(".html").read_text(encoding="utf-8")
             assert page_dollar_problems(page) == [], (pilot, notebook.name)
             assert raw_headers(page) == [], (pilot, notebook.name)
+            assert "(s)" not in text_of(page), (pilot, notebook.name)  # "1 action", not "(s)"
+        assert "(s)" not in (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "(s)" not in text_of(write_portfolio(board_run["out"]).read_text(encoding="utf-8"))
 
 
 def test_no_go_page_has_one_bullet_per_blocking_finding_linking_its_section(

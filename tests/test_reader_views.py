@@ -367,3 +367,9 @@ def test_portfolio_counts_blocking_findings_by_kind_with_links(tmp_path: Path) -
     assert f'href="alpha/{run.name}/03_drift_analysis.html#Input-drift-per-feature"' in html_text
     assert "#Fast-and-slow-feedback-loops" in html_text
     assert "and more words" not in html_text and "(s)" not in html_text
+
+
+def test_no_plural_placeholder_reaches_a_reader() -> None:
+    text = nb.md("{t}", t="2 recorded threshold change(s); 1 action(s) were late").data
+    assert text == "2 recorded threshold changes; 1 action was late"
+    assert "(s)" not in nb.paragraphs("3 time(s) over").data

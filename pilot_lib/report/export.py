@@ -97,7 +97,7 @@ PRINT_CSS = """
     /* a table wider than the page wraps its cells instead of running off the edge */
     .jp-RenderedHTMLCommon table { table-layout: auto !important; max-width: 100% !important; }
     .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {
-      white-space: normal !important; overflow-wrap: anywhere; }
+      white-space: normal !important; overflow-wrap: break-word; word-break: normal; }
     .pw-screen-only { display: none !important; }
   }
 """

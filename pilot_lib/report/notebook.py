@@ -123,7 +123,15 @@ def _md_value(value: Any) -> Any:
         except (TypeError, ValueError):
             return escape_md(value)
         return value if finite else _NoData()
-    return escape_md(value)
+    return escape_md(_plural(str(value)))
+
+
+def _plural(text: str) -> str:
+    """``2 recorded threshold change(s)`` as ``2 recorded threshold changes``: no "(s)" reaches
+    a reader (:func:`pilot_lib.analysis.gate.plural_text`)."""
+    from pilot_lib.analysis.gate import plural_text
+
+    return plural_text(text) if "(s)" in text else text
 
 
 def md(template: str, **values: Any) -> Any:
@@ -526,7 +534,7 @@ def _intervals(frame: pd.DataFrame, est: str, low: str, high: str) -> list[str]:
 
 def paragraphs(text: str) -> Any:
     """Plain text (from data) as escaped Markdown paragraphs."""
-    return markdown("\n\n".join(escape_md(p) for p in text.split("\n\n")))
+    return markdown("\n\n".join(escape_md(_plural(p)) for p in text.split("\n\n")))
 
 
 def threshold_value(pilot: Pilot, kpi: str) -> float | None:
