@@ -1795,3 +1795,29 @@ def systems_view(frame: pd.DataFrame) -> pd.DataFrame:
     out["median latency (ms)"] = frame["p50 ms"].map(_count)
     out["95th percentile (ms)"] = frame["p95 ms"].map(_count)
     return out
+
+
+def weekly_errors_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Error rate by week and system (``IntegrationHealth.weekly_table``) in nine columns: the
+    rate and its 95% interval in one column, percentages with two decimals."""
+
+    def pct2(x: Any) -> str:
+        return _pct(x, 2)
+
+    return pd.DataFrame(
+        {
+            "system": frame["system"].astype(str),
+            "week": frame["week"].map(_day),
+            "attempts sent": frame["attempts_sent"].map(_count),
+            "errors": frame["errors"].map(_count),
+            "error rate (95% interval)": [
+                f"{pct2(e)} ({_range(lo, hi, pct2)})"
+                for e, lo, hi in zip(frame["error_rate"], frame["low"], frame["high"], strict=True)
+            ],
+            "retried calls": frame["retried_calls"].map(_count),
+            "hammering calls": frame["hammering_calls"].map(_count),
+            "attempts while open": frame["circuit_open"].map(_count),
+            "median latency (ms)": frame["p50_ms"].map(_count),
+            "95th percentile (ms)": frame["p95_ms"].map(_count),
+        }
+    )
