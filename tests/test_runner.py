@@ -394,9 +394,9 @@ def test_portfolio_compares_both_pilots(sample_run: dict) -> None:
     # kind, each linking to its phase page's section (their full text is on that page)
     routing = html[html.index("<small>it-ticket-routing</small>") :]
     assert "<b>BLOCKING</b><br>&bull; <a href=" in routing
-    assert "03_drift_analysis.html#Input-drift-per-feature\">2 key inputs shifted</a>" in routing
-    assert "#Kill-switch-drill-against-its-targets\">1 kill-switch drill failed</a>" in routing
-    assert "02_kpi_baselining.html#Integration-health\">1 retry storm</a>" in routing
+    assert '03_drift_analysis.html#Input-drift-per-feature">2 key inputs shifted</a>' in routing
+    assert '#Kill-switch-drill-against-its-targets">1 kill-switch drill failed</a>' in routing
+    assert '02_kpi_baselining.html#Integration-health">1 retry storm</a>' in routing
     assert "drifted significantly" not in routing
     for label in ("Task completion", "Cost per decision", "Escalation rate"):
         assert label in text
