@@ -488,7 +488,7 @@ def test_phase_four_reviews_the_approvals_once(tiny_pilot, tmp_path, monkeypatch
     ctx = nb.open_phase("incident_drill_review", tiny_pilot, tmp_path / "run")
     review = incident_phase(ctx.pilot, ctx.data)
     box = nb.sla_widget(ctx, review)
-    slider = box.children[0]
+    slider = box.children[0].children[1]  # the control below its label
     for sla in (15, 60, 1440, int(ctx.pilot.approvals.sla_minutes)):
         slider.value = sla
     assert len(calls) == 1  # the phase's review; the slider reuses it

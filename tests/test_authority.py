@@ -454,11 +454,20 @@ def test_a_run_writes_the_policy_and_it_evaluates(tmp_path: Path) -> None:
 def test_authority_widget_draws_the_what_if_and_refuses_a_broken_ladder(reviews) -> None:
     from pilot_lib.report.notebook import authority_widget
 
+    from IPython.core.interactiveshell import InteractiveShell
+
     review = reviews["claims-auto"]
-    widget = authority_widget(review, {"autonomous": 1500.0})
-    first = "".join(str(o.get("text", "")) for o in widget.children[-1].outputs)
+    InteractiveShell.instance()  # display() publishes rich output, as in a kernel
+    try:
+        widget = authority_widget(review, {"autonomous": 1500.0})
+    finally:
+        InteractiveShell.clear_instance()
+    first = "".join(
+        str(o.get("text", "")) + "".join(map(str, o.get("data", {}).values()))
+        for o in widget.children[-1].outputs
+    )
     assert "Approvals rise" in first  # 1,500 < 2,500: more approvals
-    widget.children[0].value = 9000.0  # above the adjuster's 7,500: not a ladder
+    widget.children[0].children[1].value = 9000.0  # above the adjuster's 7,500: not a ladder
     assert review.what_if({"autonomous": 1500.0}).needing_approval_what_if > (
         review.baseline.needing_approval_now
     )

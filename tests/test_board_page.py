@@ -254,7 +254,9 @@ def test_page_top_has_reasons_links_coverage_run_line_and_seal(tmp_path: Path) -
         )
     )
     assert "NO-GO" in page.visible
-    assert 1 <= len(page.items) <= MAX_REASONS
+    # one bullet per blocking finding (issue 20), after the missed KPIs, up to the page's limit
+    missed = any(v.status == "FAIL" for v in d.verdicts)
+    assert len(page.items) == min(len(d.blocking) + missed, board.PAGE_REASONS)
     assert len(page.links) == len(page.items)
     assert page.links[0] == "02_kpi_baselining.html#The-KPIs-against-the-agreed-thresholds"
     assert "03_drift_analysis.html#Escalation-control-chart" in page.links

@@ -367,7 +367,8 @@ def test_widget_starts_at_today_and_redraws() -> None:
 
     rc = curve_of(small_log([(0.6, 100, 20), (0.9, 400, 4)]), make_pilot("none", target=0.05))
     box = risk_coverage_widget(rc)
-    slider, out = box.children
+    labelled, out = box.children
+    slider = labelled.children[1]  # the control below its label
     assert slider.value == pytest.approx(0.70) and len(slider.options) == 101
     assert out.outputs  # the first view was drawn
     slider.value = 0.61  # redraws without raising

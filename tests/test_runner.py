@@ -390,10 +390,14 @@ def test_portfolio_compares_both_pilots(sample_run: dict) -> None:
         assert (out / row.group(1)).resolve() == (
             sample_run["run"][pilot] / "05_go_no_go_summary.html"
         ).resolve()
-    # drift and drill status: the NO-GO pilot's blocking findings are spelled out
+    # integration, drift and drill status: the NO-GO pilot's blocking findings counted by
+    # kind, each linking to its phase page's section (their full text is on that page)
     routing = html[html.index("<small>it-ticket-routing</small>") :]
-    assert "<b>BLOCKING</b><br>&bull; Key feature category drifted significantly" in routing
-    assert "Kill-switch drill DRILL-2026-07-15 failed" in routing
+    assert "<b>BLOCKING</b><br>&bull; <a href=" in routing
+    assert '03_drift_analysis.html#Input-drift-per-feature">2 key inputs shifted</a>' in routing
+    assert '#Kill-switch-drill-against-its-targets">1 kill-switch drill failed</a>' in routing
+    assert '02_kpi_baselining.html#Integration-health">1 retry storm</a>' in routing
+    assert "drifted significantly" not in routing
     for label in ("Task completion", "Cost per decision", "Escalation rate"):
         assert label in text
     # each KPI cell: the estimate and its 95% interval, "(low to high)"

@@ -32,10 +32,12 @@ from pilot_lib.config import REQUIRED_ROLES, Pilot
 
 __all__ = [
     "GLOSSARY",
+    "PAGE_REASONS",
     "PHASE_PAGES",
     "RunInfo",
     "board_top",
     "glossary_html",
+    "page_reasons",
     "heading_anchor",
     "phase_link",
     "run_info",
@@ -277,6 +279,69 @@ def _explain(terms: Sequence[str], seen: set[str]) -> str:
     )
 
 
+#: The most bullets the go/no-go page lists (the gate's recorded ``reasons`` keep five).
+PAGE_REASONS = 12
+
+#: The most words of a finding's sentence a bullet shows; the full text is on its phase page.
+_BULLET_WORDS = 28
+
+
+def _first_sentence(text: str, most: int = _BULLET_WORDS) -> str:
+    """The first sentence of ``text``, cut at ``most`` words (with an ellipsis)."""
+    m = re.search(r"(?<=[.!?])\s+(?=[A-Z])", text)
+    first = text[: m.start()] if m else text
+    words = first.split()
+    return " ".join(words[:most]) + (" ..." if len(words) > most else "")
+
+
+def page_reasons(decision: Any, limit: int = PAGE_REASONS) -> list[Any]:
+    """The go/no-go page's bullets: the gate's reasons, with one bullet per blocking finding.
+
+    The gate (:meth:`GateDecision.reasons`) groups findings of one kind and merges what
+    does not fit its five into one "N more reasons" item with a single link. Here each
+    blocking finding gets its own bullet (its headline, its first sentence cut at
+    :data:`_BULLET_WORDS` words, and the link
+    to its own phase page's section), in the gate's order: missed KPIs, the blocking
+    findings, KPIs not yet settled, missing phases, and for a GO what was met. Past
+    ``limit`` bullets the last one names how many more, linking to the first of them.
+    """
+    import dataclasses
+
+    from pilot_lib.analysis.gate import Reason, plural_text
+
+    blocking = list(getattr(decision, "blocking", []) or [])
+    if not dataclasses.is_dataclass(decision) or not blocking:
+        items = list(decision.reasons(limit=1000))
+    else:
+        base = list(dataclasses.replace(decision, blocking=[]).reasons(limit=1000))
+        n_failed = sum(1 for r in base if r.phase == "kpi_baselining" and "missed" in r.headline)
+        per_finding = []
+        for f in blocking:
+            own = dataclasses.replace(decision, blocking=[f]).reasons(limit=1000)
+            extra = [r for r in own if r not in base]
+            per_finding += [
+                dataclasses.replace(r, detail=_first_sentence(plural_text(r.detail)))
+                for r in extra[:1]
+            ]
+        items = base[:n_failed] + per_finding + base[n_failed:]
+        items = [
+            r for r in items if not (decision.decision != "GO" and "Nothing blocks" in r.headline)
+        ]
+    items = [dataclasses.replace(r, detail=plural_text(r.detail)) for r in items]
+    if limit < 1 or len(items) <= limit:
+        return items[: max(limit, 0)]
+    kept, rest = items[: limit - 1], items[limit - 1 :]
+    return [
+        *kept,
+        Reason(
+            f"{len(rest):,} more reasons",
+            "; ".join(r.headline for r in rest) + ".",
+            rest[0].phase,
+            rest[0].section,
+        ),
+    ]
+
+
 def board_top(
     decision: Any,
     pilot: Pilot,
@@ -287,8 +352,8 @@ def board_top(
 ) -> str:
     """The top of the go/no-go page, as HTML.
 
-    The decision (and the interim label), at most five reasons as bullets
-    (:meth:`pilot_lib.analysis.gate.GateDecision.reasons`), each with a link to
+    The decision (and the interim label), the reasons as bullets, one per blocking
+    finding (:func:`page_reasons`, at most :data:`PAGE_REASONS`), each with a link to
     its phase page section when ``output_dir`` is a recorded run, a one-line
     explanation of each technical term at its first use, then the data-coverage
     line, the run line (date, id, pilot window, workbook version) and the seal
@@ -301,7 +366,7 @@ def board_top(
     info = run_info(output_dir)
     seen: set[str] = set()
     items = []
-    for r in decision.reasons():
+    for r in page_reasons(decision):
         explain = _explain([t for t in (*r.terms, *terms_in([r.detail])) if t in GLOSSARY], seen)
         items.append(
             f'<li style="margin:6px 0"><b>{_esc(r.headline)}.</b> {_esc(r.detail)} '
@@ -369,7 +434,7 @@ def glossary_html(texts: Iterable[str], always: Sequence[str] = ("95% interval",
 def page_texts(decision: Any) -> list[str]:
     """Every sentence the go/no-go page shows from the decision, for :func:`glossary_html`."""
     texts = [decision.rationale, decision.coverage_line]
-    texts += [f"{r.headline} {r.detail}" for r in decision.reasons()]
+    texts += [f"{r.headline} {r.detail}" for r in page_reasons(decision)]
     texts += [v.reason for v in decision.verdicts]
     texts += [f.message for f in (*decision.blocking, *decision.other_findings)]
     return texts

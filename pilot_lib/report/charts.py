@@ -20,6 +20,8 @@ __all__ = [
     "STATUS_COLOURS",
     "band_chart",
     "bar_chart",
+    "budget_chart",
+    "error_rate_chart",
     "kpi_verdict_chart",
     "no_data_figure",
 ]
@@ -541,5 +543,96 @@ def latency_chart(latency: pd.DataFrame, sla_minutes: float) -> Figure:
     ax.set_title("Approval latency per authority level", loc="left", fontsize=11, fontweight="bold")
     ax.legend(fontsize=8, frameon=False, ncol=5)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _legend_below(ax: Any, ncol: int = 3) -> Any:
+    """The legend under the axes, outside the plotting area, so it covers no data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    return ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.22),
+        ncol=min(ncol, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def error_rate_chart(health: Any) -> Figure:
+    """Error rate by week per downstream system with its 95% interval (the integration-health
+    section's ``weekly`` table): one Okabe-Ito colour and marker per system, the agreed limit
+    dashed in black, the legend below the axes (it covers no line)."""
+    from matplotlib.ticker import PercentFormatter
+
+    w = health.weekly
+    title = "Error rate by week and downstream system (95% interval)"
+    if w.empty:
+        return no_data_figure(title, "no tool calls in the pilot window")
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    markers = "osD^vP*X"
+    for i, (system, g) in enumerate(w.groupby("system", sort=True)):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        x = pd.to_datetime(g["week"])
+        ax.plot(
+            x,
+            g["error_rate"],
+            marker=markers[i % len(markers)],
+            ms=4,
+            color=colour,
+            label=str(system),
+        )
+        ax.fill_between(x, g["low"], g["high"], color=colour, alpha=0.15, linewidth=0)
+    limit = health.settings.get("max_error_rate")
+    if limit is not None:
+        ax.axhline(limit, color="#000000", ls="--", lw=1, label=f"agreed limit {limit:.0%}")
+    ax.set_ylabel("errors / attempts sent")
+    ax.set_title(title, loc="left", fontsize=11)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    fig.autofmt_xdate()
+    _legend_below(ax, ncol=4)
+    fig.tight_layout()
+    return fig
+
+
+def budget_chart(section: Any) -> Figure:
+    """Month-to-date spend against each budget, one panel per budget (the cost-attribution
+    section's ``budgets``): spend solid blue, the monthly budget dashed vermillion, the
+    pro-rated budget (the pace) dotted black, the spend had the fallback model taken over
+    dash-dot orange; the legend below each panel, covering no line."""
+    budgets = section.budgets
+    n = max(len(budgets), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 3.9 * n), squeeze=False)
+    if not budgets:
+        axes[0][0].text(0.5, 0.5, "No budgets in the pilot file", ha="center", va="center")
+        axes[0][0].set_axis_off()
+        return fig
+    for ax, b in zip(axes[:, 0], budgets, strict=True):
+        days = pd.to_datetime(b.daily["day"])
+        ax.plot(
+            days,
+            b.daily["month_to_date_usd"],
+            color=OKABE_ITO[0],
+            lw=1.8,
+            label="month-to-date spend",
+        )
+        ax.plot(days, b.daily["pace_usd"], ":", color="#000000", lw=1.2, label="pro-rated budget")
+        ax.axhline(b.monthly_usd, ls="--", color=OKABE_ITO[3], lw=1.4, label="monthly budget")
+        if b.fallback_model is not None:
+            ax.plot(
+                days,
+                b.daily["month_to_date_with_fallback_usd"],
+                "-.",
+                color=OKABE_ITO[1],
+                label=f"with fallback to {b.fallback_model}",
+            )
+        ax.set_title(f"Budget burn: {b.label}", loc="left", fontsize=11)
+        ax.set_ylabel("US dollars")
+        ax.tick_params(axis="x", labelrotation=30)
+        _legend_below(ax, ncol=4)
     fig.tight_layout()
     return fig

@@ -77,15 +77,27 @@ PRINT_CSS = """
     .celltag_keep-together { break-inside: avoid; page-break-inside: avoid; }
     /* the go/no-go summary (decision, reasons, coverage, run, seal) fits one A4 page */
     .board-summary { break-inside: avoid; page-break-inside: avoid; }
-    .board-summary div[style*="font-size:15px"] { font-size: 11.5px !important;
-                                                   line-height: 1.35 !important; }
+    .board-summary div[style*="font-size:15px"] { font-size: 11px !important;
+                                                   line-height: 1.3 !important; }
     .board-summary div[style*="font-size:40px"] { font-size: 30px !important; }
-    .board-summary li { margin: 3px 0 !important; }
+    .board-summary li { margin: 2px 0 !important; }
     p, li { orphans: 3; widows: 3; }
     img { max-width: 100% !important; height: auto; }
     .jp-RenderedHTMLCommon table { font-size: 9pt; }
     a { color: inherit; text-decoration: none; }
+    /* no scroll box on paper: a scrollbar prints as a grey bar and hides what overflows */
+    *, *::before, *::after { overflow: visible !important; }
     .jp-Cell, .jp-OutputArea-output { overflow: visible !important; }
+    /* JupyterLab makes the Markdown area a table cell; inside the blocks above it would
+       shrink to its narrowest and break "Go / no-go" into "Go / no- / go" */
+    .jp-MarkdownOutput, .jp-RenderedMarkdown, .jp-RenderedHTMLCommon {
+      display: block !important; width: auto !important; max-width: 100% !important; }
+    h1, h2, h3, h4, h5 { width: auto !important; white-space: normal !important;
+                         word-break: normal !important; overflow-wrap: normal !important; }
+    /* a table wider than the page wraps its cells instead of running off the edge */
+    .jp-RenderedHTMLCommon table { table-layout: auto !important; max-width: 100% !important; }
+    .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {
+      white-space: normal !important; overflow-wrap: break-word; word-break: normal; }
     .pw-screen-only { display: none !important; }
   }
 """
@@ -256,12 +268,14 @@ _PORTFOLIO = """<!doctype html>
 <h1>Pilot portfolio</h1>
 <p>Every pilot under this folder with its latest complete run (all phases, through the go/no-go gate):
 the decision, each KPI against the threshold written before the pilot started (95% intervals)
-with its trend across the pilot's complete runs, and the drift and drill status. A newer
+with its trend across the pilot's complete runs, and the blocking findings of the integration
+and evidence checks, the drift analysis and the drill review, counted by kind (each links to
+its section of the phase page). A newer
 partial or failed run is noted; it never replaces the last complete decision.
 Trend charts: one mark per complete run, oldest to newest, with its 95% interval; the dashed
 line is the agreed threshold; marks: filled circle PASS, hollow circle INCONCLUSIVE, cross FAIL.</p>
 <table>
-<thead><tr><th>Pilot</th><th>Decision</th>{% for k in kpi_names %}<th>{{ k }}</th>{% endfor %}<th>Drift</th><th>Drill</th><th>Owner and run</th></tr></thead>
+<thead><tr><th>Pilot</th><th>Decision</th>{% for k in kpi_names %}<th>{{ k }}</th>{% endfor %}<th>Integration and evidence</th><th>Drift</th><th>Drill</th><th>Owner and run</th></tr></thead>
 {% for p in pilots %}
 <tr>
  <td><b>{{ p.title }}</b><br><small>{{ p.name }}</small></td>
@@ -269,7 +283,7 @@ line is the agreed threshold; marks: filled circle PASS, hollow circle INCONCLUS
  {% for k in kpi_names %}{% set v = p.kpis.get(k) %}
  <td>{% if v %}<span class="{{ v.status }}">{{ v.status }}</span><br>{{ v.measured }}<br><small>target {{ v.threshold }}</small>{% if v.trend %}<div class="trend">{{ v.trend | safe }}<small>{{ v.trend_text }}</small></div>{% endif %}{% else %}<small>not set</small>{% endif %}</td>
  {% endfor %}
- {% for st in (p.drift, p.drill) %}<td>{% if st["items"] %}<b>{{ st.label }}</b>{% for m in st["items"] %}<br>&bull; {{ m }}{% endfor %}{% else %}{{ st.label }}{% endif %}</td>{% endfor %}
+ {% for st in (p.kpi, p.drift, p.drill) %}<td>{% if st["items"] %}<b>{{ st.label }}</b>{% for m in st["items"] %}<br>&bull; {% if m.href %}<a href="{{ m.href }}">{{ m.text }}</a>{% else %}{{ m.text }}{% endif %}{% endfor %}{% else %}{{ st.label }}{% endif %}</td>{% endfor %}
  <td>{% if p.owner %}{{ p.owner }}<br>{% endif %}<small>{% if p.date %}{{ p.date }}<br>{% endif %}run {{ p.run_id }}</small></td>
 </tr>
 {% endfor %}
@@ -290,16 +304,72 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+#: Blocking findings by kind, as a leader reads them on the portfolio (singular, plural).
+_FINDING_KINDS = {
+    "key_feature_drift": ("key input shifted", "key inputs shifted"),
+    "escalation_control_breach": ("escalation breach", "escalation breaches"),
+    "promoted_below_predecessor": (
+        "worse prompt version promoted",
+        "worse prompt versions promoted",
+    ),
+    "feedback_loops_crossed": ("feedback-loop crossing", "feedback-loop crossings"),
+    "retry_storm": ("retry storm", "retry storms"),
+    "circuit_breaker_ignored": ("circuit breaker ignored", "circuit breakers ignored"),
+    "drill_failed": ("kill-switch drill failed", "kill-switch drills failed"),
+    "approval_timeout_approved": ("approval rule broken", "approval rules broken"),
+    "approval_above_authority": ("approval rule broken", "approval rules broken"),
+}
+
+
+def _kind(finding: dict[str, Any]) -> tuple[str, str]:
+    code = str(finding.get("code", ""))
+    if code in _FINDING_KINDS:
+        return _FINDING_KINDS[code]
+    head = str((finding.get("evidence") or {}).get("headline") or code.replace("_", " "))
+    head = head[:1].lower() + head[1:]
+    return head, head
+
+
+def _finding_counts(
+    blocking: list[dict[str, Any]], page_dir: str | None, phase: str
+) -> list[dict[str, Any]]:
+    """Blocking findings counted by kind (``2 key inputs shifted``), each linking to the
+    section of its phase page that holds them (no finding's full text: that is on the page)."""
+    from pilot_lib.analysis.findings import Finding
+    from pilot_lib.analysis.gate import finding_section
+    from pilot_lib.report.board import phase_link
+
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in blocking:
+        one, many = _kind(f)
+        try:
+            where, section = finding_section(Finding.from_dict({"phase": phase} | dict(f)))
+            href = f"{page_dir}/{phase_link(where, section)}" if page_dir else None
+        except (KeyError, TypeError, ValueError):
+            href = None
+        entry = counts.setdefault((one, many), {"n": 0, "href": href})
+        entry["n"] += 1
+    return [
+        {"text": f"{e['n']:,} {one if e['n'] == 1 else many}", "href": e["href"]}
+        for (one, many), e in counts.items()
+    ]
+
+
 def _status_of(
-    findings: list[dict[str, Any]] | None, phase_result: dict[str, Any] | None
+    findings: list[dict[str, Any]] | None,
+    phase_result: dict[str, Any] | None,
+    page_dir: str | None = None,
+    phase: str = "drift_analysis",
 ) -> dict[str, Any]:
-    """A phase's status for the portfolio: a label and the blocking findings' messages."""
+    """A phase's status for the portfolio: a label and the blocking findings counted by kind,
+    each with a link into the run's phase page (``page_dir``: the run folder, relative to the
+    portfolio)."""
     if phase_result is None:
         return {"label": "not run", "items": []}
-    blocking = [f.get("message", "") for f in findings or [] if f.get("severity") == "blocking"]
+    blocking = [f for f in findings or [] if f.get("severity") == "blocking"]
     warnings = [f for f in findings or [] if f.get("severity") == "warning"]
     if blocking:
-        return {"label": "BLOCKING", "items": blocking}
+        return {"label": "BLOCKING", "items": _finding_counts(blocking, page_dir, phase)}
     if warnings:
         from pilot_lib.report.runpages import plural
 
@@ -481,6 +551,7 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
             shown = _run_record(run_dir)
         run_dir, gate = shown["dir"], shown["gate"]
         manifest = shown["manifest"] or {}
+        kpi = (_load_json(run_dir / "kpi_baselining.json") or {}).get("result")
         drift = (_load_json(run_dir / "drift_analysis.json") or {}).get("result")
         drill = (_load_json(run_dir / "incident_drill_review.json") or {}).get("result")
         kpis = {}
@@ -519,6 +590,7 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
             notes.append(f"phase 5 was not part of this run (phases {', '.join(ran) or 'unknown'})")
         notes += [_newer_note(r) for r in records if r["dir"].name > run_dir.name]
         page = run_dir / "05_go_no_go_summary.html"
+        run_href = run_dir.relative_to(root).as_posix() if page.is_file() else None
         pilots.append(
             {
                 "name": manifest.get("pilot", folder.name),
@@ -527,8 +599,16 @@ def write_portfolio(out_root: str | Path, target: str | Path | None = None) -> P
                 "date": _date(manifest.get("finished_at")),
                 "decision": decision,
                 "kpis": kpis,
-                "drift": _status_of((drift or {}).get("findings"), drift),
-                "drill": _status_of((drill or {}).get("findings"), drill),
+                "kpi": _status_of(
+                    (kpi or {}).get("findings") or (kpi or {}).get("flags"),
+                    kpi,
+                    run_href,
+                    "kpi_baselining",
+                ),
+                "drift": _status_of((drift or {}).get("findings"), drift, run_href),
+                "drill": _status_of(
+                    (drill or {}).get("findings"), drill, run_href, "incident_drill_review"
+                ),
                 "run_id": run_dir.name,
                 "page": page.relative_to(root).as_posix() if page.is_file() else None,
                 "pdf": _link(root, page.with_suffix(".pdf")),

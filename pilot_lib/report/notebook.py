@@ -14,7 +14,7 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,15 @@ def _md_value(value: Any) -> Any:
         except (TypeError, ValueError):
             return escape_md(value)
         return value if finite else _NoData()
-    return escape_md(value)
+    return escape_md(_plural(str(value)))
+
+
+def _plural(text: str) -> str:
+    """``2 recorded threshold change(s)`` as ``2 recorded threshold changes``: no "(s)" reaches
+    a reader (:func:`pilot_lib.analysis.gate.plural_text`)."""
+    from pilot_lib.analysis.gate import plural_text
+
+    return plural_text(text) if "(s)" in text else text
 
 
 def md(template: str, **values: Any) -> Any:
@@ -133,11 +141,102 @@ def md(template: str, **values: Any) -> Any:
     ``<script>...`` shows as text, never runs. Numbers (Python or numpy) keep
     their format spec (``{rate:.1%}``); a NaN, an infinity or ``None`` shows as
     "no data" whatever the spec, never as ``nan``.
+    Text with a dollar sign comes back as HTML (:func:`markdown`).
     """
-    from IPython.display import Markdown
-
     safe = {k: _md_value(v) for k, v in values.items()}
-    return Markdown(template.format(**safe))
+    return markdown(template.format(**safe))
+
+
+def markdown(text: str) -> Any:
+    """A display object for Markdown text whose data values are already escaped.
+
+    JupyterLab 4 typesets ``\\$14.50 ... \\$12.46`` in a Markdown output as maths
+    (the backslash does not stop it), so text holding a dollar sign is rendered to
+    HTML here (mistune, nbconvert's renderer) and wrapped in a ``mathjax_ignore``
+    element (:func:`_no_math`), which MathJax skips: the reader sees the amounts as
+    written. Text without a dollar sign stays a Markdown object.
+    """
+    from IPython.display import HTML, Markdown
+
+    if "$" not in text:
+        return Markdown(text)
+    import mistune
+
+    return HTML(_no_math(mistune.html(text).strip(), scroll=False))
+
+
+#: Result columns as a reader names them (with their units), where spelling out the name is
+#: not enough; any other ``snake_case`` name is shown with spaces (:func:`reader_label`).
+READER_LABELS = {
+    "value": "",
+    "cost_per_decision_usd": "cost per decision (US dollars)",
+    "model_cost_per_decision_usd": "model cost per decision (US dollars)",
+    "low_iid": "low, decisions as independent",
+    "high_iid": "high, decisions as independent",
+    "total_usd": "total spend (US dollars)",
+    "monthly_usd": "monthly budget (US dollars)",
+    "peak_month_to_date_usd": "highest month-to-date spend (US dollars)",
+    "projected_month_usd": "month-end projection (US dollars)",
+    "fallback_saving_usd": "saving with the fallback (US dollars)",
+    "projected_month_with_fallback_usd": "month-end projection with the fallback (US dollars)",
+    "first_over_pace_day": "first day over pace",
+    "first_breach_day": "first day over budget",
+    "p50_ms": "median latency (ms)",
+    "p95_ms": "95th percentile latency (ms)",
+    "p50 ms": "median latency (ms)",
+    "p95 ms": "95th percentile latency (ms)",
+    "open_hung": "hung",
+    "open_escalated": "escalated",
+    "open_degraded": "degraded",
+    "open_failed": "failed",
+    "circuit_open_attempts": "attempts while open",
+    "circuit_open": "attempts while open",
+    "attempts_sent": "attempts sent",
+    "n_affected": "actions affected",
+    "n_followed_new": "followed the new thresholds",
+    "n_followed_old": "followed the old thresholds",
+    "lag_decisions": "lag (decisions)",
+    "lag_hours": "lag (hours)",
+    "first_new_action_id": "first action under the new thresholds",
+    "first_new_at": "first followed at",
+    "max_amount": "largest amount (US dollars)",
+}
+
+_UNIT_SUFFIXES = (
+    ("_usd", " (US dollars)"),
+    ("_ms", " (ms)"),
+    ("_minutes", " (minutes)"),
+    ("_hours", " (hours)"),
+    ("_seconds", " (seconds)"),
+)
+
+
+def reader_label(column: Any, dimension: str = "") -> str:
+    """A result column's name as a table header: ``cost_per_decision_usd`` -> "cost per decision
+    (US dollars)", ``low_iid`` -> "low, decisions as independent", any other ``snake_case``
+    name with spaces (``share_of_cost`` -> "share of cost"). A name with no underscore is kept.
+
+    ``dimension`` names the ``value`` column of a breakdown (``agent_id`` -> "agent id").
+    """
+    name = str(column)
+    if name in READER_LABELS:
+        label = READER_LABELS[name]
+        return label or (dimension.replace("_", " ") if dimension else name)
+    if "_" not in name:
+        return name
+    for suffix, unit in _UNIT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)].replace("_", " ").strip() + unit
+    return name.replace("_", " ").strip()
+
+
+def _reader_columns(frame: pd.DataFrame, *specs: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """``frame`` with reader labels for headers, and each spec (column -> anything) re-keyed."""
+    labels = {c: reader_label(c) for c in frame.columns}
+    if len(set(labels.values())) < len(labels):  # two names would read the same: keep them
+        labels = {c: str(c) for c in frame.columns}
+    out = frame.rename(columns=labels)
+    return (out, *({labels.get(k, k): v for k, v in (spec or {}).items()} for spec in specs))
 
 
 def styled(
@@ -153,7 +252,10 @@ def styled(
     - ``escape="html"``: values from data (cells and column headers) are shown as text;
       missing values show as "no data".
     - ``highlight``: ``{column: {cell value: css}}`` e.g. colour a status column.
+    - Headers are reader labels (:func:`reader_label`): no raw ``snake_case`` name shows;
+      ``formats`` and ``highlight`` keep naming the result's columns.
     """
+    frame, formats, highlight = _reader_columns(frame, formats, highlight)
     key = hashlib.sha1((str(caption) + "|".join(map(str, frame.columns))).encode()).hexdigest()[:8]
     sty = (
         frame.style.set_uuid(f"t{key}")
@@ -194,12 +296,14 @@ def table(
     return HTML(_no_math(styled(frame, caption, formats, highlight).to_html()))
 
 
-def _no_math(html_text: str) -> str:
-    """Wrap HTML so MathJax (JupyterLab, the HTML export) leaves dollar amounts alone."""
-    return (
-        '<div class="tex2jax_ignore mathjax_ignore" style="max-width:100%;overflow-x:auto">'
-        f"{html_text}</div>"
-    )
+def _no_math(html_text: str, scroll: bool = True) -> str:
+    """Wrap HTML so MathJax (JupyterLab, the HTML export) leaves dollar amounts alone.
+
+    ``scroll``: a table too wide for the page scrolls sideways on screen (never in
+    print: the print rules set overflow visible).
+    """
+    style = ' style="max-width:100%;overflow-x:auto"' if scroll else ""
+    return f'<div class="tex2jax_ignore mathjax_ignore"{style}>{html_text}</div>'
 
 
 def status_table(frame: pd.DataFrame, caption: str | None = None, column: str = "status") -> Any:
@@ -430,9 +534,7 @@ def _intervals(frame: pd.DataFrame, est: str, low: str, high: str) -> list[str]:
 
 def paragraphs(text: str) -> Any:
     """Plain text (from data) as escaped Markdown paragraphs."""
-    from IPython.display import Markdown
-
-    return Markdown("\n\n".join(escape_md(p) for p in text.split("\n\n")))
+    return markdown("\n\n".join(escape_md(_plural(p)) for p in text.split("\n\n")))
 
 
 def threshold_value(pilot: Pilot, kpi: str) -> float | None:
@@ -526,7 +628,6 @@ def use_case_story(review: Any) -> Any:
     Phase 1's warnings about the pilot itself (a required team role nobody
     holds) come first, as **Warning:** lines.
     """
-    from IPython.display import Markdown
 
     warnings = [
         f"**Warning:** {escape_md(f.message)}" for f in getattr(review, "findings", None) or []
@@ -534,7 +635,7 @@ def use_case_story(review: Any) -> Any:
     scored = review.scored
     if scored is None or scored.empty:
         why = escape_md("; ".join(review.missing) or "empty data set")
-        return Markdown("\n\n".join([*warnings, f"_No candidates to compare: {why}_"]))
+        return markdown("\n\n".join([*warnings, f"_No candidates to compare: {why}_"]))
     lines = [w + "\n" for w in warnings]
     top = scored[scored["qualifies"].astype(bool)]
     if top.empty:
@@ -549,7 +650,7 @@ def use_case_story(review: Any) -> Any:
             continue
         trap = " **Novelty trap.**" if r["novelty_trap"] else ""
         lines.append(f"- {escape_md(r['name'])}: {escape_md(r['why'])}{trap}")
-    return Markdown("\n".join(lines))
+    return markdown("\n".join(lines))
 
 
 def build_view(build: Any) -> pd.DataFrame:
@@ -648,6 +749,48 @@ def live_output(update: Callable[..., None], controls: Mapping[str, Any]) -> Any
 #: Slider labels at their own width, not cut to ipywidgets' default 100 px.
 _LABEL_STYLE = {"description_width": "initial"}
 
+
+def labelled(control: Any, label: str) -> Any:
+    """``control`` laid out for reading: its label on a line of its own above it, and the
+    control as wide as the output area (a 1,068 px track at 1,280 px, not the 300 px
+    default whose track the label ate: 25 px for 0-200 dollars).
+
+    ``label`` is code text, not data; it is HTML-escaped all the same. Returns a VBox.
+    """
+    import ipywidgets as w
+
+    control.description = ""
+    control.style.description_width = "0px"
+    control.layout = w.Layout(width="100%")
+    head = w.HTML(f"<b>{escape(label)}</b>", layout=w.Layout(margin="6px 0 0 0"))
+    return w.VBox([head, control], layout=w.Layout(width="100%"))
+
+
+def what_if(children: Sequence[Any], summary: str) -> Any:
+    """The widget of a what-if section: ``children`` in a full-width VBox that also shows as
+    a sentence where no live kernel draws it.
+
+    A committed notebook opened before any run has no widget models; JupyterLab then
+    shows the output's plain text, which for a bare VBox is
+    ``VBox(children=(FloatSlider(value=62.0, ...``. Here the plain text and an HTML
+    alternative say what the section does and that it needs a running kernel.
+    """
+    import ipywidgets as w
+
+    class WhatIf(w.VBox):  # type: ignore[misc]
+        def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+            data = super()._repr_mimebundle_(**kwargs)
+            text = f"What-if: {summary} Run the notebook in a live kernel to use it."
+            if isinstance(data, tuple):
+                data = data[0]
+            data = dict(data or {})
+            data["text/plain"] = text
+            data["text/html"] = f"<p><i>{escape(text)}</i></p>"
+            return data
+
+    return WhatIf(list(children), layout=w.Layout(width="100%"))
+
+
 #: Pilot-file keys whose plain reading needs more than spaces for underscores.
 _WIDGET_WORDS = {
     "impact": "Measurable business impact",
@@ -684,18 +827,13 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
                 min=0,
                 max=3,
                 step=0.25,
-                description=widget_label(c),
-                style=_LABEL_STYLE,
+                readout_format=".2f",
             )
             for c in CRITERIA
         }
-        sliders["minimum"] = w.IntSlider(
-            value=int(base["minimum"]),
-            min=1,
-            max=5,
-            description="Minimum score",
-            style=_LABEL_STYLE,
-        )
+        sliders["minimum"] = w.IntSlider(value=int(base["minimum"]), min=1, max=5)
+        labels = {c: f"Weight of {widget_label(c).lower()}" for c in CRITERIA}
+        labels["minimum"] = "Minimum score on every criterion (1 to 5)"
 
         def rescore(minimum: int, **weights: float) -> None:
             if sum(weights.values()) <= 0:
@@ -707,10 +845,10 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
         boxes.append(
             w.VBox(
                 [
-                    w.HBox(list(sliders.values())[:3]),
-                    w.HBox(list(sliders.values())[3:]),
+                    *(labelled(s, labels[k]) for k, s in sliders.items()),
                     live_output(rescore, sliders),
-                ]
+                ],
+                layout=w.Layout(width="100%"),
             )
         )
     if review.build is not None:
@@ -721,8 +859,7 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
                 min=0,
                 max=1,
                 step=0.05,
-                description=widget_label(d),
-                style=_LABEL_STYLE,
+                readout_format=".2f",
             )
             for d, v in bvb.weights.items()
         }
@@ -736,13 +873,22 @@ def use_case_widgets(ctx: PhaseContext, review: Any) -> Any:
         boxes.append(
             w.VBox(
                 [
-                    w.HBox(list(bsliders.values())[:3]),
-                    w.HBox(list(bsliders.values())[3:]),
+                    *(
+                        labelled(s, f"Build vs buy: weight of {widget_label(d).lower()}")
+                        for d, s in bsliders.items()
+                    ),
                     live_output(rebuild, bsliders),
-                ]
+                ],
+                layout=w.Layout(width="100%"),
             )
         )
-    return w.VBox(boxes) if boxes else md("_Nothing to re-weight._")
+    if not boxes:
+        return md("_Nothing to re-weight._")
+    return what_if(
+        boxes,
+        "sliders for the criterion weights, the minimum score and the "
+        "build-vs-buy weights, with the ranking they give.",
+    )
 
 
 # ---- phase 2 ----------------------------------------------------------------
@@ -782,8 +928,7 @@ def cost_widget(kpis: Any, pilot: Pilot) -> Any:
         min=0,
         max=max(200.0, 2 * current),
         step=1,
-        description="Review cost (USD per hour)",
-        style=_LABEL_STYLE,
+        readout_format=",.0f",
     )
     th = pilot.threshold("cost_per_decision")
 
@@ -801,7 +946,13 @@ def cost_widget(kpis: Any, pilot: Pilot) -> Any:
             f"manual handling costs ${pilot.costs.manual_cost_per_case_usd:,.2f} per case."
         )
 
-    return w.VBox([rate, live_output(show, {"hourly": rate})])
+    return what_if(
+        [
+            labelled(rate, "Loaded review cost (US dollars per hour, in steps of $1)"),
+            live_output(show, {"hourly": rate}),
+        ],
+        "a slider for the reviewers' loaded hourly rate and the cost per decision at that rate.",
+    )
 
 
 # ---- phase 3 ----------------------------------------------------------------
@@ -953,8 +1104,7 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
         min=min(1.0, current),
         max=max(4.0, current),
         step=0.25,
-        description="Review band (sigma)",
-        style=_LABEL_STYLE,
+        readout_format=".2f",
     )
     window = pilot.drift.reference_window
 
@@ -975,7 +1125,13 @@ def sigma_widget(report: Any, pilot: Pilot) -> Any:
             return
         display(table(episodes_view(chart), f"Breach episodes at {sigma:g} sigma"))
 
-    return w.VBox([slider, live_output(show, {"sigma": slider})])
+    return what_if(
+        [
+            labelled(slider, "Review band: control limits at this many sigma (steps of 0.25)"),
+            live_output(show, {"sigma": slider}),
+        ],
+        "a slider for the control limits (sigma) and the breach episodes they give.",
+    )
 
 
 # ---- phase 4 ----------------------------------------------------------------
@@ -1138,8 +1294,6 @@ def sla_widget(ctx: PhaseContext, review: Any = None) -> Any:
         min=min(15, current),
         max=max(1440, 2 * current),
         step=15,
-        description="Approval SLA (minutes)",
-        style=_LABEL_STYLE,
     )
 
     def show(sla: int) -> None:
@@ -1149,7 +1303,13 @@ def sla_widget(ctx: PhaseContext, review: Any = None) -> Any:
             f"of {s['n_requests']:,} requests; {s['n_timeouts']:,} timed out."
         )
 
-    return w.VBox([slider, live_output(show, {"sla": slider})])
+    return what_if(
+        [
+            labelled(slider, "Approval SLA (minutes, in steps of 15)"),
+            live_output(show, {"sla": slider}),
+        ],
+        "a slider for the approval SLA and the share of approvals decided within it.",
+    )
 
 
 # ---- phase 5 ----------------------------------------------------------------
@@ -1192,7 +1352,6 @@ def integrity_view(pilot: Pilot, warnings: list[str], notes: list[str]) -> Any:
     The pilot file is named by a short fingerprint (the first 12 digits of its
     SHA-256), not the full hash or a file name.
     """
-    from IPython.display import Markdown
 
     from pilot_lib.report.board import short_fingerprint
 
@@ -1207,7 +1366,7 @@ def integrity_view(pilot: Pilot, warnings: list[str], notes: list[str]) -> Any:
             "- No seal and no version history to check against: seal the thresholds with "
             "`pilot-workbook seal` when they are agreed."
         )
-    return Markdown("\n".join(lines))
+    return markdown("\n".join(lines))
 
 
 def board_summary(
@@ -1276,8 +1435,6 @@ def risk_coverage_widget(section: Any) -> Any:
     slider = w.SelectionSlider(
         options=[(f"{t:.2f}", t) for t in grid],
         value=grid[min(range(len(grid)), key=lambda i: abs(grid[i] - section.today))],
-        description="Confidence threshold",
-        style=_LABEL_STYLE,
         continuous_update=False,
     )
     target = section.target
@@ -1294,7 +1451,14 @@ def risk_coverage_widget(section: Any) -> Any:
             verdict = f"not shown to meet the target {100 * target:.1f}%"
         display(table(section.what_if_view(threshold), f"Threshold {threshold:.2f}: {verdict}"))
 
-    return w.VBox([slider, live_output(show, {"threshold": slider})])
+    return what_if(
+        [
+            labelled(slider, "Confidence threshold (escalate below it)"),
+            live_output(show, {"threshold": slider}),
+        ],
+        "a slider for the confidence threshold, with the coverage, errors, reviewer load and "
+        "cost it gives.",
+    )
 
 
 # ---- phase 4: decision authority (issue 12) ----------------------------------
@@ -1320,14 +1484,7 @@ def authority_widget(review: Any, thresholds: Mapping[str, float | None] | None 
     bounded = [name for name, limit in review.baseline.thresholds.items() if limit is not None]
     if not bounded:
         return md("_Every level is unbounded: there is no threshold to move._")
-    sliders = {
-        name: w.FloatText(
-            value=float(start[name]),
-            description=f"{name} max_amount (USD)",
-            style=_LABEL_STYLE,
-        )
-        for name in bounded
-    }
+    sliders = {name: w.FloatText(value=float(start[name]), step=100) for name in bounded}
 
     def show(**limits: float) -> None:
         try:
@@ -1335,11 +1492,70 @@ def authority_widget(review: Any, thresholds: Mapping[str, float | None] | None 
         except ValueError as exc:
             print(f"Not a valid ladder: {exc}")
             return
-        display(table(result.table(), "What-if: approval load"))
-        display(table(result.per_level, "What-if: actions by deciding level"))
-        print(result.sla_note)
+        # the assumptions first, as Markdown: printed text would be stored before the tables
+        # in the first view and after them on a redraw
+        display(md("{note}", note=result.sla_note))
+        display(table(authority_what_if_view(result), "What-if: approval load"))
+        display(
+            table(authority_levels_view(result.per_level), "What-if: actions by deciding level")
+        )
 
-    return w.VBox([*sliders.values(), live_output(show, sliders)])
+    return what_if(
+        [
+            *(
+                labelled(
+                    s, f"Level {name.replace('_', ' ')}: largest amount decided there (US dollars)"
+                )
+                for name, s in sliders.items()
+            ),
+            live_output(show, sliders),
+        ],
+        "a box per authority level's largest amount, with the approval load it gives.",
+    )
+
+
+def authority_what_if_view(result: Any) -> pd.DataFrame:
+    """The authority what-if's headline figures (:meth:`WhatIf.table`) as a reader reads them:
+    counts as whole numbers with separators (``598``, not ``598.000000``), rates and hours with
+    one decimal, dollars with cents (``$449,846.15``)."""
+    frame = result.table()
+
+    def fmt(figure: str, value: Any) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "no data"
+        if "(USD)" in figure:
+            return f"${value:,.2f}"
+        if "per week" in figure:
+            return f"{value:,.1f}"
+        return f"{value:,.0f}"
+
+    rows = [
+        {
+            "figure": str(r["figure"]).replace(" (USD)", " (US dollars)"),
+            "at the pilot file's thresholds": fmt(r["figure"], r["pilot file thresholds"]),
+            "at the what-if thresholds": fmt(r["figure"], r["what-if"]),
+        }
+        for _, r in frame.iterrows()
+    ]
+    return pd.DataFrame(rows)
+
+
+def authority_levels_view(per_level: pd.DataFrame) -> pd.DataFrame:
+    """Actions by deciding level, now and under the what-if: ``needs approval`` in words
+    (yes / no, not ``True`` / ``False``), counts with separators, the change signed."""
+    return pd.DataFrame(
+        {
+            "deciding level": per_level["level"].map(lambda v: str(v).replace("_", " ")),
+            "needs a human approval": per_level["requires_approval"].map(
+                lambda v: "yes" if bool(v) else "no"
+            ),
+            "actions now": per_level["actions_now"].map(_count),
+            "actions under the what-if": per_level["actions_what_if"].map(_count),
+            "change": per_level["change"].map(
+                lambda v: f"{int(v):+,}" if pd.notna(v) else "no data"
+            ),
+        }
+    )
 
 
 # ---- phase sections (shadow mode, cost attribution, audit trail, ...) ------------------
@@ -1406,3 +1622,202 @@ def filled(frame: pd.DataFrame, **words: str) -> pd.DataFrame:
             values = out[column].astype(object)
             out[column] = values.where(values.notna(), word)
     return out
+
+
+# ---- section views: the columns a reader needs, fitting the page at 1,280 px ------------
+# The full tables stay in each section's result (the phase's result JSON).
+
+
+def _usd3(x: Any) -> str:
+    return _num(x, "${:,.3f}")
+
+
+def _usd2(x: Any) -> str:
+    return _num(x, "${:,.2f}")
+
+
+def _range(low: Any, high: Any, fmt: Callable[[Any], str]) -> str:
+    """``$1.020 to $1.100``; "no data" when either end is missing."""
+    a, b = fmt(low), fmt(high)
+    return "no data" if "no data" in (a, b) else f"{a} to {b}"
+
+
+def cost_breakdown_view(frame: pd.DataFrame, dimension: str = "") -> pd.DataFrame:
+    """A cost-attribution breakdown (``CostAttribution.breakdown``) in nine columns: the
+    group, decisions, cost per decision with its clustered 95% interval, its four parts and
+    its share of the cost (the unclustered interval, design effect, clusters and total
+    spend stay in the result)."""
+    name = "" if dimension in ("", "overall") else reader_label(dimension).replace(" id", "")
+    out = pd.DataFrame(
+        {
+            (name or "scope"): frame["value"].astype(str),
+            "decisions": frame["decisions"].map(_count),
+            "cost per decision": frame["cost_per_decision_usd"].map(_usd3),
+            "95% interval": [
+                _range(lo, hi, _usd3) for lo, hi in zip(frame["low"], frame["high"], strict=True)
+            ],
+            "input": frame["input_usd"].map(_usd3),
+            "output": frame["output_usd"].map(_usd3),
+            "tool": frame["tool_usd"].map(_usd3),
+            "review": frame["review_usd"].map(_usd3),
+            "share of cost": frame["share_of_cost"].map(_pct),
+        }
+    )
+    return out
+
+
+def prompt_spend_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prompt versions ranked by total spend (``CostAttribution.top_contributors``) in eight
+    columns (mean tokens and the cost shares by part stay in the result)."""
+    return pd.DataFrame(
+        {
+            "rank": frame["rank"].map(_count),
+            "prompt version": frame["prompt_version"].astype(str),
+            "decisions": frame["decisions"].map(_count),
+            "cost per decision": frame["cost_per_decision_usd"].map(_usd3),
+            "95% interval": [
+                _range(lo, hi, _usd3) for lo, hi in zip(frame["low"], frame["high"], strict=True)
+            ],
+            "model cost per decision": frame["model_cost_per_decision_usd"].map(_usd3),
+            "total spend": frame["total_usd"].map(_usd2),
+            "share of spend": frame["share_of_spend"].map(_pct),
+        }
+    )
+
+
+_BUDGET_ROWS = (
+    ("monthly budget", "monthly_usd", _usd2),
+    ("highest month-to-date spend", "peak_month_to_date_usd", _usd2),
+    ("first day over pace", "first_over_pace_day", None),
+    ("first day over budget", "first_breach_day", None),
+    ("month-end projection", "projected_month_usd", _usd2),
+    ("fallback model", "fallback_model", None),
+    ("month-end projection with the fallback", "projected_month_with_fallback_usd", _usd2),
+    ("saving with the fallback", "fallback_saving_usd", _usd2),
+)
+
+
+def budgets_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The budgets (``CostAttribution.budget_table``) transposed: one row per figure, one
+    column per budget, so any number of budgets fits the page; days never reached read
+    "never", a budget without fallback "none"."""
+    words = {"first_over_pace_day": "never", "first_breach_day": "never", "fallback_model": "none"}
+    data: dict[str, list[str]] = {"figure (US dollars)": [r[0] for r in _BUDGET_ROWS]}
+    for _, b in frame.iterrows():
+        col = []
+        for _, key, fmt in _BUDGET_ROWS:
+            v = b.get(key)
+            missing = v is None or (isinstance(v, float) and not math.isfinite(v)) or pd.isna(v)
+            if missing:
+                col.append(words.get(key, "no data"))
+            else:
+                col.append(fmt(v) if fmt else str(v)[:10] if key.endswith("_day") else str(v))
+        data[str(b["label"])] = col
+    return pd.DataFrame(data)
+
+
+def promotion_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each live prompt version against its predecessor (``PromptPromotion.promotion_table``)
+    in seven columns: the paired counts that only one version got right stay in the result."""
+    first = frame["predecessor"].isna()
+    return pd.DataFrame(
+        {
+            "prompt version": frame["prompt_version"].astype(str),
+            "against": frame["predecessor"].where(~first, "none (first version)").astype(str),
+            "live from": frame["went_live_at"].map(
+                lambda v: "never live" if pd.isna(v) else _day(v)
+            ),
+            "shared golden cases": frame["paired_cases"].map(_count),
+            "accuracy, new against old": [
+                "no data" if pd.isna(a) or pd.isna(b) else f"{_pct(a)} against {_pct(b)}"
+                for a, b in zip(frame["accuracy_new"], frame["accuracy_old"], strict=True)
+            ],
+            "difference (95% interval)": [
+                "no data"
+                if pd.isna(d)
+                else f"{100 * d:+.1f} points ({100 * lo:+.1f} to {100 * hi:+.1f})"
+                for d, lo, hi in zip(frame["difference"], frame["low"], frame["high"], strict=True)
+            ],
+            "verdict": frame["verdict"]
+            .where(~first | frame["verdict"].notna(), "first version")
+            .fillna("first version")
+            .astype(str),
+        }
+    )
+
+
+def policy_changes_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Policy changes (``AuthorityReview.changes``) in seven columns: the first action under
+    the new thresholds and the lag in decisions stay in the result."""
+    return pd.DataFrame(
+        {
+            "policy version": frame["policy_version"].astype(str),
+            "replaces": frame["replaces"].astype(str),
+            "effective from": frame["effective_at"].map(
+                lambda v: "from the start" if pd.isna(v) else _day(v)
+            ),
+            "actions affected": frame["n_affected"].map(_count),
+            "followed new / old": [
+                f"{_count(a)} / {_count(b)}"
+                for a, b in zip(frame["n_followed_new"], frame["n_followed_old"], strict=True)
+            ],
+            "lag (hours)": frame["lag_hours"].map(
+                lambda v: "no data" if pd.isna(v) else f"{v:,.1f}"
+            ),
+            "status": frame["status"].astype(str),
+        }
+    )
+
+
+def systems_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Downstream systems (``IntegrationHealth.systems_table``) in twelve columns: the error
+    rate and its 95% interval in one column, percentages with two decimals."""
+
+    def pct2(x: Any) -> str:
+        return _pct(x, 2)
+
+    out = pd.DataFrame(
+        {
+            "system": frame["system"].astype(str),
+            "calls": frame["calls"].map(_count),
+            "attempts": frame["attempts"].map(_count),
+            "error rate (95% interval)": [
+                f"{pct2(e)} ({_range(lo, hi, pct2)})"
+                for e, lo, hi in zip(frame["error rate"], frame["low"], frame["high"], strict=True)
+            ],
+        }
+    )
+    for col in ("5xx", "timeout", "4xx"):
+        out[col] = frame[col].map(pct2)
+    out["retries per call"] = frame["retries per call"].map(lambda x: _num(x, "{:,.3f}"))
+    for col in ("hammering calls", "circuit openings"):
+        out[col] = frame[col].map(_count)
+    out["median latency (ms)"] = frame["p50 ms"].map(_count)
+    out["95th percentile (ms)"] = frame["p95 ms"].map(_count)
+    return out
+
+
+def weekly_errors_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Error rate by week and system (``IntegrationHealth.weekly_table``) in nine columns: the
+    rate and its 95% interval in one column, percentages with two decimals."""
+
+    def pct2(x: Any) -> str:
+        return _pct(x, 2)
+
+    return pd.DataFrame(
+        {
+            "system": frame["system"].astype(str),
+            "week": frame["week"].map(_day),
+            "attempts sent": frame["attempts_sent"].map(_count),
+            "errors": frame["errors"].map(_count),
+            "error rate (95% interval)": [
+                f"{pct2(e)} ({_range(lo, hi, pct2)})"
+                for e, lo, hi in zip(frame["error_rate"], frame["low"], frame["high"], strict=True)
+            ],
+            "retried calls": frame["retried_calls"].map(_count),
+            "hammering calls": frame["hammering_calls"].map(_count),
+            "attempts while open": frame["circuit_open"].map(_count),
+            "median latency (ms)": frame["p50_ms"].map(_count),
+            "95th percentile (ms)": frame["p95_ms"].map(_count),
+        }
+    )
