@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import ibis.expr.types as ir
+import numpy as np
 from ibis import util as ibis_util
 from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
@@ -582,9 +583,6 @@ class FileScan:
         }
 
 
-_BLANK = re.compile(rb"\n[ \t\r\f\v]*(?=\n)")
-
-
 def scan_file(path: str | Path, label: str = "decisions") -> FileScan:
     """Read ``path`` whole (through gzip / zstd by its extension), counting bytes and lines.
 
@@ -622,13 +620,20 @@ def _scan_cached(path: str, size: int, mtime_ns: int, label: str) -> FileScan:
                     bom = chunk.startswith(b"\xef\xbb\xbf")
                     first = False
                 total += len(chunk)
-                buf = tail + chunk
-                base = lines - 1  # newlines in buf before position 0 of chunk: tail's one
-                for m in _BLANK.finditer(buf):
-                    blanks.append(base + buf.count(b"\n", 0, m.start()) + 2)
-                nl = buf.rfind(b"\n")
-                lines += chunk.count(b"\n")
-                tail = buf[nl:]
+                buf = tail + chunk  # tail: the last newline before chunk and what follows
+                # newline positions (vectorised over this 4 MiB chunk only): a blank line
+                # is a gap of 1 between newlines, or a short gap of whitespace
+                arr = np.frombuffer(buf, dtype=np.uint8)
+                nl = np.flatnonzero(arr == 10)
+                gaps = np.diff(nl)
+                for k in np.flatnonzero(gaps < 16):
+                    a, b = int(nl[k]) + 1, int(nl[k + 1])
+                    if not buf[a:b].strip():
+                        # newline k of buf ends physical line (lines - 1 + k + 1): tail's
+                        # newline is newline number `lines`, ending line `lines`
+                        blanks.append(lines + k + 1)
+                lines += len(nl) - 1
+                tail = buf[int(nl[-1]) :]
     except (OSError, ValueError, EOFError) as exc:
         raise DataSourceError(
             f"data set {label!r}: {path} is damaged: {exc} after {total:,} bytes of text "
