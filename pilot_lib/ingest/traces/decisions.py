@@ -21,17 +21,32 @@ Rules, in order (a span gets the first it breaks):
 6. ``duplicate span_id`` (same trace and span id; the first by file, line and
    start time is kept)
 7. ``orphan span (parent not in the trace)``: the parent id names no valid span
-   of the same trace. Descendants of a quarantined span are not quarantined
-   themselves; they belong to no decision and are counted as outside decisions.
+   of the same trace, and the span is no agent / workflow span and does not say its
+   parent is remote (:data:`~pilot_lib.ingest.traces.spans.REMOTE_PARENT_KEY`).
+   Descendants of a quarantined span are not quarantined themselves; they belong to
+   no decision and are counted as outside decisions.
 8. ``outcome missing``: with an outcomes data set, every span of a decision
    that has no outcome row (the decision is counted, not built).
+9. ``span time outside the pilot window`` (``window``: a span in 1970).
+10. ``implausible token count`` / 11. ``implausible cost``: negative, fractional,
+    overflowing or above the bound (``max_tokens`` / ``max_cost_usd``); the span is
+    labelled with its decision first, and 12. ``decision with an implausible value``
+    then quarantines every other span of that decision (and of a decision whose
+    totals exceed the bounds): never priced or counted in part.
 
-Decision spans: by default a root span (no parent) whose operation is
-``invoke_agent``; with ``decision_span`` set, every span of that name (nested
-ones start their own decision: each span belongs to the nearest decision span
-above it, so no span is counted twice). Each valid span is labelled with its
-nearest decision ancestor-or-self by pointer jumping: ``ceil(log2(depth))``
-self-joins, each materialized, at most 64.
+Decision spans: by default every top-level ``invoke_agent`` span (no agent span
+above it: a root, or an agent whose parent is absent from the export, remote, or an
+HTTP server / queue span); with ``decision_level="workflow"`` top-level
+``invoke_workflow`` spans too (holding their agents). With ``decision_span`` set,
+every span of that name (nested ones start their own decision: each span belongs
+to the nearest decision span above it, so no span is counted twice). Each valid
+span is labelled with its nearest decision ancestor-or-self by pointer jumping:
+``ceil(log2(depth))`` self-joins, each materialized, at most 64.
+
+Signals missing on the decision span and its descendants are read from its
+nearest ancestor (``workflow``, ``agent_id``, ``business_unit``, ``case_id``,
+``user_id``), then from ``defaults`` (the pilot file's ``traces.workflow``, ...)
+after the outcomes.
 
 Columns of a decision (``D`` = the decision span, ``desc`` = the other spans of
 the decision, ``a[k]`` = attribute ``k``; "first" = the earliest by start time):
@@ -750,6 +765,20 @@ def spans_to_decisions(
         attributes of the decision span).
     label, outcomes_label:
         Data set names for error messages.
+    decision_level:
+        ``agent`` (default: each top-level agent is a decision) or ``workflow`` (each
+        top-level ``invoke_workflow`` span is one).
+    defaults:
+        Column -> value for decisions no span nor outcome gives one (``workflow``,
+        ``agent_id``, ``prompt_version``, ``business_unit``; ``None`` values ignored).
+    max_tokens, max_cost_usd:
+        Per-decision bounds (tokens; US dollars): above them, or negative, fractional
+        or not a number, a value is implausible and its decision is quarantined.
+    window:
+        ``(start, end)`` naive UTC datetimes a span must lie within; ``None``: no check.
+    files:
+        The :class:`~pilot_lib.ingest.traces._tables.FileScan` of each JSON Lines file
+        read, for the reconciliation's per-file counts.
 
     Returns
     -------
