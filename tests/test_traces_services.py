@@ -701,3 +701,17 @@ def test_line_numbers_are_physical_lines(tmp_path: Path) -> None:
 
     scan = scan_files([path])[0]
     assert (scan.lines, scan.blank_lines, scan.bytes_read) == (6, (2, 4, 5), path.stat().st_size)
+
+
+@pytest.mark.parametrize(
+    ("tail", "line_no"),
+    [(b'{"resourceSpans": [\n', 4), (b'{"resourceSpans": "\xff"}\n' + b"{}\n", 4)],
+    ids=["truncated-last-line", "invalid-utf8"],
+)
+def test_a_bad_line_is_named_by_its_physical_number(
+    tmp_path: Path, tail: bytes, line_no: int
+) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes((line([agent(1, 1)]) + "\n\n" + line([agent(2, 1)]) + "\n").encode() + tail)
+    with pytest.raises(DataSourceError, match=rf"line {line_no} of .*t\.jsonl"):
+        read_spans(engine_con(), path, "otel")

@@ -233,6 +233,59 @@ def open_text_stream(path: Path):  # type: ignore[no-untyped-def]
     return path.open("rb")
 
 
+def _first_bad_line(path: Path) -> tuple[int, str] | None:
+    """(physical 1-based line, reason) of the first non-blank line of ``path`` that is
+    not UTF-8 or not one JSON value; ``None`` when every line parses.
+
+    Only called once a read has failed (DuckDB's own line number is one too high for
+    an invalid UTF-8 byte, and counts a truncated last line past the end).
+    """
+    import json
+
+    try:
+        fh = open_text_stream(path)
+    except (OSError, ValueError):
+        return None
+    with fh:
+        number = 0
+        pending = b""
+        while True:
+            try:
+                chunk = fh.read(1 << 20)
+            except Exception:  # a damaged stream: the scan reports it
+                return None
+            if not chunk:
+                break
+            parts = (pending + chunk).split(b"\n")
+            pending = parts.pop()
+            for raw in parts:
+                number += 1
+                why = _line_problem(raw, json)
+                if why:
+                    return number, why
+        if pending.strip():
+            why = _line_problem(pending, json)
+            if why:
+                return number + 1, why + " (the last line; the file may be truncated)"
+    return None
+
+
+def _line_problem(raw: bytes, json: Any) -> str | None:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {exc.start + 1} is not UTF-8 ({raw[exc.start : exc.start + 1]!r})"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    return None
+
+
 def _megabytes(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -277,6 +330,17 @@ def read_error(
                     f"engine.memory_limit in the pilot file to at least "
                     f"{max(1, need)}GB, or have the exporter write smaller batches (one span "
                     "or a few per line)."
+                )
+    if "Malformed JSON" in text or "UTF-8" in text:
+        for f in files:
+            if file_format(f) == "parquet":
+                continue
+            found = _first_bad_line(Path(str(f)))
+            if found is not None:
+                line, why = found
+                return DataSourceError(
+                    f"data set {label!r}: line {line} of {f} is not valid {what}: {why}. "
+                    f"Fix or remove line {line} (a physical line: blank lines count). {fix}"
                 )
     shown = shown if shown is not None else ", ".join(str(f) for f in files)
     return DataSourceError(
