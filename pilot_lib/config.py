@@ -183,26 +183,55 @@ class DatasetSource(_Strict):
 
 
 class ModelPrice(_Strict):
-    """A model's price in US dollars per million tokens (input and output)."""
+    """A model's price in US dollars per million tokens (input and output).
+
+    ``cache_read_per_million_usd`` / ``cache_creation_per_million_usd`` (optional):
+    the price of input tokens read from / written to the provider's prompt cache
+    (``gen_ai.usage.cache_read.input_tokens``, ``cache_creation`` / ``cache_write``),
+    which are part of the input tokens; absent, they are priced as input.
+    """
 
     input_per_million_usd: float = Field(ge=0)
     output_per_million_usd: float = Field(ge=0)
+    cache_read_per_million_usd: float | None = Field(default=None, ge=0)
+    cache_creation_per_million_usd: float | None = Field(default=None, ge=0)
 
 
 class TraceSettings(_Strict):
     """How a decision log is built from traces (``datasets.decisions.format`` a trace format).
 
-    - ``decision_span``: the span name that marks one decision; default: the root
-      ``invoke_agent`` span of each trace.
+    - ``decision_span``: the span name that marks one decision; default: each
+      top-level ``invoke_agent`` span (one with no agent span above it: a trace's
+      root, or an agent whose parent is in another service's export, remote, or an
+      HTTP server / queue consumer span).
+    - ``decision_level``: ``agent`` (default): under an ``invoke_workflow`` span,
+      each top-level agent is one decision and the workflow span sits above
+      them; ``workflow``: each top-level ``invoke_workflow`` span is one decision
+      holding its agents (an agent outside any workflow is still one decision).
     - ``prices``: model name -> price per million tokens, for spans that carry
       token counts but no cost.
     - ``outcomes_key``: the column the ``outcomes`` data set is joined on
       (``trace_id`` or ``case_id``).
+    - ``workflow``, ``agent_id``, ``prompt_version``, ``business_unit``: the value a
+      decision takes when no span (nor the outcomes) carries it; a pilot is usually
+      one workflow run by one agent on one prompt version at a time.
+    - ``max_tokens_per_decision``: a decision (or one span) with more input or
+      output tokens than this is implausible and quarantined, never priced
+      (default 10,000,000).
+    - ``max_cost_per_decision_usd``: the same bound for a stated or priced model
+      cost, in US dollars (default 1,000).
     """
 
     decision_span: str | None = Field(default=None, min_length=1)
+    decision_level: Literal["agent", "workflow"] = "agent"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     outcomes_key: Literal["trace_id", "case_id"] = "trace_id"
+    workflow: str | None = Field(default=None, min_length=1)
+    agent_id: str | None = Field(default=None, min_length=1)
+    prompt_version: str | None = Field(default=None, min_length=1)
+    business_unit: str | None = Field(default=None, min_length=1)
+    max_tokens_per_decision: int = Field(default=10_000_000, ge=1)
+    max_cost_per_decision_usd: float = Field(default=1000.0, gt=0)
 
 
 class KpiThreshold(_Strict):

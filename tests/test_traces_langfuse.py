@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ibis
 import pandas as pd
 import pytest
 import yaml
@@ -36,7 +35,7 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from trace_expectations import CountingIds, assert_log_equal
+from trace_expectations import CountingIds, assert_log_equal, engine_con
 from trace_expectations import expected_log as _expected_log
 
 from pilot_lib.errors import DataSourceError
@@ -377,7 +376,7 @@ def test_every_span_column_is_mapped(
     shape: str, api_export: Path, blob_export: Path, recorded: list[ReadableSpan]
 ) -> None:
     folder = api_export if shape == "api" else blob_export
-    con = ibis.duckdb.connect()
+    con = engine_con()
     got = read_spans(con, _files(folder), "langfuse").to_pandas().set_index("span_id")
     assert len(got) == len(recorded)
     operations = {"agent": "invoke_agent", "generation": "chat", "tool": "execute_tool"}
@@ -454,7 +453,7 @@ def test_decision_log_equals_the_one_built_by_hand(
     shape: str, api_export: Path, blob_export: Path
 ) -> None:
     folder = api_export if shape == "api" else blob_export
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, _files(folder), "langfuse")
     built = spans_to_decisions(spans, prices=PRICES, features=["claim_amount", "channel"])
     assert_log_equal(built.decisions.to_pandas(), expected_log(), typed=False)
@@ -467,7 +466,7 @@ def test_decision_log_equals_the_one_built_by_hand(
 def test_otlp_spans_of_the_sdk_give_the_same_log(tmp_path: Path) -> None:
     path = tmp_path / "langfuse-otlp.jsonl"
     record(FileSpanExporter(path))
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, path, "langfuse")
     frame = spans.to_pandas()
     assert set(frame.operation) == {"invoke_agent", "chat", "execute_tool"}
@@ -518,7 +517,7 @@ def test_malformed_rows_are_quarantined_with_their_rule(
     rows = observations + extra
     (folder / "observations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in traces))
-    con = ibis.duckdb.connect()
+    con = engine_con()
     built = spans_to_decisions(read_spans(con, _files(folder), "langfuse"), prices=PRICES)
     q = built.quarantine.to_pandas()
     got = dict(zip(q.span_id.fillna("<none>"), q[QUARANTINE_RULE_COLUMN], strict=True))
@@ -536,7 +535,7 @@ def test_malformed_rows_are_quarantined_with_their_rule(
 
 
 def test_files_that_are_not_an_export_name_the_problem(tmp_path: Path, api_export: Path) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     odd = tmp_path / "spans.jsonl"
     odd.write_text("{}\n")
     with pytest.raises(
@@ -594,7 +593,7 @@ def test_enriched_observations_export_without_traces_file(
     (tmp_path / "scores" / "part-0.jsonl").write_text(
         "".join(json.dumps({_snake(k): v for k, v in s.items()}) + "\n" for s in scores)
     )
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, str(tmp_path / "**" / "*.jsonl"), "langfuse")
     attrs = spans.to_pandas().attributes.map(dict)
     assert all(a["pilot.user_id"] == a["user.id"] for a in attrs)  # on every observation

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ibis
 import pandas as pd
 import pytest
 import yaml
@@ -40,7 +39,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
-from trace_expectations import CountingIds, assert_log_equal
+from trace_expectations import CountingIds, assert_log_equal, engine_con
 from trace_expectations import expected_log as _expected_log
 
 from pilot_lib.errors import DataSourceError
@@ -314,7 +313,7 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory, recorded: list[Readable
 def test_every_span_column_is_mapped(
     export_dir: Path, recorded: list[ReadableSpan], name: str
 ) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(
         con, [export_dir / name, export_dir / "span_annotations.parquet"], "openinference"
     )
@@ -373,7 +372,7 @@ def test_every_span_column_is_mapped(
 
 
 def test_decision_log_equals_the_one_built_by_hand(export_dir: Path) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     for name in ("spans.parquet", "spans.jsonl"):
         spans = read_spans(
             con, [export_dir / name, export_dir / "span_annotations.parquet"], "openinference"
@@ -391,7 +390,7 @@ def test_decision_log_equals_the_one_built_by_hand(export_dir: Path) -> None:
 def test_otlp_form_of_the_same_sdk_maps_the_same(tmp_path: Path, export_dir: Path) -> None:
     path = tmp_path / "oi.jsonl"
     record(FileSpanExporter(path))
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, [path, export_dir / "span_annotations.parquet"], "openinference")
     assert set(spans.operation.to_pandas()) == {"invoke_agent", "chat", "execute_tool"}
     built = spans_to_decisions(spans, prices=PRICES, features=["claim_amount", "channel"])
@@ -461,7 +460,7 @@ def test_rest_shape_with_one_attributes_object(
         )
     path = tmp_path / "rest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    con = ibis.duckdb.connect()
+    con = engine_con()
     rest = read_spans(con, path, "openinference").to_pandas().set_index("span_id")
     flat = read_spans(con, phoenix_path(tmp_path, recorded), "openinference").to_pandas()
     flat = flat.set_index("span_id")
@@ -509,7 +508,7 @@ def test_malformed_rows_are_quarantined_with_their_rule(
     frame = pd.concat([frame, orphan, duplicate, no_id], ignore_index=True)
     path = tmp_path / "edited.jsonl"
     frame.to_json(path, orient="records", lines=True)
-    con = ibis.duckdb.connect()
+    con = engine_con()
     built = spans_to_decisions(read_spans(con, path, "openinference"), prices=PRICES)
     q = built.quarantine.to_pandas()
     got = dict(zip(q.span_id.fillna("<none>"), q[QUARANTINE_RULE_COLUMN], strict=True))
@@ -529,7 +528,7 @@ def test_malformed_rows_are_quarantined_with_their_rule(
 def test_only_annotations_or_a_broken_file_name_the_problem(
     tmp_path: Path, export_dir: Path
 ) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     with pytest.raises(DataSourceError, match="only annotation files"):
         read_spans(con, export_dir / "span_annotations.parquet", "openinference")
     bad = tmp_path / "spans.parquet"

@@ -30,7 +30,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
-from trace_expectations import CountingIds
+from trace_expectations import CountingIds, engine_con
 
 from pilot_lib.config import PilotFileError, load_pilot
 from pilot_lib.errors import ContractError, DataSourceError
@@ -376,7 +376,7 @@ def test_decision_log_equals_the_one_built_by_hand(tmp_path: Path, trace_file: P
 
 
 def test_reader_maps_status_operation_and_events(trace_file: Path) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, trace_file, "otel").to_pandas()
     assert set(spans.operation.dropna()) == {"invoke_agent", "chat", "execute_tool"}
     failed = spans[spans.status == "error"]
@@ -447,7 +447,7 @@ def _edit(trace_file: Path, out: Path) -> dict[str, str]:
 def test_malformed_spans_are_quarantined_with_their_rule(tmp_path: Path, trace_file: Path) -> None:
     edited = tmp_path / "edited.jsonl"
     expected = _edit(trace_file, edited)
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, edited, "otel")
     built = spans_to_decisions(spans, prices=PRICES, features=["claim_amount", "channel"])
     q = built.quarantine.to_pandas()
@@ -476,18 +476,18 @@ def test_a_line_that_is_not_json_names_the_file(tmp_path: Path, trace_file: Path
     bad = tmp_path / "bad.jsonl"
     bad.write_text(trace_file.read_text() + "{not json\n")
     with pytest.raises(DataSourceError, match=r"bad\.jsonl.*OTLP JSON Lines"):
-        read_spans(ibis.duckdb.connect(), [trace_file, bad], "otel")
+        read_spans(engine_con(), [trace_file, bad], "otel")
 
 
 def test_glob_of_trace_files(tmp_path: Path, trace_file: Path) -> None:
     lines = trace_file.read_text().splitlines(keepends=True)
     (tmp_path / "a.jsonl").write_text("".join(lines[:5]))
     (tmp_path / "b.jsonl").write_text("".join(lines[5:]))
-    spans = read_spans(ibis.duckdb.connect(), str(tmp_path / "*.jsonl"), "otel").to_pandas()
+    spans = read_spans(engine_con(), str(tmp_path / "*.jsonl"), "otel").to_pandas()
     assert len(spans) == len(lines)
     assert spans.groupby("source_file").source_row.min().tolist() == [1, 1]
     with pytest.raises(DataSourceError, match="no file matches"):
-        read_spans(ibis.duckdb.connect(), str(tmp_path / "none-*.jsonl"), "otel")
+        read_spans(engine_con(), str(tmp_path / "none-*.jsonl"), "otel")
 
 
 # ---- outcomes -----------------------------------------------------------------------------
@@ -569,7 +569,7 @@ def test_pilot_file_rules_name_the_field(tmp_path: Path, trace_file: Path) -> No
 
 
 def test_decision_span_by_name(tmp_path: Path, trace_file: Path) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, trace_file, "otel")
     built = spans_to_decisions(spans, decision_span="invoke_agent helper", prices=PRICES)
     r = built.reconciliation
@@ -665,7 +665,7 @@ def test_repeated_keys_first_wins_and_resource_signals(tmp_path: Path) -> None:
     }
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps(line) + "\n")
-    row = read_spans(ibis.duckdb.connect(), path, "otel").to_pandas().iloc[0]
+    row = read_spans(engine_con(), path, "otel").to_pandas().iloc[0]
     assert row.trace_id == "ab" * 16 and pd.isna(row.parent_span_id)
     assert row.start_time == pd.Timestamp("2026-03-04 08:00:00") and row.status == "ok"
     assert row.operation == "invoke_agent"  # from the span name
@@ -696,7 +696,7 @@ def test_store_goes_stale_when_a_trace_file_changes(tmp_path: Path, trace_file: 
 
 
 def test_outcomes_keyed_on_case_id_and_missing_key(trace_file: Path) -> None:
-    con = ibis.duckdb.connect()
+    con = engine_con()
     spans = read_spans(con, trace_file.parent, "otel")  # a folder: every file in it
     outcomes = ibis.memtable({"case_id": ["c003", "c005"], "correct": [True, True]})
     built = spans_to_decisions(spans, prices=PRICES, outcomes=outcomes, outcomes_key="case_id")
@@ -770,7 +770,7 @@ def test_base64_ids_and_a_file_without_spans(tmp_path: Path, trace_file: Path) -
                     s[key] = base64.b64encode(bytes.fromhex(s[key])).decode()
     b64 = tmp_path / "b64.jsonl"
     b64.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    con = ibis.duckdb.connect()
+    con = engine_con()
     hexed = read_spans(con, trace_file, "otel").to_pandas()
     decoded = read_spans(con, b64, "otel").to_pandas()
     for column in ("trace_id", "span_id", "parent_span_id"):

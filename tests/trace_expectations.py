@@ -15,6 +15,19 @@ import pandas as pd
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 
+def engine_con(**settings: Any) -> Any:
+    """The DuckDB connection a pilot file configures (``engine:`` defaults unless given).
+
+    The trace readers are tested under the engine's memory limit (default 512MB),
+    never on a bare ``ibis.duckdb.connect()`` without one: a reader asking DuckDB
+    for more than the limit must fail here as it would in a run.
+    """
+    from pilot_lib.config import EngineSettings
+    from pilot_lib.ingest.engine import connect_engine
+
+    return connect_engine(EngineSettings(**settings))
+
+
 class CountingIds(IdGenerator):
     """Deterministic ids for recorded spans: trace k is ``trace_base + k``, span k ``span_base + k``."""
 

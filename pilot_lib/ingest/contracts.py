@@ -277,7 +277,8 @@ APPROVALS = pa.DataFrameSchema(
 )
 
 #: Outcome of one call to a downstream system (docs/data-contracts.md, "tool_calls").
-TOOL_CALL_STATUSES = ("ok", "error_5xx", "error_4xx", "timeout", "circuit_open")
+#: ``cancelled``: the agent cancelled the call (a parallel call failed); not a failure.
+TOOL_CALL_STATUSES = ("ok", "error_5xx", "error_4xx", "timeout", "circuit_open", "cancelled")
 
 TOOL_CALLS = pa.DataFrameSchema(
     {

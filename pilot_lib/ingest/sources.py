@@ -326,6 +326,12 @@ def _open_file(
                 "UTF-8; spreadsheets often save Latin-1 or Windows-1252). Save it as UTF-8 "
                 "(Excel: 'CSV UTF-8'; or iconv -f WINDOWS-1252 -t UTF-8 in > out) and run again"
             ) from exc
+        if fmt == "jsonl" and con.name == "duckdb":
+            from pilot_lib.ingest.traces._tables import read_error
+
+            sized = read_error(con, exc, label, fmt, [path], "")
+            if "more than the" in str(sized):  # a line too long for the memory limit
+                raise sized from exc
         raise DataSourceError(
             f"data set {label!r}: cannot read {target} as {fmt}: {_first_lines(exc)}. "
             f"Check that the file is valid {fmt}, or set datasets.{label}.format in the "
@@ -364,8 +370,17 @@ def _read_text_format(
             return con.read_csv(path, table_name=name, **overrides)
         if con.name != "duckdb":  # other readers (Spark) take JSON lines by default
             return con.read_json(path, table_name=name, **overrides)
+        from pilot_lib.ingest.traces._tables import any_compressed, json_object_size
+
         json_format = "auto" if path.lower().endswith(".json") else "newline_delimited"
-        return con.read_json(path, table_name=name, format=json_format, **overrides)
+        # the longest line DuckDB reads, sized to fit the connection's memory limit
+        return con.read_json(
+            path,
+            table_name=name,
+            format=json_format,
+            maximum_object_size=json_object_size(con, 1, any_compressed([path])),
+            **overrides,
+        )
 
     table = read()
     if con.name not in ("duckdb", "pyspark"):

@@ -14,6 +14,7 @@ Two stages, both lazy Ibis expressions executed in the engine:
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "expand_paths",
     "open_trace_decisions",
     "read_spans",
+    "scan_files",
     "spans_to_decisions",
 ]
 
@@ -79,11 +81,50 @@ def read_spans(
             f"set datasets.{label}.format to one of {list(TRACE_FORMATS)}"
         )
     files = expand_paths(paths, label)
+    scans = scan_files(files, label)  # every compressed file whole: damage is an error
     module = importlib.import_module(f"pilot_lib.ingest.traces.{fmt}")
     spans = module.read_spans(con, files, label=label)
     if fmt == "otel":
         spans = _map_sdk_spans(con, spans, label)
-    return conform_spans(spans, label)
+    return conform_spans(_physical_lines(spans, scans), label)
+
+
+def scan_files(files: Sequence[str | Path], label: str = "decisions") -> list[Any]:
+    """:func:`~pilot_lib.ingest.traces._tables.scan_file` of every JSON Lines file
+    (Parquet files carry their own row count and checksums)."""
+    from pilot_lib.ingest.traces._tables import file_format, scan_file
+
+    return [scan_file(f, label) for f in files if file_format(f) != "parquet"]
+
+
+def _physical_lines(spans: ir.Table, scans: Sequence[Any]) -> ir.Table:
+    """``source_row`` as the file's physical line: DuckDB's JSON reader skips blank
+    lines, so record ``k`` of a file is line ``k`` + the blank lines before it.
+
+    With ``q_j`` = records before blank line ``j`` (its line number less ``j``), record
+    ``k`` follows blank ``j`` exactly when ``q_j < k``. Only files with blank lines
+    are corrected (a small in-memory table of them).
+    """
+    import ibis
+
+    rows = [
+        (scan.path, line - j) for scan in scans for j, line in enumerate(scan.blank_lines, start=1)
+    ]
+    if not rows:
+        return spans
+    blanks = ibis.memtable(
+        {"_bf": [r[0] for r in rows], "_bq": [r[1] for r in rows]},
+        schema={"_bf": "string", "_bq": "int64"},
+    )
+    pairs = spans.select(_pf=spans.source_file, _pr=spans.source_row).distinct()
+    j = pairs.left_join(blanks, [pairs._pf == blanks._bf, blanks._bq < pairs._pr])
+    shift = j.group_by([j._pf, j._pr]).aggregate(_shift=j._bq.count())
+    out = spans.left_join(shift, [spans.source_file == shift._pf, spans.source_row == shift._pr])
+    return (
+        out.select(spans, _shift=out._shift)
+        .mutate(source_row=lambda t: t.source_row + t._shift.fill_null(0))
+        .drop("_shift")
+    )
 
 
 #: An attribute that marks spans of an SDK with its own conventions, and its module.
@@ -157,4 +198,33 @@ def open_trace_decisions(pilot: Pilot, con: BaseBackend, label: str = "decisions
         outcomes_key=settings.outcomes_key if settings else "trace_id",
         features=list(pilot.drift.features),
         label=label,
+        decision_level=settings.decision_level if settings else "agent",
+        defaults={
+            "workflow": settings.workflow,
+            "agent_id": settings.agent_id,
+            "prompt_version": settings.prompt_version,
+            "business_unit": settings.business_unit,
+        }
+        if settings
+        else None,
+        max_tokens=settings.max_tokens_per_decision if settings else 10_000_000,
+        max_cost_usd=settings.max_cost_per_decision_usd if settings else 1000.0,
+        window=span_window(pilot),
+        files=scan_files(expand_paths(str(pilot.resolve(source.path)), label), label),
     )
+
+
+#: Days before the baseline window and after the pilot window in which a span may lie.
+SPAN_WINDOW_MARGIN_DAYS = 31
+
+
+def span_window(pilot: Pilot) -> tuple[dt.datetime, dt.datetime]:
+    """The times a span of this pilot may have (naive UTC): from 31 days before the
+    baseline (or pilot) window starts to 31 days after the pilot window ends. A span
+    outside (a tool call "in 1970" from a zero timestamp, a clock years ahead) is
+    quarantined, ``span time outside the pilot window``."""
+    start = min(pilot.baseline_window.start, pilot.pilot_window.start)
+    margin = dt.timedelta(days=SPAN_WINDOW_MARGIN_DAYS)
+    lo = dt.datetime.combine(start, dt.time()) - margin
+    hi = dt.datetime.combine(pilot.pilot_window.end, dt.time()) + dt.timedelta(days=1) + margin
+    return lo, hi

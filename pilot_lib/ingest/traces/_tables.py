@@ -21,12 +21,16 @@ Helpers:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import ibis.expr.types as ir
+import numpy as np
 from ibis import util as ibis_util
 from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
@@ -34,6 +38,8 @@ from ibis.common.exceptions import IbisError
 from pilot_lib.errors import DataSourceError
 
 __all__ = [
+    "FileScan",
+    "scan_file",
     "dedupe_map_sql",
     "describe",
     "entries_sql",
@@ -41,8 +47,12 @@ __all__ = [
     "first_line",
     "id_sql",
     "is_object_sql",
+    "any_compressed",
     "is_otlp_file",
     "json_leaves_sql",
+    "json_object_size",
+    "memory_limit_bytes",
+    "read_error",
     "materialize",
     "number_text_sql",
     "pick",
@@ -91,14 +101,263 @@ def is_otlp_file(path: str | Path) -> bool:
     return '"resourceSpans"' in head.lstrip()[:65536].split("\n", 1)[0]
 
 
-def read_sql(files: Sequence[str | Path]) -> str:
+#: DuckDB reads no JSON object larger than this, whatever ``maximum_object_size`` says.
+_MIN_OBJECT_SIZE = 16 * 1024 * 1024
+#: The largest object size asked for (DuckDB's own ceiling is far above).
+_MAX_OBJECT_SIZE = 1024 * 1024 * 1024
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def memory_limit_bytes(con: BaseBackend) -> int | None:
+    """The DuckDB connection's ``memory_limit`` in bytes (``None`` when not DuckDB or unknown).
+
+    DuckDB reports it as text (``488.2 MiB`` for ``SET memory_limit = '512MB'``).
+    """
+    if getattr(con, "name", None) != "duckdb":
+        return None
+    try:
+        text = str(con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0])
+    except (duckdb.Error, IbisError, TypeError):
+        return None
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]+)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        return None
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def json_object_size(
+    con: BaseBackend, n_files: int = 1, compressed: bool = False, scans: int = 1
+) -> int:
+    """``maximum_object_size`` (bytes) for ``read_json`` that fits the connection's memory.
+
+    DuckDB allocates a read buffer of twice the object size for each file it reads
+    at once (one per thread, ``n_files`` at most), and refuses (``Out of Memory``)
+    when those buffers do not fit under ``memory_limit``, even for a one-line file.
+    The size is the memory still free under the limit (the limit less what the
+    connection's tables already hold, ``duckdb_memory()``) shared by
+    ``2 x min(threads, n_files) + 2`` (one share left for the query): 81 MiB for
+    two files on two threads on a fresh connection under the default
+    ``engine.memory_limit`` of 512MB, 122 MiB for one file. A compressed file
+    (gzip, zstd) takes a second buffer of the same size for the decompressed
+    text: ``compressed`` halves the size; a query with ``scans`` ``read_json`` calls
+    (a Langfuse export's observations, traces and scores) shares it among them. It
+    is at most
+    1 GiB and at least DuckDB's own 16 MiB minimum. A longer line is an error
+    naming the file, the line and its size (:func:`read_error`).
+    """
+    limit = memory_limit_bytes(con)
+    if limit is None:
+        return _MAX_OBJECT_SIZE
+    try:
+        threads = int(con.raw_sql("SELECT current_setting('threads')").fetchone()[0])
+    except (duckdb.Error, IbisError, TypeError, ValueError):
+        threads = 1
+    try:
+        used = int(
+            con.raw_sql(
+                "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+            ).fetchone()[0]
+        )
+    except (duckdb.Error, IbisError, TypeError, ValueError):
+        used = 0
+    per_scan = 2 * max(1, min(threads, max(1, n_files)))
+    shares = (per_scan * max(1, scans) + 2) * (2 if compressed else 1)
+    size = (max(0, limit - used) // shares) // (1024 * 1024) * (1024 * 1024)
+    return max(_MIN_OBJECT_SIZE, min(_MAX_OBJECT_SIZE, size))
+
+
+def any_compressed(files: Sequence[str | Path]) -> bool:
+    """True when one of ``files`` is gzip or zstd compressed (by its extension)."""
+    return any(Path(str(f)).suffix.lower() in _COMPRESSION for f in files)
+
+
+def _longest_line(path: Path, over: int) -> tuple[int, int] | None:
+    """(physical 1-based line number, size in bytes) of the first line of ``path``
+    longer than ``over`` bytes, else of the longest line; ``None`` when unreadable.
+
+    Compressed files (gzip, zstd) are read through their decompressor. Streams the
+    file in 1 MiB chunks: memory stays flat whatever the line length.
+    """
+    try:
+        fh = open_text_stream(path)
+    except (OSError, ValueError):
+        return None
+    best: tuple[int, int] | None = None
+    line, size = 1, 0
+    with fh:
+        while True:
+            try:
+                chunk = fh.read(1 << 20)
+            except Exception:
+                break
+            if not chunk:
+                break
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    size += len(chunk) - start
+                    break
+                size += nl - start
+                if best is None or size > best[1]:
+                    best = (line, size)
+                if size > over:
+                    return line, size
+                line, size, start = line + 1, 0, nl + 1
+    if size and (best is None or size > best[1]):
+        best = (line, size)
+    return best
+
+
+def open_text_stream(path: Path):  # type: ignore[no-untyped-def]
+    """``path`` opened for binary reading, through gzip or zstd by its extension (pyarrow)."""
+    import pyarrow as pa
+
+    suffix = path.suffix.lower()
+    if suffix in (".gz", ".gzip"):
+        return pa.input_stream(str(path), compression="gzip")
+    if suffix == ".zst":
+        return pa.input_stream(str(path), compression="zstd")
+    return path.open("rb")
+
+
+def _first_bad_line(path: Path) -> tuple[int, str] | None:
+    """(physical 1-based line, reason) of the first non-blank line of ``path`` that is
+    not UTF-8 or not one JSON value; ``None`` when every line parses.
+
+    Only called once a read has failed (DuckDB's own line number is one too high for
+    an invalid UTF-8 byte, and counts a truncated last line past the end).
+    """
+    import json
+
+    try:
+        fh = open_text_stream(path)
+    except (OSError, ValueError):
+        return None
+    with fh:
+        number = 0
+        pending = b""
+        while True:
+            try:
+                chunk = fh.read(1 << 20)
+            except Exception:  # a damaged stream: the scan reports it
+                return None
+            if not chunk:
+                break
+            parts = (pending + chunk).split(b"\n")
+            pending = parts.pop()
+            for raw in parts:
+                number += 1
+                why = _line_problem(raw, json)
+                if why:
+                    return number, why
+        if pending.strip():
+            why = _line_problem(pending, json)
+            if why:
+                return number + 1, why + " (the last line; the file may be truncated)"
+    return None
+
+
+def _line_problem(raw: bytes, json: Any) -> str | None:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {exc.start + 1} is not UTF-8 ({raw[exc.start : exc.start + 1]!r})"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    return None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def read_error(
+    con: BaseBackend,
+    exc: BaseException,
+    label: str,
+    what: str,
+    files: Sequence[str | Path],
+    fix: str,
+    shown: str | None = None,
+    scans: int = 1,
+) -> DataSourceError:
+    """The :class:`DataSourceError` for a failed read of ``files``.
+
+    When DuckDB refused a JSON line for its size (``maximum_object_size``
+    exceeded, or the read buffer did not fit ``memory_limit``), the message names
+    the file, the physical line and its size, the limit, and the fix (the
+    ``engine.memory_limit`` under which the line fits, or smaller batches); else it is
+    DuckDB's reason with ``fix``.
+    """
+    text = str(exc)
+    size_problem = "maximum_object_size" in text or (
+        "Out of Memory" in text and "failed to allocate" in text
+    )
+    if size_problem:
+        limit = json_object_size(con, len(files), any_compressed(files), scans)
+        memory = memory_limit_bytes(con)
+        for f in files:
+            if file_format(f) == "parquet":
+                continue
+            found = _longest_line(Path(str(f)), limit)
+            if found is not None and found[1] > limit:
+                line, size = found
+                # the memory limit under which this line would fit, in whole GB
+                need = -(-size * (memory or 0) // max(limit, 1) // 1000**3) if memory else 1
+                return DataSourceError(
+                    f"data set {label!r}: line {line} of {f} is {_megabytes(size)}, more than "
+                    f"the {_megabytes(limit)} one JSON object may take under the engine's "
+                    f"memory limit ({_megabytes(memory) if memory else 'unknown'}). Raise "
+                    f"engine.memory_limit in the pilot file to at least "
+                    f"{max(1, need)}GB, or have the exporter write smaller batches (one span "
+                    "or a few per line)."
+                )
+    if "Malformed JSON" in text or "UTF-8" in text:
+        for f in files:
+            if file_format(f) == "parquet":
+                continue
+            found = _first_bad_line(Path(str(f)))
+            if found is not None:
+                line, why = found
+                return DataSourceError(
+                    f"data set {label!r}: line {line} of {f} is not valid {what}: {why}. "
+                    f"Fix or remove line {line} (a physical line: blank lines count). {fix}"
+                )
+    shown = shown if shown is not None else ", ".join(str(f) for f in files)
+    return DataSourceError(
+        f"data set {label!r}: cannot read {shown} as {what}: {first_line(exc)}. {fix}"
+    )
+
+
+def read_sql(files: Sequence[str | Path], object_size: int = _MAX_OBJECT_SIZE) -> str:
     """SQL: the rows of ``files`` plus ``source_file`` (path) and ``source_row`` (1-based).
 
     Parquet files are read with ``read_parquet`` (row number from the file), JSON
     Lines with ``read_json`` (every line sampled for the column types, so a key that
     first appears late is still a column; ``source_row`` is the line number, which
     needs ``preserve_insertion_order``, set by :func:`materialize`). Both kinds may be
-    mixed; columns are matched by name.
+    mixed; columns are matched by name. ``object_size`` is ``read_json``'s
+    ``maximum_object_size`` in bytes: pass :func:`json_object_size` of the connection
+    (the default, 1 GiB, does not fit DuckDB's default memory limit).
     """
     parquet = [str(f) for f in files if file_format(f) == "parquet"]
     jsonl = [str(f) for f in files if file_format(f) != "parquet"]
@@ -118,7 +377,8 @@ def read_sql(files: Sequence[str | Path]) -> str:
             "CAST(_line - min(_line) OVER (PARTITION BY filename) + 1 AS BIGINT) AS source_row "
             "FROM (SELECT *, row_number() OVER () AS _line "
             f"FROM read_json({listing}, format = 'newline_delimited', filename = true, "
-            "union_by_name = true, sample_size = -1, maximum_object_size = 1073741824))"
+            "union_by_name = true, sample_size = -1, "
+            f"maximum_object_size = {int(object_size)}))"
         )
     return "\nUNION ALL BY NAME\n".join(parts)
 
@@ -337,10 +597,8 @@ def materialize(
         con.raw_sql("SET preserve_insertion_order = true")
         con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {sql}')
     except (duckdb.Error, IbisError) as exc:
-        shown = blame() if blame is not None else ", ".join(str(f) for f in files)
-        raise DataSourceError(
-            f"data set {label!r}: cannot read {shown} as {what}: {first_line(exc)}. {fix}"
-        ) from exc
+        shown = blame() if blame is not None else None
+        raise read_error(con, exc, label, what, files, fix, shown) from exc
     finally:
         con.raw_sql(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
     return con.table(name)
@@ -356,3 +614,98 @@ def first_line(exc: BaseException) -> str:
     ]
     text = " ".join(lines[:2])
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+# ---- whole-file checks: compressed frames, physical lines ---------------------------------
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """What one pass over a JSON Lines file (decompressed) found.
+
+    ``size_bytes``: the file on disk; ``bytes_read``: the text read (decompressed);
+    ``lines``: physical lines (a last line without a newline counts);
+    ``blank_lines``: physical numbers of the empty or whitespace-only lines, which
+    DuckDB's reader skips (so record ``k`` is physical line ``k`` plus the blank lines
+    before it); ``bom``: the file starts with a UTF-8 byte order mark.
+    """
+
+    path: str
+    size_bytes: int
+    bytes_read: int
+    lines: int
+    blank_lines: tuple[int, ...]
+    bom: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "bytes_read": self.bytes_read,
+            "lines": self.lines,
+            "blank_lines": len(self.blank_lines),
+        }
+
+
+def scan_file(path: str | Path, label: str = "decisions") -> FileScan:
+    """Read ``path`` whole (through gzip / zstd by its extension), counting bytes and lines.
+
+    Every compressed file is decompressed to its end, so a truncated or damaged frame
+    is an error here, never a file that silently gives fewer rows. Streams in 4 MiB
+    chunks (memory stays flat); the result is cached per (path, size, modification
+    time), so the readers and the reconciliation share one pass.
+
+    Raises
+    ------
+    DataSourceError
+        The file is truncated or not what its extension says; the message names the
+        data set, the file, the bytes read before the damage, and the fix.
+    """
+    p = Path(str(path))
+    st = p.stat()
+    return _scan_cached(str(p), st.st_size, st.st_mtime_ns, label)
+
+
+@functools.lru_cache(maxsize=256)
+def _scan_cached(path: str, size: int, mtime_ns: int, label: str) -> FileScan:
+    p = Path(path)
+    total = lines = 0
+    blanks: list[int] = []
+    bom = False
+    tail = b"\n"  # as if a newline preceded the file: a blank first line is found
+    try:
+        with open_text_stream(p) as fh:
+            first = True
+            while True:
+                chunk = fh.read(4 << 20)
+                if not chunk:
+                    break
+                if first:
+                    bom = chunk.startswith(b"\xef\xbb\xbf")
+                    first = False
+                total += len(chunk)
+                buf = tail + chunk  # tail: the last newline before chunk and what follows
+                # newline positions (vectorised over this 4 MiB chunk only): a blank line
+                # is a gap of 1 between newlines, or a short gap of whitespace
+                arr = np.frombuffer(buf, dtype=np.uint8)
+                nl = np.flatnonzero(arr == 10)
+                gaps = np.diff(nl)
+                for k in np.flatnonzero(gaps < 16):
+                    a, b = int(nl[k]) + 1, int(nl[k + 1])
+                    if not buf[a:b].strip():
+                        # newline k of buf ends physical line (lines - 1 + k + 1): tail's
+                        # newline is newline number `lines`, ending line `lines`
+                        blanks.append(lines + k + 1)
+                lines += len(nl) - 1
+                tail = buf[int(nl[-1]) :]
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataSourceError(
+            f"data set {label!r}: {path} is damaged: {exc} after {total:,} bytes of text "
+            f"({lines:,} lines). A truncated or corrupt compressed file is never read in "
+            "part: copy or export the file again (check its size against the source), or "
+            "remove it from datasets."
+            f"{label}.path"
+        ) from exc
+    if total and not tail.endswith(b"\n") and tail.strip():
+        lines += 1  # a last line without a newline
+    return FileScan(path, size, total, lines, tuple(sorted(set(blanks))), bom)

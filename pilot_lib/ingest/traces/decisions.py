@@ -21,17 +21,32 @@ Rules, in order (a span gets the first it breaks):
 6. ``duplicate span_id`` (same trace and span id; the first by file, line and
    start time is kept)
 7. ``orphan span (parent not in the trace)``: the parent id names no valid span
-   of the same trace. Descendants of a quarantined span are not quarantined
-   themselves; they belong to no decision and are counted as outside decisions.
+   of the same trace, and the span is no agent / workflow span and does not say its
+   parent is remote (:data:`~pilot_lib.ingest.traces.spans.REMOTE_PARENT_KEY`).
+   Descendants of a quarantined span are not quarantined themselves; they belong to
+   no decision and are counted as outside decisions.
 8. ``outcome missing``: with an outcomes data set, every span of a decision
    that has no outcome row (the decision is counted, not built).
+9. ``span time outside the pilot window`` (``window``: a span in 1970).
+10. ``implausible token count`` / 11. ``implausible cost``: negative, fractional,
+    overflowing or above the bound (``max_tokens`` / ``max_cost_usd``); the span is
+    labelled with its decision first, and 12. ``decision with an implausible value``
+    then quarantines every other span of that decision (and of a decision whose
+    totals exceed the bounds): never priced or counted in part.
 
-Decision spans: by default a root span (no parent) whose operation is
-``invoke_agent``; with ``decision_span`` set, every span of that name (nested
-ones start their own decision: each span belongs to the nearest decision span
-above it, so no span is counted twice). Each valid span is labelled with its
-nearest decision ancestor-or-self by pointer jumping: ``ceil(log2(depth))``
-self-joins, each materialized, at most 64.
+Decision spans: by default every top-level ``invoke_agent`` span (no agent span
+above it: a root, or an agent whose parent is absent from the export, remote, or an
+HTTP server / queue span); with ``decision_level="workflow"`` top-level
+``invoke_workflow`` spans too (holding their agents). With ``decision_span`` set,
+every span of that name (nested ones start their own decision: each span belongs
+to the nearest decision span above it, so no span is counted twice). Each valid
+span is labelled with its nearest decision ancestor-or-self by pointer jumping:
+``ceil(log2(depth))`` self-joins, each materialized, at most 64.
+
+Signals missing on the decision span and its descendants are read from its
+nearest ancestor (``workflow``, ``agent_id``, ``business_unit``, ``case_id``,
+``user_id``), then from ``defaults`` (the pilot file's ``traces.workflow``, ...)
+after the outcomes.
 
 Columns of a decision (``D`` = the decision span, ``desc`` = the other spans of
 the decision, ``a[k]`` = attribute ``k``; "first" = the earliest by start time):
@@ -82,11 +97,17 @@ import ibis.expr.types as ir
 
 from pilot_lib.errors import ContractError
 from pilot_lib.ingest.evidence import QUARANTINE_RULE_COLUMN
-from pilot_lib.ingest.traces.spans import SPAN_COLUMNS, UNPARSEABLE_KEY
+from pilot_lib.ingest.traces.spans import (
+    PILOT_SIGNALS,
+    REMOTE_PARENT_KEY,
+    SPAN_COLUMNS,
+    UNPARSEABLE_KEY,
+)
 
 __all__ = [
     "DECISION_LOG_COLUMNS",
     "OUTCOME_COLUMNS",
+    "OUTSIDE_REASONS",
     "SIGNAL_ALIASES",
     "SPAN_RULES",
     "Reconciliation",
@@ -128,13 +149,44 @@ SPAN_RULES: tuple[str, ...] = (
     "duplicate span_id",
     "orphan span (parent not in the trace)",
     "outcome missing",
+    "span time outside the pilot window",
+    "implausible token count",
+    "implausible cost",
+    "decision with an implausible value",
+)
+
+#: Attribute keys holding a span's token counts (checked: whole, >= 0, within the bound).
+TOKEN_KEYS: tuple[str, ...] = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+    "llm.token_count.prompt_details.cache_read",
+    "llm.token_count.prompt_details.cache_write",
+    "llm.token_count.completion_details.reasoning",
+)
+
+#: Attribute keys holding a stated cost in US dollars (checked: finite, >= 0, within the bound).
+COST_KEYS: tuple[str, ...] = (
+    "pilot.model_cost_usd",
+    "pilot.tool_cost_usd",
+    "gen_ai.usage.cost",
+    "llm.cost.total",
+    "operation.cost",
 )
 
 #: Attribute keys read for a decision-log column, first found wins (all formats).
 SIGNAL_ALIASES: dict[str, tuple[str, ...]] = {
     "decision_id": ("pilot.decision_id",),
     "agent_id": ("gen_ai.agent.id", "gen_ai.agent.name", "pilot.agent_id"),
-    "workflow": ("pilot.workflow",),
+    "workflow": ("pilot.workflow", "gen_ai.workflow.name"),
+    "business_unit": ("pilot.business_unit",),
     "case_id": ("pilot.case_id",),
     "prompt_version": (
         "pilot.prompt_version",
@@ -164,7 +216,21 @@ SIGNAL_ALIASES: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.completion_tokens",
         "llm.token_count.completion",
     ),
-    "span_cost_usd": ("pilot.model_cost_usd", "gen_ai.usage.cost", "llm.cost.total"),
+    "span_cost_usd": (
+        "pilot.model_cost_usd",
+        "gen_ai.usage.cost",
+        "operation.cost",  # pydantic-ai's stated cost per chat span
+        "llm.cost.total",
+    ),
+    "cache_read_tokens": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+    ),
+    "cache_creation_tokens": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+    ),
     "model": (
         "gen_ai.response.model",
         "gen_ai.request.model",
@@ -176,6 +242,7 @@ SIGNAL_ALIASES: dict[str, tuple[str, ...]] = {
 #: Outcome columns that override span values (the signals; keys are not overridden).
 OUTCOME_COLUMNS: tuple[str, ...] = (
     "agent_id",
+    "business_unit",
     "workflow",
     "case_id",
     "prompt_version",
@@ -207,9 +274,19 @@ _TEXT_SIGNALS = (
 )
 
 #: Signals read from the decision span, else from its earliest descendant holding one.
-_SIGNALS = (*_TEXT_SIGNALS, "agent_id", "completed")
+_SIGNALS = (*_TEXT_SIGNALS, "agent_id", "completed", "business_unit")
 
 _MAX_JUMPS = 64
+
+#: Why a valid span is outside every decision (the reconciliation's ``outside_by_reason``).
+OUTSIDE_REASONS: dict[str, str] = {
+    "workflow": "invoke_workflow spans above the agents' decisions (traces.decision_level: agent)",
+    "above": "spans above or beside decisions that are no agent span (HTTP server, queue consumer)",
+    "no_decision": "spans of traces with no decision span",
+}
+
+#: Operations whose span may start a decision when its parent is absent from the export.
+_ROOT_OPERATIONS = ("invoke_agent", "invoke_workflow")
 
 
 @dataclass(frozen=True)
@@ -232,6 +309,14 @@ class Reconciliation:
     decisions_priced_from_tokens: int
     outcomes_read: int | None = None
     outcomes_unmatched: int | None = None
+    #: valid spans outside decisions, in traces that hold a decision (workflow, HTTP
+    #: server or queue spans above or beside the decisions)
+    spans_above_decisions: int = 0
+    #: spans outside decisions by why: see :data:`OUTSIDE_REASONS`
+    outside_by_reason: dict[str, int] = field(default_factory=dict)
+    #: per JSON Lines file read: path, size_bytes (on disk), bytes_read (decompressed
+    #: text), lines (physical), blank_lines, spans
+    files: tuple[dict[str, Any], ...] = ()
 
     @property
     def balanced(self) -> bool:
@@ -256,6 +341,9 @@ class Reconciliation:
             "decisions_priced_from_tokens": self.decisions_priced_from_tokens,
             "outcomes_read": self.outcomes_read,
             "outcomes_unmatched": self.outcomes_unmatched,
+            "spans_above_decisions": self.spans_above_decisions,
+            "outside_by_reason": dict(self.outside_by_reason),
+            "files": [dict(f) for f in self.files],
         }
 
     def summary(self) -> str:
@@ -265,6 +353,12 @@ class Reconciliation:
             f"{self.spans_quarantined} quarantined + {self.spans_outside_decisions} outside "
             f"decisions; {self.decisions} decisions built from {self.decision_spans} decision spans"
         )
+        if self.outside_by_reason:
+            text += (
+                " (outside: "
+                + ", ".join(f"{n} {why}" for why, n in sorted(self.outside_by_reason.items()))
+                + ")"
+            )
         if self.outcomes_read is not None:
             text += (
                 f"; {self.decisions_without_outcome} decisions without an outcome, "
@@ -302,14 +396,37 @@ def _price_table(prices: Mapping[str, Any] | None) -> ir.Table | None:
     """The price table as an in-memory table: model, input and output USD per million tokens."""
     if not prices:
         return None
-    rows = {"_model": [], "_in_price": [], "_out_price": []}
+    rows: dict[str, list[Any]] = {
+        "_model": [],
+        "_in_price": [],
+        "_out_price": [],
+        "_cr_price": [],
+        "_cc_price": [],
+    }
     for model, price in prices.items():
-        get = price.get if isinstance(price, Mapping) else lambda k, p=price: getattr(p, k)
+        get = (
+            (lambda k, p=price: p.get(k))
+            if isinstance(price, Mapping)
+            else (lambda k, p=price: getattr(p, k, None))
+        )
         rows["_model"].append(str(model))
         rows["_in_price"].append(float(get("input_per_million_usd")))
         rows["_out_price"].append(float(get("output_per_million_usd")))
+        for col, key in (
+            ("_cr_price", "cache_read_per_million_usd"),
+            ("_cc_price", "cache_creation_per_million_usd"),
+        ):
+            value = get(key)
+            rows[col].append(None if value is None else float(value))
     return ibis.memtable(
-        rows, schema={"_model": "string", "_in_price": "float64", "_out_price": "float64"}
+        rows,
+        schema={
+            "_model": "string",
+            "_in_price": "float64",
+            "_out_price": "float64",
+            "_cr_price": "float64",
+            "_cc_price": "float64",
+        },
     )
 
 
@@ -320,6 +437,259 @@ def _materialize(expr: ir.Table) -> ir.Table:
     from pilot_lib.ingest.engine import materialize
 
     return materialize(expr, "trace_stage")
+
+
+@ibis.udf.scalar.builtin
+def json_extract_string(doc: str, path: str) -> str:  # type: ignore[empty-body]
+    """DuckDB's ``json_extract_string``."""
+
+
+@ibis.udf.scalar.builtin
+def json_valid(doc: str) -> bool:  # type: ignore[empty-body]
+    """DuckDB's ``json_valid``."""
+
+
+#: Attributes whose value is a JSON object that may hold ``pilot.*`` signals (pydantic-ai's
+#: run ``metadata=``, Langfuse's trace and observation metadata).
+JSON_ATTRIBUTES: tuple[str, ...] = (
+    "metadata",
+    "langfuse.trace.metadata",
+    "langfuse.observation.metadata",
+)
+
+
+def _unpack_json_attributes(s: ir.Table) -> ir.Table:
+    """Add the ``pilot.*`` signals found in JSON-valued attributes, and stated costs.
+
+    From each of :data:`JSON_ATTRIBUTES` that is a JSON object: ``pilot.<name>`` given
+    as a dotted key (``{"pilot.case_id": "c1"}``) or nested (``{"pilot": {"case_id":
+    "c1"}}``). Langfuse's ``langfuse.observation.cost_details`` (``{"total": ...}``) and
+    OpenInference's ``llm.cost.prompt`` + ``llm.cost.completion`` give
+    ``gen_ai.usage.cost`` when the span states no total. A span attribute of the same
+    name always wins. Runs only when some span has one of these keys (DuckDB).
+    """
+    keys = [*JSON_ATTRIBUTES, "langfuse.observation.cost_details", "llm.cost.prompt"]
+    has = ibis.literal(False)
+    for k in keys:
+        has = has | s.attributes.contains(k)
+    if not int(s.filter(has.fill_null(False)).limit(1).count().execute()):
+        return s
+    a = s.attributes
+    names = [*PILOT_SIGNALS, "business_unit"]
+    out_keys: list[str] = []
+    out_values: list[ir.Value] = []
+    for n in names:
+        found = []
+        for m in JSON_ATTRIBUTES:
+            doc = a.get(m)
+            ok = json_valid(doc).fill_null(False)
+            for path in (f'$."pilot.{n}"', f"$.pilot.{n}"):
+                found.append(ibis.ifelse(ok, json_extract_string(doc, path), ibis.null("string")))
+        out_keys.append(f"pilot.{n}")
+        out_values.append(ibis.coalesce(*found))
+    details = a.get("langfuse.observation.cost_details")
+    total = ibis.ifelse(
+        json_valid(details).fill_null(False),
+        json_extract_string(details, "$.total"),
+        ibis.null("string"),
+    )
+    parts = a.get("llm.cost.prompt").try_cast("float64") + a.get("llm.cost.completion").try_cast(
+        "float64"
+    )
+    out_keys.append("gen_ai.usage.cost")
+    out_values.append(ibis.coalesce(total, parts.cast("string")))
+    extra = ibis.map(
+        ibis.array([ibis.literal(k) for k in out_keys]),
+        ibis.array([v.cast("string") for v in out_values]),
+    )
+    return s.mutate(attributes=ibis.ifelse(has.fill_null(False), extra + a, a))
+
+
+#: The default page size of export clients (Phoenix's ``get_spans_dataframe(limit=1000)``,
+#: Langfuse's API pages): an export of exactly this many rows was probably cut short.
+CLIENT_PAGE_SIZE = 1000
+
+
+def _quarantine_hostile(s: ir.Table) -> ir.Table:
+    """Quarantine each span with a hostile value (``_hostile``: its rule) and every span
+    of its decision (``decision with an implausible value``): a decision with a negative,
+    fractional, overflowing or implausible token count or cost is never priced or
+    counted in part. A hostile span outside every decision is quarantined alone.
+    Drops ``_hostile``."""
+    if not int(s.filter(s._rule.isnull() & s._hostile.notnull()).count().execute()):
+        return s.drop("_hostile")
+    bad = (
+        s.filter(s._rule.isnull() & s._hostile.notnull() & s._decision.notnull())
+        .select(_bt=s.trace_id, _bd=s._decision, _bad=ibis.literal(True))
+        .distinct()
+    )
+    s = s.left_join(bad, [s.trace_id == bad._bt, s._decision == bad._bd]).select(s, bad._bad)
+    in_bad = s._bad.fill_null(False) & s._rule.isnull()
+    s = s.mutate(
+        _rule=ibis.cases(
+            (s._rule.notnull(), s._rule),
+            (s._hostile.notnull(), s._hostile),
+            (in_bad, SPAN_RULES[11]),
+            else_=ibis.null("string"),
+        ),
+        _decision=ibis.ifelse(
+            in_bad | (s._rule.isnull() & s._hostile.notnull()), ibis.null("string"), s._decision
+        ),
+    ).drop("_bad", "_hostile")
+    return _materialize(s)
+
+
+def _file_counts(s: ir.Table, files: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+    """Per scanned file: its bytes and lines (from the scan) and the spans read from it."""
+    if not files:
+        return ()
+    per = s.group_by("source_file").aggregate(n=lambda t: t.count()).execute()
+    spans = {str(f): int(n) for f, n in zip(per["source_file"], per["n"], strict=True)}
+    return tuple({**f.as_dict(), "spans": spans.get(f.path, 0)} for f in files)
+
+
+def _export_warnings(s: ir.Table, by_rule: Mapping[str, int]) -> list[str]:
+    """Notes on exports that look cut short: a file of exactly :data:`CLIENT_PAGE_SIZE`
+    rows, or spans whose parent is missing (the export ends mid-trace)."""
+    per_file = (
+        s.group_by("source_file")
+        .aggregate(n=lambda t: t.count(), rows=lambda t: t.source_row.max())
+        .execute()
+    )
+    notes = [
+        f"{f} holds exactly {CLIENT_PAGE_SIZE:,} rows, the default page size of export "
+        "clients (Phoenix's get_spans_dataframe limit=1000): the export was probably cut "
+        "short; export again with a higher limit (limit=None) or page through it"
+        for f, n, rows in zip(per_file["source_file"], per_file["n"], per_file["rows"], strict=True)
+        if int(n) == CLIENT_PAGE_SIZE and int(rows) == CLIENT_PAGE_SIZE
+    ]
+    orphans = int(by_rule.get(SPAN_RULES[6], 0))
+    if orphans:
+        notes.append(
+            f"{orphans} spans name a parent that is in no file read: the export may end "
+            "mid-trace (a page limit or a time filter cut it), or another service's spans "
+            "are missing from datasets.decisions.path"
+        )
+    return notes
+
+
+def _cancelled(attrs: ir.MapValue) -> ir.BooleanValue:
+    """TRUE when the span's exception (``exception.type`` / ``error.type``) is a
+    cancellation (``asyncio.exceptions.CancelledError``: a parallel tool failed and the
+    agent cancelled this one): the call is ``cancelled``, not failed."""
+    kind = ibis.coalesce(attrs.get("exception.type"), attrs.get("error.type")).fill_null("")
+    return kind.re_search(r"(^|\.)CancelledError$") | kind.re_search(r"(^|\.)Cancelled$")
+
+
+def _outside(s: ir.Table, window: tuple[Any, Any] | None) -> ir.BooleanValue:
+    """TRUE when a span starts or ends outside ``window`` (naive UTC bounds, inclusive)."""
+    if window is None:
+        return ibis.literal(False)
+    lo, hi = (ibis.literal(w).cast("timestamp") for w in window)
+    return ((s.start_time < lo) | (s.end_time > hi)).fill_null(False)
+
+
+def _hostile_tokens(attrs: ir.MapValue, bound: int) -> ir.BooleanValue:
+    """TRUE when a token count of the span is not a whole number >= 0, or above ``bound``.
+
+    ``120.0`` counts as whole (pandas writes integer columns with gaps as floats); a
+    count above the per-decision bound on a single span cannot be a real one (an
+    overflowing uint64, 1e15). Nothing of such a span is priced or summed.
+    """
+    bad = ibis.literal(False)
+    for key in TOKEN_KEYS:
+        text = attrs.get(key).nullif("").strip()
+        x = text.try_cast("float64")
+        whole = text.re_search(r"^\+?[0-9]+(\.0*)?$")
+        bad = bad | (text.notnull() & (~whole.fill_null(False) | (x > bound).fill_null(True)))
+    return bad.fill_null(False)
+
+
+def _hostile_cost(attrs: ir.MapValue, bound: float) -> ir.BooleanValue:
+    """TRUE when a stated cost of the span is not a finite number >= 0, or above ``bound`` USD."""
+    bad = ibis.literal(False)
+    for key in COST_KEYS:
+        text = attrs.get(key).nullif("").strip()
+        x = text.try_cast("float64")
+        bad = bad | (
+            text.notnull()
+            & (x.isnull() | x.isnan() | x.isinf() | (x < 0) | (x > bound)).fill_null(True)
+        )
+    return bad.fill_null(False)
+
+
+def _top_level_only(s: ir.Table) -> ir.Table:
+    """Keep ``_is_decision`` only on candidate spans with no candidate above them.
+
+    A nested agent (an agent called as a tool, a sub-agent) belongs to the decision
+    of the agent above it; an agent whose parent is an HTTP server span, a queue
+    consumer or a span of another service's export starts its own decision. One
+    pointer-jumping pass labels each span with its nearest candidate
+    ancestor-or-self; a candidate is top-level when its parent's label is NULL.
+    """
+    valid = s.filter(s._rule.isnull())
+    if not int(valid.filter(valid._is_decision & valid.parent_span_id.notnull()).count().execute()):
+        return s  # every candidate is a root: nothing to look up
+    near = _label_decisions(valid)
+    p = near.select(_nt=near.trace_id, _ns=near.span_id, _above=near._decision)
+    j = s.left_join(p, [s.trace_id == p._nt, s.parent_span_id == p._ns])
+    return (
+        j.select(s, _above=j._above)
+        .mutate(_is_decision=lambda t: t._is_decision & t._above.isnull())
+        .drop("_above")
+    )
+
+
+#: Columns read from the nearest ancestor of a decision span that carries them (a
+#: workflow span above the agents, a service's server span), when neither the decision
+#: span nor its descendants do.
+_ANCESTOR_SIGNALS = ("workflow", "agent_id", "business_unit", "case_id", "user_id")
+
+
+def _ancestor_signals(s: ir.Table) -> ir.Table | None:
+    """Per decision span, the nearest ancestor's value of each :data:`_ANCESTOR_SIGNALS`.
+
+    Only spans outside every decision can be above a top-level decision; the walk goes
+    up one parent per step (a workflow sits one or two levels above its agents), at most
+    64 steps. Returns ``_at, _ad, _a_<column>`` or ``None`` when no span outside the
+    decisions carries any of the keys (nothing to look up).
+    """
+    keys = sorted({k for c in _ANCESTOR_SIGNALS for k in SIGNAL_ALIASES[c]})
+    pattern = "(^|\x1f)(" + "|".join(re.escape(k) for k in keys) + ")(\x1f|$)"
+    out = s.filter(s._rule.isnull() & s._decision.isnull())
+    holders = out.filter(out.attributes.keys().join("\x1f").re_search(pattern).fill_null(False))
+    if not int(holders.count().execute()):
+        return None
+    up = _materialize(
+        out.select(
+            _ut=out.trace_id,
+            _us=out.span_id,
+            _up=out.parent_span_id,
+            **{f"_v_{c}": _attr(out.attributes, SIGNAL_ALIASES[c]) for c in _ANCESTOR_SIGNALS},
+        )
+    )
+    d = s.filter(s._is_decision & s.parent_span_id.notnull())
+    state = _materialize(
+        d.select(
+            _at=d.trace_id,
+            _ad=d.span_id,
+            _cur=d.parent_span_id,
+            **{f"_a_{c}": ibis.null("string") for c in _ANCESTOR_SIGNALS},
+        )
+    )
+    for _ in range(_MAX_JUMPS):
+        if not int(state.filter(state._cur.notnull()).count().execute()):
+            break
+        j = state.left_join(up, [state._at == up._ut, state._cur == up._us])
+        state = _materialize(
+            j.select(
+                "_at",
+                "_ad",
+                _cur=j._up,
+                **{f"_a_{c}": ibis.coalesce(j[f"_a_{c}"], j[f"_v_{c}"]) for c in _ANCESTOR_SIGNALS},
+            )
+        )
+    return state.drop("_cur")
 
 
 def _label_decisions(valid: ir.Table) -> ir.Table:
@@ -367,6 +737,12 @@ def spans_to_decisions(
     features: Sequence[str] = (),
     label: str = "decisions",
     outcomes_label: str = "outcomes",
+    decision_level: str = "agent",
+    defaults: Mapping[str, str | None] | None = None,
+    max_tokens: int = 10_000_000,
+    max_cost_usd: float = 1000.0,
+    window: tuple[Any, Any] | None = None,
+    files: Sequence[Any] = (),
 ) -> TraceDecisions:
     """Build the decision log, the span quarantine and the reconciliation (see the module doc).
 
@@ -389,6 +765,20 @@ def spans_to_decisions(
         attributes of the decision span).
     label, outcomes_label:
         Data set names for error messages.
+    decision_level:
+        ``agent`` (default: each top-level agent is a decision) or ``workflow`` (each
+        top-level ``invoke_workflow`` span is one).
+    defaults:
+        Column -> value for decisions no span nor outcome gives one (``workflow``,
+        ``agent_id``, ``prompt_version``, ``business_unit``; ``None`` values ignored).
+    max_tokens, max_cost_usd:
+        Per-decision bounds (tokens; US dollars): above them, or negative, fractional
+        or not a number, a value is implausible and its decision is quarantined.
+    window:
+        ``(start, end)`` naive UTC datetimes a span must lie within; ``None``: no check.
+    files:
+        The :class:`~pilot_lib.ingest.traces._tables.FileScan` of each JSON Lines file
+        read, for the reconciliation's per-file counts.
 
     Returns
     -------
@@ -404,16 +794,24 @@ def spans_to_decisions(
     missing = [c for c in SPAN_COLUMNS if c not in spans.columns]
     if missing:
         raise ContractError(f"data set {label!r}: the span table lacks {missing}")
-    s = spans.select(*SPAN_COLUMNS)
+    s = _unpack_json_attributes(spans.select(*SPAN_COLUMNS))
     rule = ibis.cases(
         (s.trace_id.isnull(), SPAN_RULES[0]),
         (s.span_id.isnull(), SPAN_RULES[1]),
         (s.start_time.isnull() | s.end_time.isnull(), SPAN_RULES[2]),
         (s.end_time < s.start_time, SPAN_RULES[3]),
         (s.attributes.contains(UNPARSEABLE_KEY).fill_null(False), SPAN_RULES[4]),
+        (_outside(s, window), SPAN_RULES[8]),
         else_=ibis.null("string"),
     )
-    s = s.mutate(_rule=rule)
+    # a hostile value does not break the trace's tree: the span is labelled with its
+    # decision first, then it and its whole decision are quarantined (below)
+    hostile = ibis.cases(
+        (_hostile_tokens(s.attributes, max_tokens), SPAN_RULES[9]),
+        (_hostile_cost(s.attributes, max_cost_usd), SPAN_RULES[10]),
+        else_=ibis.null("string"),
+    )
+    s = s.mutate(_rule=rule, _hostile=hostile)
     # duplicates among otherwise valid spans: the first by file, line, start time is kept
     first = ibis.row_number().over(
         ibis.window(
@@ -426,17 +824,34 @@ def spans_to_decisions(
     ok = s.filter(s._rule.isnull())
     parents = ok.select(_pt=ok.trace_id, _ps=ok.span_id)
     children = ok.filter(ok.parent_span_id.notnull())
-    orphans = children.anti_join(
-        parents, [children.trace_id == parents._pt, children.parent_span_id == parents._ps]
-    ).select(_ot=children.trace_id, _os=children.span_id, _orphan=ibis.literal(True))
+    # a parent absent from the export is an orphan's mark, unless the span is an agent or
+    # workflow span (its caller lives in another service's export) or says its parent
+    # is remote (OTLP span flags, W3C traceparent from another process)
+    remote = children.attributes.contains(REMOTE_PARENT_KEY).fill_null(False)
+    top_op = children.operation.isin(list(_ROOT_OPERATIONS)).fill_null(False)
+    orphans = (
+        children.filter(~remote & ~top_op)
+        .anti_join(
+            parents, [children.trace_id == parents._pt, children.parent_span_id == parents._ps]
+        )
+        .select(_ot=children.trace_id, _os=children.span_id, _orphan=ibis.literal(True))
+    )
     s = s.left_join(orphans, [s.trace_id == orphans._ot, s.span_id == orphans._os]).select(
         s, orphans._orphan
     )
     orphaned = s._rule.isnull() & s._orphan.fill_null(False)
     s = s.mutate(_rule=ibis.ifelse(orphaned, SPAN_RULES[6], s._rule)).drop("_orphan")
-    is_root_agent = s.parent_span_id.isnull() & (s.operation == "invoke_agent")
-    is_decision = (s.name == decision_span) if decision_span else is_root_agent
-    s = s.mutate(_is_decision=is_decision.fill_null(False) & s._rule.isnull())
+    if decision_span:
+        s = s.mutate(_is_decision=(s.name == decision_span).fill_null(False) & s._rule.isnull())
+    else:
+        levels = (
+            ["invoke_agent", "invoke_workflow"]
+            if decision_level == "workflow"
+            else ["invoke_agent"]
+        )
+        s = s.mutate(_is_decision=s.operation.isin(levels).fill_null(False) & s._rule.isnull())
+        s = _materialize(s)
+        s = _top_level_only(s)
     s = _materialize(s)
 
     labels = _label_decisions(s.filter(s._rule.isnull()))
@@ -445,8 +860,34 @@ def spans_to_decisions(
     )
     s = s.mutate(_decision=ibis.ifelse(s._rule.isnull(), s._decision, ibis.null("string")))
     s = _materialize(s)
+    s = _quarantine_hostile(s)
 
-    decisions = _build_decisions(s, prices, features)
+    with_unit = bool((defaults or {}).get("business_unit")) or bool(
+        int(s.filter(s.attributes.contains("pilot.business_unit")).limit(1).count().execute())
+    )
+    decisions = _build_decisions(s, prices, features, with_unit)
+    # a decision whose totals are implausible (many spans each within the bound, or a
+    # price that makes a fortune of them) is quarantined whole, never priced
+    excessive = (
+        (decisions.input_tokens > max_tokens)
+        | (decisions.output_tokens > max_tokens)
+        | (decisions.model_cost_usd > max_cost_usd).fill_null(False)
+        | (decisions.tool_cost_usd > max_cost_usd).fill_null(False)
+    )
+    n_excessive = int(decisions.filter(excessive).count().execute())
+    if n_excessive:
+        gone = decisions.filter(excessive).select(
+            _gt=decisions.trace_id, _gd=decisions._dspan, _gone=ibis.literal(True)
+        )
+        s = s.left_join(gone, [s.trace_id == gone._gt, s._decision == gone._gd]).select(
+            s, gone._gone
+        )
+        s = s.mutate(
+            _rule=ibis.ifelse(s._gone.fill_null(False) & s._rule.isnull(), SPAN_RULES[11], s._rule),
+            _decision=ibis.ifelse(s._gone.fill_null(False), ibis.null("string"), s._decision),
+        ).drop("_gone")
+        s = _materialize(s)
+        decisions = _materialize(decisions.filter(~excessive))
 
     outcomes_read = outcomes_unmatched = None
     n_without = 0
@@ -466,7 +907,7 @@ def spans_to_decisions(
         ).drop("_missing")
         s = _materialize(s)
         n_without = int(without.count().execute())
-    decisions = _finish(decisions)
+    decisions = _finish(decisions, defaults)
     decisions = _materialize(decisions)
     tool_calls = _tool_calls(s, decisions)
     priced = int(decisions.filter(decisions._priced).count().execute())
@@ -488,11 +929,21 @@ def spans_to_decisions(
         decisions_priced_from_tokens=priced,
         outcomes_read=outcomes_read,
         outcomes_unmatched=outcomes_unmatched,
+        spans_above_decisions=counts["above"],
+        outside_by_reason=counts["outside_by_reason"],
+        files=_file_counts(s, files),
     )
     quarantine = s.filter(s._rule.notnull()).select(
         *SPAN_COLUMNS, **{QUARANTINE_RULE_COLUMN: s._rule}
     )
     notes: list[str] = []
+    notes.extend(_export_warnings(s, counts["by_rule"]))
+    if n_excessive:
+        notes.append(
+            f"{n_excessive} decisions quarantined whole: more than {max_tokens:,} input or "
+            f"output tokens, or more than ${max_cost_usd:,.2f} of cost "
+            "(traces.max_tokens_per_decision / max_cost_per_decision_usd)"
+        )
     if priced:
         notes.append(
             f"model cost of {priced} decisions computed from token counts and the pilot "
@@ -502,7 +953,10 @@ def spans_to_decisions(
 
 
 def _build_decisions(
-    s: ir.Table, prices: Mapping[str, Any] | None, features: Sequence[str]
+    s: ir.Table,
+    prices: Mapping[str, Any] | None,
+    features: Sequence[str],
+    with_business_unit: bool = False,
 ) -> ir.Table:
     """One row per decision span: contract columns + features + helper columns.
 
@@ -521,10 +975,18 @@ def _build_decisions(
     )
     price = _price_table(prices)
     if price is not None:
+        # cache reads and writes are part of the input tokens (GenAI conventions); each
+        # has its own price line when the table gives one, else the input price
+        cache_read = _num(a, SIGNAL_ALIASES["cache_read_tokens"]).fill_null(0)
+        cache_made = _num(a, SIGNAL_ALIASES["cache_creation_tokens"]).fill_null(0)
+        v = v.mutate(_cr=cache_read, _cc=cache_made)
         v = v.left_join(price, v._model == price._model).select(
             v,
             _priced_cost=(
-                v._in.fill_null(0) * price._in_price + v._out.fill_null(0) * price._out_price
+                (v._in.fill_null(0) - v._cr - v._cc) * price._in_price
+                + v._cr * price._cr_price.fill_null(price._in_price)
+                + v._cc * price._cc_price.fill_null(price._in_price)
+                + v._out.fill_null(0) * price._out_price
             )
             / 1e6,
         )
@@ -537,7 +999,10 @@ def _build_decisions(
         _from_price=v._stated.isnull() & v._priced_cost.notnull(),
         _unpriced=v._stated.isnull() & v._priced_cost.isnull() & has_tokens,
         _has_tokens=has_tokens,
-        _failed_tool=v._desc & (v.operation == "execute_tool") & (v.status == "error"),
+        _failed_tool=v._desc
+        & (v.operation == "execute_tool")
+        & (v.status == "error")
+        & ~_cancelled(v.attributes),
     )
     agg = v.group_by(_at=v.trace_id, _ad=v._decision).aggregate(
         _c_in=v._in.sum(where=v._counted),
@@ -574,6 +1039,10 @@ def _build_decisions(
     j = d.inner_join(agg, [d.trace_id == agg._at, d.span_id == agg._ad]).left_join(
         sig, [d.trace_id == sig._st, d.span_id == sig._sd]
     )
+    above = _ancestor_signals(s)
+    if above is not None:
+        above = above.rename({f"_x{k}": k for k in above.columns})
+        j = j.left_join(above, [j.trace_id == above._x_at, j.span_id == above._x_ad])
     desc_has = j._c_tokens.fill_null(False) | j._c_stated.fill_null(False)
     model_cost = ibis.cases(
         (j._stated.notnull(), j._stated),
@@ -590,6 +1059,8 @@ def _build_decisions(
     c_tokens = j._c_tokens.fill_null(False)
 
     def signal(c: str) -> ir.Value:
+        if above is not None and c in _ANCESTOR_SIGNALS:
+            return ibis.coalesce(j[f"_s_{c}"], j[f"_f_s_{c}"], j[f"_x_a_{c}"])
         return ibis.coalesce(j[f"_s_{c}"], j[f"_f_s_{c}"])
 
     columns: dict[str, ir.Value] = {
@@ -615,6 +1086,8 @@ def _build_decisions(
         "review_minutes": signal("review_minutes"),
         "model": ibis.coalesce(j._model, j._c_model),
     }
+    if with_business_unit:  # else the contract adds it empty, as for any other source
+        columns["business_unit"] = signal("business_unit")
     feats = {f: j[f"_feat_{f}"] for f in features if f not in columns}
     out = j.select(
         **columns,
@@ -628,8 +1101,9 @@ def _build_decisions(
 
 
 def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:
-    """Type each feature: int64 when every non-null value parses as an integer, else
-    float64 when every one parses as a number, else text (one aggregate query)."""
+    """Type each feature: int64 when every non-null value parses as an integer that fits
+    int64, else float64 when every one parses as a number (a uint64 value such as
+    18446744073709551615 becomes a float, never a NULL), else text (one aggregate query)."""
     if not features:
         return table
     counts = (
@@ -640,6 +1114,7 @@ def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:
                 for i, f in enumerate(features)
             },
             **{f"x_{i}": table[f].try_cast("float64").count() for i, f in enumerate(features)},
+            **{f"w_{i}": table[f].try_cast("int64").count() for i, f in enumerate(features)},
         )
         .execute()
         .iloc[0]
@@ -647,15 +1122,24 @@ def _type_features(table: ir.Table, features: Sequence[str]) -> ir.Table:
     casts: dict[str, ir.Value] = {}
     for i, f in enumerate(features):
         n = int(counts[f"n_{i}"])
-        if n and int(counts[f"i_{i}"] or 0) == n:
+        if n and int(counts[f"i_{i}"] or 0) == n and int(counts[f"w_{i}"]) == n:
             casts[f] = table[f].try_cast("int64")
         elif n and int(counts[f"x_{i}"]) == n:
             casts[f] = table[f].try_cast("float64")
     return table.mutate(**casts) if casts else table
 
 
-def _finish(decisions: ir.Table) -> ir.Table:
-    """Derived fields applied after the outcomes: completed from status, tool_failure."""
+def _finish(decisions: ir.Table, defaults: Mapping[str, str | None] | None = None) -> ir.Table:
+    """Derived fields applied after the outcomes: completed from status, tool_failure,
+    and the pilot file's defaults (``traces.workflow``, ``agent_id``, ``business_unit``)
+    where neither a span nor the outcomes gave a value."""
+    fill = {
+        c: ibis.coalesce(decisions[c], ibis.literal(str(v)))
+        for c, v in (defaults or {}).items()
+        if v is not None and c in decisions.columns
+    }
+    if fill:
+        decisions = decisions.mutate(**fill)
     escalated = decisions.escalated.try_cast("boolean").fill_null(False)
     return decisions.mutate(
         completed=ibis.coalesce(
@@ -739,6 +1223,21 @@ def _reconcile(s: ir.Table) -> dict[str, Any]:
     used = s.filter(s._is_decision & s._rule.isnull())
     touched = int(used.semi_join(bad_traces, "trace_id").count().execute())
     out = {k: int(row[k]) for k in row.index}
+    # outside spans: above or beside a decision of their trace, or in a trace without one
+    with_decision = s.filter(s._is_decision).select(_wt=s.trace_id).distinct()
+    outside = s.filter(s._rule.isnull() & s._decision.isnull())
+    outside = outside.left_join(with_decision, outside.trace_id == with_decision._wt).select(
+        outside.operation, _in=with_decision._wt.notnull()
+    )
+    why = ibis.cases(
+        (~outside._in, "no_decision"),
+        (outside.operation.fill_null("") == "invoke_workflow", "workflow"),
+        else_="above",
+    )
+    counted = outside.group_by(_why=why).aggregate(n=lambda t: t.count()).execute()
+    reasons = {str(w): int(n) for w, n in zip(counted["_why"], counted["n"], strict=True)}
+    out["above"] = reasons.get("workflow", 0) + reasons.get("above", 0)
+    out["outside_by_reason"] = {OUTSIDE_REASONS[k]: v for k, v in sorted(reasons.items()) if v}
     out["by_rule"] = {
         r: int(n) for r, n in sorted(zip(by_rule["_rule"], by_rule["n"], strict=True))
     }
@@ -783,6 +1282,7 @@ def _tool_calls(s: ir.Table, decisions: ir.Table) -> ir.Table:
     err = attr("error_type").lower()
     status = ibis.cases(
         (attr("tool_status").notnull(), attr("tool_status")),
+        (_cancelled(a), "cancelled"),
         (code >= 500, "error_5xx"),
         (code >= 400, "error_4xx"),
         (err.contains("timeout") | err.contains("timed out"), "timeout"),

@@ -191,10 +191,7 @@ def _describe(con: BaseBackend, sql: str, files: Sequence[Path], label: str) -> 
     try:
         return tb.describe(con, sql)
     except Exception as exc:  # DuckDB/Ibis errors: a file that is not what it claims
-        raise DataSourceError(
-            f"data set {label!r}: cannot read {', '.join(map(str, files))} as a Langfuse "
-            f"export: {tb.first_line(exc)}. {_FIX}"
-        ) from exc
+        raise tb.read_error(con, exc, label, "a Langfuse export", files, _FIX, scans=3) from exc
 
 
 class _Cols:
@@ -236,7 +233,9 @@ def _bad_json(text: str, name: str, *, object_only: bool = False) -> str:
 
 def _scores_sql(con: BaseBackend, files: Sequence[Path], label: str) -> str:
     """SQL: ``trace_id``, ``observation_id``, ``entries`` (latest score of a name first)."""
-    raw = tb.read_sql(files)
+    raw = tb.read_sql(
+        files, tb.json_object_size(con, len(files), tb.any_compressed(files), scans=3)
+    )
     c = _Cols(_describe(con, raw, files, label))
     name = c.text("name")
     if tb.pick(c.columns, "name") is None:
@@ -273,7 +272,9 @@ GROUP BY trace_id, observation_id
 
 def _read_export(con: BaseBackend, roles: Mapping[str, Sequence[Path]], label: str) -> ir.Table:
     obs_files = list(roles["observations"])
-    raw = tb.read_sql(obs_files)
+    raw = tb.read_sql(
+        obs_files, tb.json_object_size(con, len(obs_files), tb.any_compressed(obs_files), scans=3)
+    )
     c = _Cols(_describe(con, raw, obs_files, label))
     usage = c.text(
         "usageDetails", "usage_details", "providedUsageDetails", "provided_usage_details"
@@ -332,7 +333,9 @@ def _read_export(con: BaseBackend, roles: Mapping[str, Sequence[Path]], label: s
     trace_meta_cte = ""
     if roles["traces"]:
         tfiles = list(roles["traces"])
-        traw = tb.read_sql(tfiles)
+        traw = tb.read_sql(
+            tfiles, tb.json_object_size(con, len(tfiles), tb.any_compressed(tfiles), scans=3)
+        )
         t = _Cols(_describe(con, traw, tfiles, label))
         tmeta = t.text("metadata")
         trace_entries = tb.entries_sql(

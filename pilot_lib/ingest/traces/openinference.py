@@ -184,15 +184,16 @@ def _describe(con: BaseBackend, sql: str, files: Sequence[Path], label: str) -> 
     try:
         return tb.describe(con, sql)
     except Exception as exc:  # DuckDB/Ibis errors: a file that is not what it claims
-        raise DataSourceError(
-            f"data set {label!r}: cannot read {', '.join(map(str, files))} as an OpenInference "
-            f"span export: {tb.first_line(exc)}. {_FIX}"
+        raise tb.read_error(
+            con, exc, label, "an OpenInference span export", files, _FIX, scans=2
         ) from exc
 
 
 def _annotations_sql(con: BaseBackend, files: Sequence[Path], label: str) -> str:
     """SQL: ``span_id``, ``entries`` (``pilot.<name>`` = score else label; last row first)."""
-    raw = tb.read_sql(files)
+    raw = tb.read_sql(
+        files, tb.json_object_size(con, len(files), tb.any_compressed(files), scans=2)
+    )
     cols = _describe(con, raw, files, label)
     span = tb.pick(cols, "span_id", "context.span_id", "span.context.span_id")
     name = tb.pick(cols, "name", "annotation_name", "annotation.name")
@@ -219,15 +220,44 @@ GROUP BY 1
 """
 
 
+def _is_nested(dtype: str) -> bool:
+    """A struct or map column (not a list of them): its leaves are attributes."""
+    t = dtype.upper()
+    return t.startswith(("STRUCT", "MAP")) and not t.endswith("]")
+
+
 def _attribute_columns(cols: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(attribute name, column) for every ``attributes.<name>`` column."""
-    return [(c[len("attributes.") :], c) for c in cols if c.startswith("attributes.")]
+    """(attribute name, column) for every ``attributes.<name>`` column holding a value.
+
+    A struct (or map) column is left to :func:`_nested_columns`.
+    """
+    return [
+        (c[len("attributes.") :], c)
+        for c in cols
+        if c.startswith("attributes.") and not _is_nested(cols[c])
+    ]
+
+
+def _nested_columns(cols: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(attribute prefix, column) for every ``attributes.<prefix>`` struct or map column.
+
+    Phoenix's client returns one column per attribute prefix whose value is a nested
+    dict (``attributes.pilot`` = ``{"case_id": ..., "workflow": ...}``): Parquet or
+    JSON Lines store it as a struct, at any depth.
+    """
+    return [
+        (c[len("attributes.") :], c)
+        for c in cols
+        if c.startswith("attributes.") and _is_nested(cols[c])
+    ]
 
 
 def _read_exports(
     con: BaseBackend, files: Sequence[Path], annotations: Sequence[Path], label: str
 ) -> ir.Table:
-    raw = tb.read_sql(files)
+    raw = tb.read_sql(
+        files, tb.json_object_size(con, len(files), tb.any_compressed(files), scans=2)
+    )
     cols = _describe(con, raw, files, label)
 
     def ref(*names: str) -> tuple[str | None, str]:
@@ -247,6 +277,16 @@ def _read_exports(
     obj = ref("attributes")
 
     flat = _attribute_columns(cols)
+    nested = _nested_columns(cols)
+    # the nested columns as one JSON object {prefix: value}: its leaves are flattened to
+    # dotted keys like the attributes object (``pilot.case_id``)
+    nested_text = (
+        "json_object("
+        + ", ".join(f"{tb.sql_string(key)}, CAST({tb.q(c)} AS JSON)" for key, c in nested)
+        + ")::VARCHAR"
+        if nested
+        else "CAST(NULL AS VARCHAR)"
+    )
     flat_entries = tb.entries_sql((key, tb.text_sql(tb.q(c), cols[c])) for key, c in flat)
     bad_checks = [
         f"WHEN try_cast({tb.text_sql(tb.q(c), cols[c])} AS DOUBLE) IS NULL "
@@ -272,6 +312,12 @@ def _read_exports(
         else ", obj AS (SELECT CAST(NULL AS BIGINT) AS _rid, "
         "CAST([] AS STRUCT(key VARCHAR, value VARCHAR)[]) AS entries WHERE false)"
     )
+    obj_cte += (
+        f", nest AS ({tb.json_leaves_sql('_nested', '_rid', 'base')})"
+        if nested
+        else ", nest AS (SELECT CAST(NULL AS BIGINT) AS _rid, "
+        "CAST([] AS STRUCT(key VARCHAR, value VARCHAR)[]) AS entries WHERE false)"
+    )
     ann_cte = (
         f", ann AS ({_annotations_sql(con, annotations, label)})"
         if annotations
@@ -294,6 +340,7 @@ WITH base AS (
         upper(trim({tb.text_sql(*kind)})) AS _kind,
         {flat_entries} AS _flat,
         {obj_text} AS _obj,
+        {nested_text} AS _nested,
         try_cast(try_cast({events_text} AS JSON) AS {_EVENT_TYPE}) AS _events,
         {bad} AS _bad
     FROM ({raw})
@@ -304,12 +351,13 @@ merged AS (
         tb.dedupe_map_sql(
             "list_concat("
             f"[{{'key': {tb.sql_string(UNPARSEABLE_KEY)}, 'value': b._bad}}], "
-            "b._flat, obj.entries, ann.entries, "
+            "b._flat, nest.entries, obj.entries, ann.entries, "
             f"{_event_entries_sql('b._events')})"
         )
     } AS _attrs
     FROM base AS b
     LEFT JOIN obj ON obj._rid = b._rid
+    LEFT JOIN nest ON nest._rid = b._rid
     LEFT JOIN ann ON ann.span_id = b.span_id
 )
 SELECT

@@ -48,8 +48,13 @@ from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
 
 from pilot_lib.errors import DataSourceError
-from pilot_lib.ingest.traces._tables import materialize, number_text_sql
-from pilot_lib.ingest.traces.spans import UNPARSEABLE_KEY
+from pilot_lib.ingest.traces._tables import (
+    any_compressed,
+    json_object_size,
+    materialize,
+    number_text_sql,
+)
+from pilot_lib.ingest.traces.spans import REMOTE_PARENT_KEY, UNPARSEABLE_KEY
 
 __all__ = ["OTLP_COLUMNS", "otlp_spans_sql", "read_spans"]
 
@@ -60,17 +65,26 @@ _VALUE = (
 _KV = f"STRUCT(key VARCHAR, value {_VALUE})[]"
 _SPAN = (
     "STRUCT(traceId VARCHAR, spanId VARCHAR, parentSpanId VARCHAR, name VARCHAR, "
-    "kind VARCHAR, startTimeUnixNano VARCHAR, endTimeUnixNano VARCHAR, "
+    "kind VARCHAR, flags VARCHAR, startTimeUnixNano VARCHAR, endTimeUnixNano VARCHAR, "
     f"attributes {_KV}, "
     f"events STRUCT(timeUnixNano VARCHAR, name VARCHAR, attributes {_KV})[], "
     "status STRUCT(code VARCHAR, message VARCHAR))"
 )
-#: The declared schema of one OTLP JSON line (what ``read_json`` is told to expect).
+_LOG = (
+    "STRUCT(timeUnixNano VARCHAR, traceId VARCHAR, spanId VARCHAR, eventName VARCHAR, "
+    f"attributes {_KV})"
+)
+#: The declared schema of one OTLP JSON line (what ``read_json`` is told to expect):
+#: ``TracesData`` or ``LogsData`` (log records carry evaluation results and outcomes).
 OTLP_COLUMNS: dict[str, str] = {
     "resourceSpans": (
         f"STRUCT(resource STRUCT(attributes {_KV}), "
         f"scopeSpans STRUCT(scope STRUCT(name VARCHAR, version VARCHAR), spans {_SPAN}[])[])[]"
-    )
+    ),
+    "resourceLogs": (
+        f"STRUCT(resource STRUCT(attributes {_KV}), "
+        f"scopeLogs STRUCT(scope STRUCT(name VARCHAR, version VARCHAR), logRecords {_LOG}[])[])[]"
+    ),
 }
 
 
@@ -96,19 +110,29 @@ def _value_bad(v: str) -> str:
     )
 
 
-def _hex_id(column: str, hex_digits: int) -> str:
-    """SQL: an OTLP id as lowercase hex; NULL when missing or empty.
+def _hex_id(column: str, hex_digits: int, strict: bool = True) -> str:
+    """SQL: an OTLP id as lowercase hex; NULL when missing, empty, all zeros or malformed.
 
     OTLP/JSON writes ids as hex (``hex_digits`` long); protobuf's generic JSON
-    mapping writes them as base64, which is decoded to hex. Anything else is kept
-    as written (lowercased), so it still joins parent to child.
+    mapping writes them as base64, which is decoded to hex. An all-zero id is
+    invalid in OTLP (it would merge unrelated traces) and so is an id that is
+    neither: both become NULL, and the span is quarantined (``span without
+    trace_id`` / ``span_id``). With ``strict`` off (a parent id) a malformed id is
+    kept as written, so the span is an orphan rather than a root.
     """
     x = f"nullif(trim({column}), '')"
+    decoded = f"lower(hex(try(from_base64({x}))))"
+    other = (
+        f"CASE WHEN length({decoded}) = {hex_digits} THEN {decoded} END"
+        if strict
+        else f"CASE WHEN length({decoded}) = {hex_digits} THEN {decoded} ELSE lower({x}) END"
+    )
     return (
         f"CASE WHEN {x} IS NULL THEN NULL "
+        f"WHEN regexp_full_match({x}, '0+') THEN NULL "
         f"WHEN length({x}) = {hex_digits} AND regexp_full_match({x}, '[0-9a-fA-F]+') "
         f"THEN lower({x}) "
-        f"ELSE coalesce(nullif(lower(hex(try(from_base64({x})))), ''), lower({x})) END"
+        f"ELSE nullif({other}, repeat('0', {hex_digits})) END"
     )
 
 
@@ -117,8 +141,13 @@ def _nanos_to_timestamp(column: str) -> str:
     return f"make_timestamp(CAST(try_cast({column} AS HUGEINT) // 1000 AS BIGINT))"
 
 
-def otlp_spans_sql(files: Sequence[str | Path]) -> str:
-    """The DuckDB query reading ``files`` (OTLP JSON Lines) into the normalised span columns."""
+def otlp_spans_sql(files: Sequence[str | Path], object_size: int = 67108864) -> str:
+    """The DuckDB query reading ``files`` (OTLP JSON Lines) into the normalised span columns.
+
+    ``object_size``: ``read_json``'s ``maximum_object_size`` in bytes (the longest
+    line read); :func:`~pilot_lib.ingest.traces._tables.json_object_size` of the
+    connection fits it under the engine's memory limit.
+    """
     file_list = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
     columns = (
         "{"
@@ -133,17 +162,37 @@ def otlp_spans_sql(files: Sequence[str | Path]) -> str:
         "lambda a: a.key = 'gen_ai.evaluation.score.value'), "
         f"lambda a: {_value_text('a.value')})[1]"
     )
-    ops = "('invoke_agent', 'chat', 'execute_tool')"
-    return f"""
+    ops = "('invoke_agent', 'invoke_workflow', 'chat', 'execute_tool')"
+    sql = f"""
 WITH lines AS (
-    SELECT filename AS source_file, resourceSpans AS rs, row_number() OVER () AS line_no
+    SELECT filename AS source_file, resourceSpans AS rs, resourceLogs AS rl,
+           row_number() OVER () AS line_no
     FROM read_json({file_list}, format = 'newline_delimited', columns = {columns},
-                   filename = true, maximum_object_size = 67108864)
+                   filename = true, maximum_object_size = {int(object_size)})
 ),
 numbered AS (
-    SELECT source_file, rs,
+    SELECT source_file, rs, rl,
            line_no - min(line_no) OVER (PARTITION BY source_file) + 1 AS source_row
     FROM lines
+),
+lres AS (SELECT unnest(rl) AS r FROM numbered WHERE rl IS NOT NULL),
+lscopes AS (SELECT unnest(r.scopeLogs) AS sl FROM lres),
+lrec AS (
+    SELECT unnest(sl.logRecords) AS l FROM lscopes
+),
+lev AS (
+    SELECT {_hex_id("l.traceId", 32)} AS lt, {_hex_id("l.spanId", 16)} AS ls,
+           l.timeUnixNano AS lts,
+           [{{'name': coalesce(nullif(l.eventName, ''), list_transform(
+                 list_filter(coalesce(l.attributes, []), lambda a: a.key = 'event.name'),
+                 lambda a: a.value.stringValue)[1]),
+              'attributes': l.attributes}}] AS levents
+    FROM lrec
+),
+logs AS (
+    SELECT lt, ls, flatten(list(@@LOG_ENTRIES@@ ORDER BY lts)) AS lkv
+    FROM lev WHERE lt IS NOT NULL AND ls IS NOT NULL
+    GROUP BY lt, ls
 ),
 res AS (SELECT source_file, source_row, unnest(rs) AS r FROM numbered),
 scopes AS (
@@ -167,6 +216,11 @@ entries AS (
     SELECT
         source_file, source_row, s,
         list_concat(
+            -- OTLP span flags: bit 0x100 says whether the parent's remoteness is known,
+            -- 0x200 that it is remote (the caller is another process, W3C traceparent)
+            CASE WHEN (coalesce(try_cast(s.flags AS BIGINT), 0) & 768) = 768
+                 THEN [{{'key': {_sql_string(REMOTE_PARENT_KEY)}, 'value': 'true'}}]
+                 ELSE [] END,
             -- the first attribute that does not parse, if any
             list_transform(
                 list_filter(attrs, lambda a: a.bad)[1:1],
@@ -177,6 +231,16 @@ entries AS (
                 lambda a: {{'key': a.key, 'value': a.text}}
             ),
             CASE WHEN len(coalesce(s.events, [])) = 0 THEN [] ELSE list_concat(
+            -- the first exception event's exception.type / .message (a cancelled tool)
+            flatten(list_transform(
+                list_filter(s.events, lambda e: e.name = 'exception')[1:1],
+                lambda e: list_transform(
+                    list_filter(coalesce(e.attributes, []),
+                                lambda a: a.key IN ('exception.type', 'exception.message')
+                                          AND NOT {_value_bad("a.value")}),
+                    lambda a: {{'key': a.key, 'value': {_value_text("a.value")}}}
+                )
+            )),
             flatten(list_transform(
                 list_filter(s.events, lambda e: e.name = 'pilot.outcome'),
                 lambda e: list_transform(
@@ -216,6 +280,13 @@ entries AS (
         ) AS kv
     FROM typed
 ),
+joined AS (
+    SELECT e.source_file, e.source_row, e.s,
+           CASE WHEN lg.lkv IS NULL THEN e.kv ELSE list_concat(e.kv, lg.lkv) END AS kv
+    FROM entries AS e
+    LEFT JOIN logs AS lg
+      ON lg.lt = {_hex_id("e.s.traceId", 32)} AND lg.ls = {_hex_id("e.s.spanId", 16)}
+),
 spans AS (
     SELECT
         source_file, source_row, s,
@@ -225,13 +296,12 @@ spans AS (
              ELSE map_from_entries(list_filter(
                  kv, lambda e, i: list_position(list_transform(kv, lambda x: x.key), e.key) = i))
         END AS attributes
-    FROM entries
+    FROM joined
 )
 SELECT
     {_hex_id("s.traceId", 32)} AS trace_id,
     {_hex_id("s.spanId", 16)} AS span_id,
-    CASE WHEN regexp_full_match({_hex_id("s.parentSpanId", 16)}, '0+') THEN NULL
-         ELSE {_hex_id("s.parentSpanId", 16)} END AS parent_span_id,
+    {_hex_id("s.parentSpanId", 16, strict=False)} AS parent_span_id,
     s.name AS name,
     {_nanos_to_timestamp("s.startTimeUnixNano")} AS start_time,
     {_nanos_to_timestamp("s.endTimeUnixNano")} AS end_time,
@@ -248,6 +318,18 @@ SELECT
     CAST(source_row AS BIGINT) AS source_row
 FROM spans
 """
+    return _with_log_entries(sql)
+
+
+def _with_log_entries(sql: str) -> str:
+    """Fill ``@@LOG_ENTRIES@@`` with the span-event expression applied to log records."""
+    head = "CASE WHEN len(coalesce(s.events, [])) = 0 THEN [] ELSE "
+    start = sql.index(head) + len(head)
+    end = sql.index(
+        " END,\n            list_transform(\n                list_filter(coalesce(res_attrs", start
+    )
+    events = sql[start:end].replace("s.events", "levents")
+    return sql.replace("@@LOG_ENTRIES@@", events)
 
 
 def read_spans(con: BaseBackend, paths: Sequence[str | Path], label: str = "decisions") -> ir.Table:
@@ -276,7 +358,7 @@ def read_spans(con: BaseBackend, paths: Sequence[str | Path], label: str = "deci
     files = [str(Path(p)) for p in paths]
     table = materialize(
         con,
-        otlp_spans_sql(files),
+        otlp_spans_sql(files, json_object_size(con, len(files), any_compressed(files))),
         label,
         f"OTLP JSON Lines (datasets.{label}.format: otel)",
         files,
@@ -297,7 +379,9 @@ def read_spans(con: BaseBackend, paths: Sequence[str | Path], label: str = "deci
 def _bad_file(con: BaseBackend, files: Sequence[str]) -> str:
     for f in files:
         try:
-            con.raw_sql(f"SELECT count(*) FROM ({otlp_spans_sql([f])})").fetchall()
+            con.raw_sql(
+                f"SELECT count(*) FROM ({otlp_spans_sql([f], json_object_size(con, 1, any_compressed([f])))})"
+            ).fetchall()
         except (duckdb.Error, IbisError):
             return f
     return ", ".join(files)

@@ -42,6 +42,7 @@ from pilot_lib.errors import ContractError, DataSourceError
 __all__ = [
     "OPERATIONS",
     "PILOT_SIGNALS",
+    "REMOTE_PARENT_KEY",
     "SPAN_COLUMNS",
     "SPAN_SCHEMA",
     "STATUSES",
@@ -97,6 +98,10 @@ PILOT_SIGNALS: tuple[str, ...] = (
 
 #: Attribute key under which a reader records the name of an attribute it could not parse.
 UNPARSEABLE_KEY = "pilot._unparseable"
+
+#: Attribute key (value ``true``) a reader sets on a span whose parent is remote: OTLP
+#: span ``flags`` with bits 0x100 (remoteness known) and 0x200 (remote) both set.
+REMOTE_PARENT_KEY = "pilot._parent_remote"
 
 
 def conform_spans(table: ir.Table, label: str = "decisions") -> ir.Table:
