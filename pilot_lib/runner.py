@@ -1135,15 +1135,28 @@ class _Batch:
         return resolve_engine(s.loaded.engine, self.engine, self.spark_master)
 
     def _build_store(self, s: _PilotState) -> Any:
-        from pilot_lib.ingest.store import build_store
+        from pilot_lib.analysis.shared import write_aggregates
+        from pilot_lib.ingest.store import _disconnect, build_store, open_store
 
         assert s.loaded is not None and s.run_dir is not None
-        return build_store(
+        info = build_store(
             s.loaded,
             s.run_dir / "store",
             engine=self._engine_settings(s),
             quarantine_dir=s.run_dir / "quarantine",
         )
+        # the shared aggregates, once per store: the phase kernels read them side by side
+        # (DuckDB; a Spark session computes them in each kernel rather than start here)
+        engine = self._engine_settings(s)
+        if engine.name == "duckdb":
+            from pilot_lib.ingest.engine import connect_engine
+
+            data = open_store(s.run_dir / "store", s.loaded, con=connect_engine(engine))
+            try:
+                write_aggregates(s.run_dir / "store", data)
+            finally:
+                _disconnect(data.con)
+        return info
 
     def _start_task(self, s: _PilotState, ph: PhaseRun) -> None:
         task = _KernelTask(self, s, ph)
