@@ -265,24 +265,28 @@ def cost_attribution(
         notes.append(key_note)
     t = t.mutate(_cluster=key) if key is not None else t
     clustered_by = key is not None
+    # One pass over the decisions: sums per cell (every dimension, cluster and day), small,
+    # kept in the engine; every breakdown, the prompt patterns, the pricing counts and the
+    # budgets without a fallback read the cells, not the decision log.
+    c = _cells(t, clustered_by)
 
-    frames = [_by_group(t, "overall", ibis.literal("all"), clustered_by, confidence)]
+    frames = [_by_group(c, "overall", ibis.literal("all"), clustered_by, confidence)]
     for dim in DIMENSIONS:
-        frames.append(_by_group(t, dim, t[dim], clustered_by, confidence))
+        frames.append(_by_group(c, dim, c[dim], clustered_by, confidence))
     by_dimension = pd.concat(frames, ignore_index=True)
     total = float(by_dimension.loc[0, "total_usd"]) if len(frames[0]) else 0.0
     by_dimension["share_of_cost"] = by_dimension["total_usd"] / total if total > 0 else math.nan
     overall = _overall(by_dimension)
-    patterns = _prompt_patterns(t, by_dimension, total)
+    patterns = _prompt_patterns(c, by_dimension, total)
 
-    pricing = _pricing_counts(t)
+    pricing = _pricing_counts(c)
     if pricing["unpriced"]:
         notes.append(
             f"model cost of {pricing['unpriced']:,} decisions split into input and output in "
             "proportion to their token counts: their model has no price in costs.model_prices"
         )
 
-    budgets = [_budget_burn(pilot, t, b, int(overall["decisions"])) for b in pilot.budgets]
+    budgets = [_budget_burn(pilot, t, c, b, int(overall["decisions"])) for b in pilot.budgets]
     findings = [f for b in budgets for f in _budget_findings(b)]
     return CostAttribution(
         overall=overall,
@@ -374,10 +378,31 @@ def _prepared(pilot: Pilot, decisions: ir.Table) -> tuple[ir.Table, list[str]]:
     )
 
 
-def _pricing_counts(t: ir.Table) -> dict[str, int]:
-    row = t.aggregate(
-        priced=t._priced.cast("int64").sum(), unpriced=(~t._priced).cast("int64").sum()
-    ).execute()
+def _cells(t: ir.Table, clustered_by: bool) -> ir.Table:
+    """Sums per dimension values, cluster and day (US dollars, tokens, decisions): the one
+    grouped pass over the decisions that every cost figure reads (materialized, small)."""
+    from pilot_lib.ingest.engine import materialize
+
+    keys = [*DIMENSIONS, *(["_cluster"] if clustered_by else [])]
+    cells = t.group_by([*keys, t.timestamp.date().name("_day")]).aggregate(
+        n=t.count(),
+        s=t._cost.sum(),
+        ss=(t._cost * t._cost).sum(),
+        input_usd=t._input_usd.sum(),
+        output_usd=t._output_usd.sum(),
+        tool_usd=t.tool_cost_usd.sum(),
+        review_usd=t._review_usd.sum(),
+        run_usd=t._run_usd.sum(),
+        model_usd=t.model_cost_usd.sum(),
+        input_tokens=t.input_tokens.sum(),
+        output_tokens=t.output_tokens.sum(),
+        priced=t._priced.cast("int64").sum(),
+    )
+    return materialize(cells, "cost_cells")
+
+
+def _pricing_counts(c: ir.Table) -> dict[str, int]:
+    row = c.aggregate(priced=c.priced.sum(), unpriced=(c.n - c.priced).sum()).execute()
     return {k: int(0 if pd.isna(v) else v) for k, v in row.iloc[0].items()}
 
 
@@ -385,7 +410,7 @@ def _pricing_counts(t: ir.Table) -> dict[str, int]:
 # Cost per decision by group, with the KPI's interval
 # --------------------------------------------------------------------------------------
 def _by_group(
-    t: ir.Table, dimension: str, value: ir.Value, clustered_by: bool, confidence: float
+    c: ir.Table, dimension: str, value: ir.Value, clustered_by: bool, confidence: float
 ) -> pd.DataFrame:
     """One row per value of ``value``: the mean cost per decision, its parts and interval.
 
@@ -394,36 +419,40 @@ def _by_group(
     ``sum_g (y_g - r n_g)^2`` over the clusters of each group, the group's mean ``r``
     joined back in the engine (per-cluster rows never leave it).
     """
-    g = t.mutate(_value=value.cast("string"))
+    g = c.mutate(_value=value.cast("string"))
     if clustered_by:
         # each group's clusters' residual totals, the group's mean joined back in the
-        # engine; the sums are then joined to the decisions so that what comes back is
-        # one aggregate (per-cluster rows never leave the engine)
-        means = g.group_by(_v=g._value).aggregate(_r=g._cost.mean())
+        # engine (per-cluster rows never leave it)
+        means = g.group_by(_v=g._value).aggregate(_r=g.s.sum() / g.n.sum())
         per_cluster = g.group_by(["_value", "_cluster"]).aggregate(
-            _y=g._cost.sum(), _n=g.count().cast("float64")
+            _y=g.s.sum(), _n=g.n.sum().cast("float64")
         )
         j = per_cluster.inner_join(means, per_cluster._value == means._v)
         resid = j._y - j._r * j._n
         sums = j.group_by(_v2=j._value).aggregate(_g=j.count(), _s=(resid * resid).sum())
-        g = g.left_join(sums, g._value == sums._v2).select(g, _g=sums._g, _s=sums._s)
-    extra = {"clusters": g._g.max(), "sq_residuals": g._s.max()} if clustered_by else {}
     summary = g.group_by("_value").aggregate(
-        decisions=g.count(),
-        mean=g._cost.mean(),
-        std=g._cost.std(how="sample"),
-        input_usd=g._input_usd.sum(),
-        output_usd=g._output_usd.sum(),
-        tool_usd=g.tool_cost_usd.sum(),
-        review_usd=g._review_usd.sum(),
-        total_usd=g._cost.sum(),
-        **extra,
+        decisions=g.n.sum(),
+        total_usd=g.s.sum(),
+        _ss=g.ss.sum(),
+        input_usd=g.input_usd.sum(),
+        output_usd=g.output_usd.sum(),
+        tool_usd=g.tool_usd.sum(),
+        review_usd=g.review_usd.sum(),
     )
+    if clustered_by:
+        summary = summary.left_join(sums, summary._value == sums._v2).select(
+            summary, clusters=sums._g, sq_residuals=sums._s
+        )
     frame = summary.execute()
     rows = []
     for rec in frame.to_dict(orient="records"):
         n = int(rec["decisions"])
-        mean, std = float(rec["mean"]), _num(rec["std"])
+        total = float(rec["total_usd"])
+        mean = total / n
+        # the sample standard deviation from the sums (cost is a few dollars a decision:
+        # no cancellation worth a digit at the 1e-9 the result files keep)
+        var = (float(rec["_ss"]) - total * total / n) / (n - 1) if n > 1 else math.nan
+        std = math.sqrt(max(var, 0.0)) if n > 1 else math.nan
         iid = stats.mean_interval(mean, std, n, confidence)
         se_iid = std / math.sqrt(n) if n > 1 and math.isfinite(std) else math.nan
         if clustered_by:
@@ -468,15 +497,15 @@ def _overall(by_dimension: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
-def _prompt_patterns(t: ir.Table, by_dimension: pd.DataFrame, total: float) -> pd.DataFrame:
-    """Per prompt version: token and cost shares, ranked by total spend (one engine query)."""
+def _prompt_patterns(c: ir.Table, by_dimension: pd.DataFrame, total: float) -> pd.DataFrame:
+    """Per prompt version: token and cost shares, ranked by total spend (from the cells)."""
     agg = (
-        t.group_by(prompt_version=t.prompt_version.cast("string"))
+        c.group_by(prompt_version=c.prompt_version.cast("string"))
         .aggregate(
-            input_tokens=t.input_tokens.sum(),
-            output_tokens=t.output_tokens.sum(),
-            input_usd_sum=t._input_usd.sum(),
-            model_usd=t.model_cost_usd.sum(),
+            input_tokens=c.input_tokens.sum(),
+            output_tokens=c.output_tokens.sum(),
+            input_usd_sum=c.input_usd.sum(),
+            model_usd=c.model_usd.sum(),
         )
         .execute()
     )
@@ -520,13 +549,23 @@ def _prompt_patterns(t: ir.Table, by_dimension: pd.DataFrame, total: float) -> p
 # --------------------------------------------------------------------------------------
 # Budgets
 # --------------------------------------------------------------------------------------
-def _budget_burn(pilot: Pilot, t: ir.Table, budget: Budget, all_decisions: int) -> BudgetBurn:
-    """Month-to-date spend against one budget, the projection and the fallback's cost."""
+def _budget_burn(
+    pilot: Pilot, t: ir.Table, c: ir.Table, budget: Budget, all_decisions: int
+) -> BudgetBurn:
+    """Month-to-date spend against one budget, the projection and the fallback's cost.
+
+    Without a fallback model the daily spend is read from the cost cells ``c``; with one,
+    the decisions ``t`` are ordered within the month (the breaker needs the running sum)."""
     column, name = budget.scope
     limit = float(budget.monthly_usd)
+    fallback = budget.fallback_model
+    if fallback is None:
+        sc = c.filter(c[column].cast("string") == name)
+        aggs: dict[str, Any] = {"decisions": sc.n.sum(), "spend_usd": sc.run_usd.sum()}
+        per_day = sc.group_by("_day").aggregate(**aggs).execute()
+        return _burn_from_days(pilot, budget, per_day, list(aggs), all_decisions)
     s = t.filter(t[column].cast("string") == name)
     s = s.mutate(_month=s.timestamp.truncate("M"), _day=s.timestamp.date())
-    fallback = budget.fallback_model
     if fallback is not None:
         price = pilot.model_prices[fallback]
         # the circuit breaker: once the month's spend so far (decisions before this one,
@@ -551,6 +590,15 @@ def _budget_burn(pilot: Pilot, t: ir.Table, budget: Budget, all_decisions: int) 
             "fallback_run_usd": s._fb.sum(),
         }
     per_day = s.group_by("_day").aggregate(**aggs).execute()
+    return _burn_from_days(pilot, budget, per_day, list(aggs), all_decisions)
+
+
+def _burn_from_days(
+    pilot: Pilot, budget: Budget, per_day: pd.DataFrame, aggs: list[str], all_decisions: int
+) -> BudgetBurn:
+    """The budget's burn from its per-day sums (``_day`` and the ``aggs`` columns)."""
+    limit = float(budget.monthly_usd)
+    fallback = budget.fallback_model
     per_day["_day"] = pd.to_datetime(per_day["_day"]).dt.date
     window = pilot.pilot_window
     days = pd.DataFrame({"day": [window.start + dt.timedelta(days=i) for i in range(window.days)]})
