@@ -204,7 +204,9 @@ def _guarded_duckdb_class(base: type) -> type:
     """A subclass of Ibis' DuckDB backend whose query methods raise
     :class:`~pilot_lib.errors.EngineMemoryError` for DuckDB's ``OutOfMemoryException``."""
     methods = {m: _guarded(getattr(base, m)) for m in _QUERY_METHODS if hasattr(base, m)}
-    return type("MemoryGuardedDuckDB", (base,), {**methods, "__module__": __name__, "_memory_guarded": True})
+    return type(
+        "MemoryGuardedDuckDB", (base,), {**methods, "__module__": __name__, "_memory_guarded": True}
+    )
 
 
 def _sql_text(text: str) -> str:

@@ -317,6 +317,7 @@ def build_store(
     quarantine_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     reason: str = "",
+    _inputs: tuple[dict[str, Any], list[str]] | None = None,
 ) -> StoreInfo:
     """Read, type and check every data set once and write the checked evidence store.
 
@@ -370,11 +371,14 @@ def build_store(
         )
     overrides = overrides or {}
     started = time.perf_counter()
-    earlier = read_manifest(store_dir)
-    hashed: list[str] = []
-    inputs = input_fingerprints(
-        pilot, known=(earlier or {}).get("inputs") if not overrides else None, hashed=hashed
-    )
+    if _inputs is not None:  # taken just now by ensure_store: not hashed twice
+        inputs, hashed = _inputs
+    else:
+        earlier = read_manifest(store_dir)
+        hashed = []
+        inputs = input_fingerprints(
+            pilot, known=(earlier or {}).get("inputs") if not overrides else None, hashed=hashed
+        )
     with _staging(store_dir) as tmp:
         spill = tmp / "spill"
         # the default quarantine lives in the store and moves with it
@@ -805,7 +809,7 @@ def _rows_of_marked_keys(raw: ir.Table, key: str, marks: ir.Table) -> ir.Table:
     keys = hashed.semi_join(marks, "__key_hash").select(key).distinct()
     values = keys.limit(_KEYS_BY_VALUE + 1).execute()[key]
     if len(values) <= _KEYS_BY_VALUE:
-        found = [v for v in values.tolist() if v is not None]
+        found = [v for v in values.tolist() if pd.notna(v)]
         wanted = raw[key].isnull()
         if found:
             wanted = wanted | raw[key].isin(found)
@@ -1003,7 +1007,12 @@ def ensure_store(
         assert manifest is not None
         return StoreInfo(path, manifest, "reused")
     return build_store(
-        pilot, store_dir, engine=engine, quarantine_dir=quarantine_dir, reason=reason
+        pilot,
+        store_dir,
+        engine=engine,
+        quarantine_dir=quarantine_dir,
+        reason=reason,
+        _inputs=None if inputs is None else (inputs, hashed),
     )
 
 
