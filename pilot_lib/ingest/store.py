@@ -8,12 +8,19 @@ and writes, into one folder:
   ``_quarantine_rule`` column (null for a valid row). Phases read the valid
   rows (``_quarantine_rule IS NULL``); Parquet lets them read only the columns
   a query needs. On Spark it is a folder of part files written by Spark.
+  A log-sized data set read from large Parquet files already in its contract
+  types is held as a view instead (``storage: view`` in the manifest): the store
+  keeps ``<data set>.excluded.parquet``, the row number (and file) of every
+  quarantined row with its rule, and reads the input itself minus those rows;
+  the input's fingerprint pins it (docs/architecture.md, "Copy or view").
 - the quarantine: ``<quarantine_dir>/<data set>.parquet`` with the raw values
   of every row that broke a rule and the rule (only for data sets with such rows);
 - ``manifest.json``: the store's format, the package version, the engine, the
   pilot file's SHA-256, the fingerprint (size, modification time, SHA-256) of
-  every input file, rows / valid / quarantined per data set and rule, and the
-  rows each flag rule marks (kept and used, but counted: ``flags``).
+  every input file (the SHA-256 computed only when size or time changed since
+  the earlier manifest: ``fingerprints``), rows / valid / quarantined per data
+  set and rule, and the rows each flag rule marks (kept and used, but counted:
+  ``flags``).
 
 Parquet per data set (rather than one DuckDB database file) because both
 engines read and write it natively, several phase processes can read it at
@@ -87,7 +94,7 @@ __all__ = [
 ]
 
 #: Version of the store's layout; a store of another format is rebuilt.
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: data sets held as views beside copies (manifest "storage")
 MANIFEST = "manifest.json"
 
 _HASH_CHUNK = 1 << 20
