@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ContractError", "DataSourceError", "WorkbookError"]
+__all__ = ["ContractError", "DataSourceError", "EngineMemoryError", "WorkbookError"]
 
 
 class WorkbookError(Exception):
@@ -15,3 +15,10 @@ class DataSourceError(WorkbookError):
 
 class ContractError(WorkbookError):
     """A data set that breaks its contract as a whole (e.g. a required column is missing)."""
+
+
+class EngineMemoryError(WorkbookError):
+    """A query that does not fit in the engine's memory limit (``engine.memory_limit``).
+
+    One line naming the pilot file's setting, never the engine's own SQL advice.
+    """

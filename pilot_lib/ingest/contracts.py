@@ -73,7 +73,9 @@ __all__ = [
     "contract",
     "contract_columns",
     "flag_counts",
+    "in_contract_types",
     "load_pilot_data",
+    "typed_table",
     "validate_dataset",
 ]
 
@@ -735,6 +737,35 @@ def _require_columns(name: str, table: ir.Table, schema: pa.DataFrameSchema, sou
             f"found {list(table.columns)}. Rename or add the column(s); "
             "see docs/data-contracts.md"
         )
+
+
+def in_contract_types(name: str, table: ir.Table) -> bool:
+    """Whether every contract column ``table`` holds already has its contract type
+    (up to nullability): then typing it changes nothing but floating-point NaN to null,
+    and a view over ``table`` (:func:`typed_table`) can stand for a checked copy."""
+    schema = contract(name)
+    return all(
+        _same_type(table[c].type(), col.dtype.type)
+        for c, col in schema.columns.items()
+        if c in table.columns
+    )
+
+
+def typed_table(name: str, table: ir.Table) -> ir.Table:
+    """``table`` with data set ``name``'s contract columns typed as :func:`validate_dataset`
+    types them (absent optional columns added as nulls, NaN as null), no rule evaluated.
+
+    The columns and their values are those of the valid rows of the check, extra
+    columns kept, in the same order: the evidence store's view over an input already
+    in contract types selects its valid rows from this.
+    """
+    schema = contract(name)
+    for col_name, col in schema.columns.items():
+        if col_name not in table.columns:
+            table = table.mutate(**{col_name: ibis.null(col.dtype.type)})
+    return table.mutate(
+        **{c: _typed(table[c], col.dtype.type) for c, col in schema.columns.items()}
+    )
 
 
 def validate_dataset(

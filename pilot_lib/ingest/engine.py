@@ -22,6 +22,7 @@ turns that choice into an Ibis connection:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -38,7 +39,9 @@ __all__ = [
     "connect_engine",
     "engine_label",
     "error_text",
+    "guard_memory",
     "materialize",
+    "memory_error_text",
     "resolve_engine",
     "spark_errors",
 ]
@@ -109,6 +112,9 @@ def _connect_duckdb(settings: EngineSettings, spill_dir: Path | None) -> BaseBac
     if folder is None:
         folder = Path(tempfile.gettempdir()) / f"pilot-workbook-spill-{os.getpid()}"
     con = ibis.duckdb.connect()
+    # every query on this connection reports running out of memory as one line naming
+    # engine.memory_limit (not DuckDB's "SET memory_limit" advice)
+    guard_memory(con, settings.memory_limit.strip())
     # no progress bar: in a notebook DuckDB shows one as an ipywidget on any query over 2 s,
     # a widget in a cell not tagged `widgets`, with output that differs from run to run
     con.raw_sql("SET enable_progress_bar = false")
@@ -117,6 +123,90 @@ def _connect_duckdb(settings: EngineSettings, spill_dir: Path | None) -> BaseBac
     if settings.threads:
         con.raw_sql(f"SET threads = {int(settings.threads)}")
     return con
+
+
+#: Methods of Ibis' DuckDB backend that run a query (their errors are translated).
+_QUERY_METHODS = (
+    "raw_sql",
+    "execute",
+    "to_pyarrow",
+    "to_pyarrow_batches",
+    "to_pandas",
+    "create_table",
+    "insert",
+    "to_parquet",
+    "to_csv",
+)
+
+_USED = re.compile(r"\(([0-9.]+ [KMGT]i?B)\s*/\s*([0-9.]+ [KMGT]i?B) used\)")
+
+
+def memory_error_text(exc: BaseException, memory_limit: str | None) -> str | None:
+    """One line for an engine that ran out of memory, naming ``engine.memory_limit``;
+    None when ``exc`` is another error.
+
+    DuckDB's own message ends with advice in SQL (``SET memory_limit='...GB'``,
+    ``SET threads=X``) that a pilot-file user cannot apply; the line keeps what it
+    could not allocate and how much was in use, and names the pilot file's settings.
+    """
+    import duckdb
+
+    text = str(exc)
+    if not isinstance(exc, duckdb.OutOfMemoryException) and "out of memory error" not in (
+        text.lower()
+    ):
+        return None
+    used = _USED.search(text)
+    where = f" ({used.group(1)} of {used.group(2)} in use)" if used else ""
+    limit = f"engine.memory_limit is {memory_limit}" if memory_limit else "engine.memory_limit"
+    return (
+        f"the engine ran out of memory in a query{where}: {limit}. Raise engine.memory_limit "
+        "in the pilot file (engine: {memory_limit: 2GB}, within the machine's free memory), "
+        "or lower engine.threads"
+    )
+
+
+def _guarded(method: Any) -> Any:
+    import functools
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        import duckdb
+
+        try:
+            return method(self, *args, **kwargs)
+        except duckdb.OutOfMemoryException as exc:
+            from pilot_lib.errors import EngineMemoryError
+
+            text = memory_error_text(exc, getattr(self, "_memory_limit", None))
+            raise EngineMemoryError(text) from None
+
+    return run
+
+
+def guard_memory(con: BaseBackend, memory_limit: str | None) -> BaseBackend:
+    """Make every query of the Ibis DuckDB connection ``con`` raise
+    :class:`~pilot_lib.errors.EngineMemoryError` (one line naming ``engine.memory_limit``,
+    whose value is ``memory_limit``) instead of DuckDB's ``OutOfMemoryException``.
+
+    Returns ``con`` itself (its class becomes a subclass of Ibis' DuckDB backend whose
+    query methods translate the error; nothing else changes). A lazily read result
+    (``to_pyarrow_batches``) reports the error of its first batch only.
+    """
+    if con.name == "duckdb" and not hasattr(type(con), "_memory_guarded"):
+        con.__class__ = _guarded_duckdb_class(type(con))
+    con._memory_limit = memory_limit  # type: ignore[attr-defined]
+    return con
+
+
+@functools.cache
+def _guarded_duckdb_class(base: type) -> type:
+    """A subclass of Ibis' DuckDB backend whose query methods raise
+    :class:`~pilot_lib.errors.EngineMemoryError` for DuckDB's ``OutOfMemoryException``."""
+    methods = {m: _guarded(getattr(base, m)) for m in _QUERY_METHODS if hasattr(base, m)}
+    return type(
+        "MemoryGuardedDuckDB", (base,), {**methods, "__module__": __name__, "_memory_guarded": True}
+    )
 
 
 def _sql_text(text: str) -> str:

@@ -91,7 +91,9 @@ def connect() -> BaseBackend:
     Each call returns an independent connection; temporary tables and attached
     database files belong to the connection that created them.
     """
-    con = ibis.duckdb.connect()
+    from pilot_lib.ingest.engine import guard_memory
+
+    con = guard_memory(ibis.duckdb.connect(), None)
     con.raw_sql("SET enable_progress_bar = false")  # no ipywidget progress bar in notebooks
     return con
 

@@ -8,12 +8,19 @@ and writes, into one folder:
   ``_quarantine_rule`` column (null for a valid row). Phases read the valid
   rows (``_quarantine_rule IS NULL``); Parquet lets them read only the columns
   a query needs. On Spark it is a folder of part files written by Spark.
+  A log-sized data set read from large Parquet files already in its contract
+  types is held as a view instead (``storage: view`` in the manifest): the store
+  keeps ``<data set>.excluded.parquet``, the row number (and file) of every
+  quarantined row with its rule, and reads the input itself minus those rows;
+  the input's fingerprint pins it (docs/architecture.md, "Copy or view").
 - the quarantine: ``<quarantine_dir>/<data set>.parquet`` with the raw values
   of every row that broke a rule and the rule (only for data sets with such rows);
 - ``manifest.json``: the store's format, the package version, the engine, the
   pilot file's SHA-256, the fingerprint (size, modification time, SHA-256) of
-  every input file, rows / valid / quarantined per data set and rule, and the
-  rows each flag rule marks (kept and used, but counted: ``flags``).
+  every input file (the SHA-256 computed only when size or time changed since
+  the earlier manifest: ``fingerprints``), rows / valid / quarantined per data
+  set and rule, and the rows each flag rule marks (kept and used, but counted:
+  ``flags``).
 
 Parquet per data set (rather than one DuckDB database file) because both
 engines read and write it natively, several phase processes can read it at
@@ -87,13 +94,24 @@ __all__ = [
 ]
 
 #: Version of the store's layout; a store of another format is rebuilt.
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: data sets held as views beside copies (manifest "storage")
 MANIFEST = "manifest.json"
 
 _HASH_CHUNK = 1 << 20
 
 #: Data sets that can hold millions of rows: written in whatever order the engine likes.
-_LOG_SIZED = ("decisions", "cases")
+_LOG_SIZED = ("decisions", "cases", "tool_calls")
+
+
+#: A log-sized Parquet input already in contract types at least this large (bytes, all
+#: its files) is kept where it is: the store holds a view over it (the quarantined rows'
+#: row numbers beside it, the input's fingerprint pinning it) instead of a checked copy.
+#: Smaller inputs are copied (a copy costs little and keeps the store self-contained).
+VIEW_MIN_BYTES = 4 * 2**20
+
+#: The row identity of a view's input: the file (several files only) and the row in it.
+_ROW_FILE = "filename"
+_ROW_NUMBER = "file_row_number"
 
 
 class StoreError(WorkbookError):
@@ -171,15 +189,25 @@ def _files_of(pilot: Pilot, name: str) -> list[Path] | None:
     return None
 
 
+#: How the manifest states the fingerprint rule (``manifest["fingerprints"]["rule"]``).
+FINGERPRINT_RULE = (
+    "size and modification time (ns) of every input file; its SHA-256 is computed only "
+    "when one of them differs from the earlier store's manifest, and taken from it otherwise"
+)
+
+
 def input_fingerprints(
-    pilot: Pilot, known: dict[str, Any] | None = None
+    pilot: Pilot,
+    known: dict[str, Any] | None = None,
+    hashed: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per data set: the fingerprint of each input file, or ``{"uri": ...}`` for a URL.
 
     A file's fingerprint is its size, modification time (ns) and SHA-256. When a
     file's size and modification time equal those in ``known`` (an earlier
     manifest's ``inputs``), its SHA-256 is taken from there instead of re-read,
-    as git does for its index.
+    as git does for its index. ``hashed``, when given, receives the path of every
+    file whose SHA-256 was computed (read whole) by this call.
     """
     known = known or {}
     out: dict[str, dict[str, Any]] = {}
@@ -203,11 +231,23 @@ def input_fingerprints(
                 sha = old["sha256"]
             else:
                 sha = _sha256(path)
+                if hashed is not None:
+                    hashed.append(str(path))
             entries.append(
                 {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
             )
         out[name] = {"uri": None, "files": entries}
     return out
+
+
+def _fingerprint_note(inputs: dict[str, Any], hashed: list[str]) -> dict[str, Any]:
+    """The manifest's statement of how the inputs' fingerprints were taken."""
+    files = [f for v in inputs.values() for f in (v["files"] or []) if "sha256" in f]
+    return {
+        "rule": FINGERPRINT_RULE,
+        "sha256_computed": sorted(hashed),
+        "sha256_reused": len(files) - len(hashed),
+    }
 
 
 def _fingerprint(pilot: Pilot, engine: EngineSettings, inputs: dict[str, Any]) -> str:
@@ -284,6 +324,7 @@ def build_store(
     quarantine_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     reason: str = "",
+    _inputs: tuple[dict[str, Any], list[str]] | None = None,
 ) -> StoreInfo:
     """Read, type and check every data set once and write the checked evidence store.
 
@@ -337,7 +378,14 @@ def build_store(
         )
     overrides = overrides or {}
     started = time.perf_counter()
-    inputs = input_fingerprints(pilot)
+    if _inputs is not None:  # taken just now by ensure_store: not hashed twice
+        inputs, hashed = _inputs
+    else:
+        earlier = read_manifest(store_dir)
+        hashed = []
+        inputs = input_fingerprints(
+            pilot, known=(earlier or {}).get("inputs") if not overrides else None, hashed=hashed
+        )
     with _staging(store_dir) as tmp:
         spill = tmp / "spill"
         # the default quarantine lives in the store and moves with it
@@ -382,8 +430,14 @@ def build_store(
                     datasets[name]["traces"] = traced
                     continue
                 elif name in pilot.datasets:
-                    raw = open_dataset(pilot, name, con, text_columns=contract_columns(name))
                     shown = describe_source(pilot.datasets[name])
+                    files = _view_files(pilot, name, con)
+                    if files is not None:
+                        datasets[name] = _ingest_view(
+                            name, files, pilot, shown, con, tmp, store_dir, quarantine
+                        )
+                        continue
+                    raw = open_dataset(pilot, name, con, text_columns=contract_columns(name))
                 else:
                     continue
                 datasets[name] = _ingest_one(
@@ -404,6 +458,7 @@ def build_store(
             "inputs": inputs,
             "overrides": sorted(overrides),
             "fingerprint": _fingerprint(pilot, engine, inputs),
+            "fingerprints": _fingerprint_note(inputs, hashed),
             "datasets": datasets,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -543,6 +598,7 @@ def _ingest_one(
     quarantine: Path,
 ) -> dict[str, Any]:
     """Check one data set; write its checked rows and its quarantine. Returns its manifest entry."""
+    from pilot_lib.errors import EngineMemoryError
     from pilot_lib.ingest.contracts import engine_errors, flag_counts, validate_dataset
 
     split = validate_dataset(name, raw, pilot, source=shown, dedupe=False)
@@ -567,6 +623,8 @@ def _ingest_one(
                 shutil.rmtree(q_path)
             _write_quarantine(split.quarantined_from(checked), q_path)
         flags = flag_counts(name, split.valid_from(checked), pilot)
+    except EngineMemoryError as exc:
+        raise EngineMemoryError(f"data set {name!r} ({shown}): {exc}") from None
     except (*engine_errors(), *spark_errors()) as exc:
         _raise_write_failure(exc, name, quarantine)
         raise DataSourceError(
@@ -581,6 +639,7 @@ def _ingest_one(
     n_rows = int(counts["rows"].sum())
     return {
         "source": shown,
+        "storage": "copy",
         "file": target.name,
         "rows": n_rows,
         "valid": n_rows - n_bad,
@@ -595,6 +654,238 @@ def _ingest_one(
             else _relative(q_path, tmp if q_path.is_relative_to(tmp) else store_dir)
         ),
     }
+
+
+# ---- views over inputs already in contract types ----------------------------------------
+
+
+def _view_files(pilot: Pilot, name: str, con: BaseBackend) -> list[Path] | None:
+    """The input files the store can hold a view over instead of a copy, else None.
+
+    A view needs: DuckDB; a log-sized data set (one single-column unique key) read
+    from local Parquet files totalling at least :data:`VIEW_MIN_BYTES`; every
+    contract column it holds already in its contract type; no column named like
+    the row identity (``filename``, ``file_row_number``).
+    """
+    from pilot_lib.ingest.contracts import contract, in_contract_types
+    from pilot_lib.ingest.sources import infer_format
+
+    src = pilot.datasets[name]
+    if con.name != "duckdb" or name not in _LOG_SIZED or not src.path:
+        return None
+    if (src.format or infer_format(src.path)) != "parquet":
+        return None
+    schema = contract(name)
+    if schema.unique or sum(1 for c in schema.columns.values() if c.unique) != 1:
+        return None
+    files = _files_of(pilot, name)
+    if not files or not all(f.is_file() for f in files):
+        return None
+    if sum(f.stat().st_size for f in files) < VIEW_MIN_BYTES:
+        return None
+    try:
+        plain = con.read_parquet([str(f) for f in files])
+    except Exception:  # unreadable: the copy path reports it with its own message
+        return None
+    if _ROW_FILE in plain.columns or _ROW_NUMBER in plain.columns:
+        return None
+    return files if in_contract_types(name, plain) else None
+
+
+def _row_id(files: list[str] | list[Path]) -> list[str]:
+    return [_ROW_FILE, _ROW_NUMBER] if len(files) > 1 else [_ROW_NUMBER]
+
+
+def _open_rows(con: BaseBackend, files: list[str]) -> ir.Table:
+    """The input files with each row's identity (its row number, and its file if several)."""
+    return con.read_parquet(files, file_row_number=True, filename=len(files) > 1)
+
+
+def _ingest_view(
+    name: str,
+    files: list[Path],
+    pilot: Pilot,
+    shown: str,
+    con: BaseBackend,
+    tmp: Path,
+    store_dir: Path,
+    quarantine: Path,
+) -> dict[str, Any]:
+    """Check one data set that stays where it is; write the identities of its quarantined
+    rows (``<name>.excluded.parquet``: row id and rule) and its quarantine.
+
+    Pass 1, over every row: the contract's rules are evaluated and, in the same
+    aggregate, the rows are grouped by a 64-bit hash of the key; the hashes held by
+    more than one row or by a row that broke a rule come out (small). Only when some
+    did: the keys with those hashes are found (a scan of the key column), the rows
+    holding them (and every row without a key) are read into a temporary table
+    (:func:`_rows_of_marked_keys`), and the contract is checked there with its
+    duplicate rule: the rules are row by row, and every row of a repeated key is in
+    that table, so the result is exact (a hash collision only adds rows to it).
+    """
+    from pilot_lib.errors import EngineMemoryError
+    from pilot_lib.ingest.contracts import engine_errors, flag_counts, small_table, validate_dataset
+    from pilot_lib.ingest.engine import materialize
+
+    paths = [str(f) for f in files]
+    row_id = _row_id(paths)
+    rule = QUARANTINE_RULE_COLUMN
+    try:
+        raw = _open_rows(con, paths)
+        split = validate_dataset(name, raw, pilot, source=shown, dedupe=False)
+        ((key,), _label), *_ = split.keys
+        checked = split.checked.mutate(__key_hash=split.checked[key].hash())
+        marks = small_table(
+            checked.group_by("__key_hash")
+            .aggregate(__n=ibis._.count(), __bad=ibis._[rule].count())
+            .filter((ibis._.__n > 1) | (ibis._.__bad > 0))
+            .select("__key_hash")
+        )
+        excluded_path = tmp / f"{name}.excluded.parquet"
+        if int(marks.count().execute()):
+            subset = materialize(_rows_of_marked_keys(raw, key, marks), f"flagged_{name}")
+            # the rules are row by row, so a row breaks the same one here; every row of
+            # a repeated key is in the subset, so its duplicates are marked exactly
+            split = validate_dataset(name, subset, pilot, source=shown, dedupe=True)
+            bad = materialize(split.checked.filter(split.checked[rule].notnull()), f"bad_{name}")
+        else:
+            bad = split.checked.filter(ibis.literal(False))
+        _write(bad.select(*row_id, rule), excluded_path)
+        excluded = _read(con, excluded_path)
+        counts = excluded.group_by(rule=excluded[rule]).aggregate(rows=excluded.count()).execute()
+        n_rows = int(raw.count().execute())
+        n_bad = int(counts["rows"].sum()) if len(counts) else 0
+        q_cols = {k: v for k, v in split.quarantine_columns.items() if k not in row_id}
+        q_path = None
+        if n_bad:
+            quarantine.mkdir(parents=True, exist_ok=True)
+            q_path = quarantine / f"{name}.parquet"
+            if q_path.is_dir():
+                shutil.rmtree(q_path)
+            _write_quarantine(bad.select(**{out: bad[c] for out, c in q_cols.items()}), q_path)
+        valid_columns = [c for c in split.valid_columns if c not in row_id]
+        valid, _ = _view_tables(
+            con, name, paths, excluded if n_bad else None, valid_columns, q_cols
+        )
+        flags = flag_counts(name, valid, pilot)
+    except EngineMemoryError as exc:
+        raise EngineMemoryError(f"data set {name!r} ({shown}): {exc}") from None
+    except (*engine_errors(), *spark_errors()) as exc:
+        _raise_write_failure(exc, name, quarantine)
+        raise DataSourceError(
+            f"data set {name!r} ({shown}): reading or checking it failed: "
+            f"{error_text(exc)}. Check the file for malformed rows."
+        ) from exc
+    by_rule = counts[["rule", "rows"]].astype({"rows": "int64"}) if n_bad else counts
+    by_rule = by_rule.sort_values(["rows", "rule"], ascending=[False, True], kind="stable")
+    return {
+        "source": shown,
+        "storage": "view",
+        "file": excluded_path.name,
+        "view_of": paths,
+        "row_id": row_id,
+        "rows": n_rows,
+        "valid": n_rows - n_bad,
+        "quarantined": n_bad,
+        "by_rule": [{"rule": r, "rows": int(n)} for r, n in by_rule.itertuples(index=False)],
+        "flags": [{"flag": f, "rows": n} for f, n in flags.items()],
+        "valid_columns": valid_columns,
+        "quarantine_columns": q_cols,
+        "quarantine_file": (
+            None
+            if q_path is None
+            else _relative(q_path, tmp if q_path.is_relative_to(tmp) else store_dir)
+        ),
+    }
+
+
+#: At most this many repeated or broken keys are looked up by value (a filter the Parquet
+#: reader applies); more are found by a semi-join on their hashes (a scan of every column).
+_KEYS_BY_VALUE = 10_000
+
+
+def _rows_of_marked_keys(raw: ir.Table, key: str, marks: ir.Table) -> ir.Table:
+    """The rows of ``raw`` whose ``key`` hashes to one of ``marks.__key_hash``, and every
+    row without a key (small: the rows of repeated keys and of keys with a broken row).
+
+    The keys themselves come from a scan of the key column alone; the rows holding them
+    are then read with a filter on the key's values, which the Parquet reader applies
+    before it reads the other columns.
+    """
+    hashed = raw.select(key).mutate(__key_hash=raw[key].hash())
+    keys = hashed.semi_join(marks, "__key_hash").select(key).distinct()
+    values = keys.limit(_KEYS_BY_VALUE + 1).execute()[key]
+    if len(values) <= _KEYS_BY_VALUE:
+        found = [v for v in values.tolist() if pd.notna(v)]
+        wanted = raw[key].isnull()
+        if found:
+            wanted = wanted | raw[key].isin(found)
+        return raw.filter(wanted)
+    with_hash = raw.mutate(__key_hash=raw[key].hash())
+    return with_hash.semi_join(marks, "__key_hash").drop("__key_hash")
+
+
+def _view_tables(
+    con: BaseBackend,
+    name: str,
+    files: list[str],
+    excluded: ir.Table | None,
+    valid_columns: list[str],
+    quarantine_columns: dict[str, str],
+) -> tuple[ir.Table, ir.Table]:
+    """The valid and the quarantined rows of a view entry: the input typed by the contract,
+    without (valid) or with (quarantined) the rows listed in ``excluded``."""
+    from pilot_lib.ingest.contracts import typed_table
+
+    rows = typed_table(name, _open_rows(con, files))
+    rule = QUARANTINE_RULE_COLUMN
+    if excluded is None:  # nothing quarantined: the input as it is
+        valid = rows.select(*valid_columns)
+        quarantined = rows.filter(ibis.literal(False)).select(
+            **{
+                out: (ibis.null("string") if c == rule else rows[c])
+                for out, c in quarantine_columns.items()
+            }
+        )
+        return valid, quarantined
+    row_id = _row_id(files)
+    valid = rows.anti_join(excluded, row_id).select(*valid_columns)
+    joined = rows.inner_join(excluded.select(*row_id, __rule=excluded[rule]), row_id)
+    quarantined = joined.select(
+        **{
+            out: (joined["__rule"] if c == rule else joined[c])
+            for out, c in quarantine_columns.items()
+        }
+    )
+    return valid, quarantined
+
+
+def _check_pinned(store_dir: Path, manifest: dict[str, Any], name: str) -> None:
+    """Raise :class:`StoreError` when a view entry's input changed since the store was
+    built (size or modification time differ and so does the SHA-256)."""
+    pinned = {f["path"]: f for f in (manifest.get("inputs", {}).get(name) or {}).get("files") or []}
+    for path in manifest["datasets"][name]["view_of"]:
+        old = pinned.get(path)
+        try:
+            st = Path(path).stat()
+        except OSError:
+            st = None
+        same = (
+            old is not None
+            and st is not None
+            and (
+                old.get("size") == st.st_size
+                and old.get("mtime_ns") == st.st_mtime_ns
+                or old.get("size") == st.st_size
+                and _sha256(Path(path)) == old.get("sha256")
+            )
+        )
+        if not same:
+            raise StoreError(
+                f"the store at {store_dir} holds data set {name!r} as a view over {path}, "
+                "which changed (or is gone) since the store was built; rebuild it "
+                "(pilot-workbook validate, or pilot-workbook run builds a fresh one)"
+            )
 
 
 def _write_quarantine(table: ir.Table, path: Path) -> None:
@@ -639,30 +930,67 @@ def store_is_current(
     """Whether the store at ``store_dir`` holds this pilot file's data as it is now.
 
     Returns ``(current, reason)``; ``reason`` says what changed when it is not.
+    An input file whose size and modification time are those of the manifest is
+    not read; one whose size or time changed is hashed (its SHA-256 decides).
     """
-    engine = engine or pilot.engine
+    current, reason, _inputs, _hashed = _currency(pilot, store_dir, engine or pilot.engine)
+    return current, reason
+
+
+def _currency(
+    pilot: Pilot, store_dir: str | Path, engine: EngineSettings
+) -> tuple[bool, str, dict[str, Any] | None, list[str]]:
+    """:func:`store_is_current` plus the inputs' fingerprints now and the files it hashed."""
     manifest = read_manifest(store_dir)
     if manifest is None:
-        return False, "no store yet"
+        return False, "no store yet", None, []
     if manifest.get("format") != STORE_FORMAT or manifest.get("package_version") != __version__:
-        return False, "built by another version of the workbook"
+        return False, "built by another version of the workbook", None, []
     if manifest.get("overrides"):
-        return False, "the earlier store was built from in-memory data"
+        return False, "the earlier store was built from in-memory data", None, []
     if manifest.get("pilot_file_sha256") != pilot.file_hash:
-        return False, "the pilot file changed"
+        return False, "the pilot file changed", None, []
     if manifest.get("engine", {}).get("name") != engine.name:
-        return False, f"the engine changed to {engine.name}"
-    inputs = input_fingerprints(pilot, known=manifest.get("inputs"))
+        return False, f"the engine changed to {engine.name}", None, []
+    hashed: list[str] = []
+    inputs = input_fingerprints(pilot, known=manifest.get("inputs"), hashed=hashed)
     for name, entry in inputs.items():
         if entry["files"] is None:
-            return False, f"data set {name} is read from a URL, which has no fingerprint"
+            return (
+                False,
+                f"data set {name} is read from a URL, which has no fingerprint",
+                inputs,
+                hashed,
+            )
     if _fingerprint(pilot, engine, inputs) != manifest.get("fingerprint"):
-        changed = sorted(n for n in inputs if inputs[n] != manifest.get("inputs", {}).get(n))
-        return False, f"input files changed ({', '.join(changed) or 'data sets'})"
+        before = manifest.get("inputs", {})
+        changed = sorted(
+            n
+            for n in inputs
+            if [f.get("sha256") for f in inputs[n]["files"] or []]
+            != [f.get("sha256") for f in (before.get(n) or {}).get("files") or []]
+        )
+        return False, f"input files changed ({', '.join(changed) or 'data sets'})", inputs, hashed
     for name, entry in manifest.get("datasets", {}).items():
         if not (Path(store_dir) / entry["file"]).exists():
-            return False, f"the store's file for {name} is missing"
-    return True, ""
+            return False, f"the store's file for {name} is missing", inputs, hashed
+    return True, "", inputs, hashed
+
+
+def _refresh_times(store_dir: Path, inputs: dict[str, Any], hashed: list[str]) -> dict[str, Any]:
+    """Record the new modification times of input files that were touched but not changed
+    (their SHA-256 was recomputed and matched), so the next check does not hash them again.
+
+    The manifest is replaced atomically (a temporary file renamed over it).
+    """
+    manifest = read_manifest(store_dir)
+    assert manifest is not None
+    manifest["inputs"] = inputs
+    manifest["fingerprints"] = _fingerprint_note(inputs, hashed)
+    tmp = store_dir / f".{MANIFEST}.{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, store_dir / MANIFEST)
+    return manifest
 
 
 def ensure_store(
@@ -676,13 +1004,22 @@ def ensure_store(
     if not isinstance(pilot, Pilot):
         pilot = load_pilot(pilot)
     engine = engine or _engine_of_store(store_dir) or pilot.engine
-    current, reason = store_is_current(pilot, store_dir, engine)
+    current, reason, inputs, hashed = _currency(pilot, store_dir, engine)
     if current:
-        manifest = read_manifest(store_dir)
+        path = Path(store_dir).resolve()
+        if hashed and inputs is not None:  # touched, same content: remember the new times
+            manifest = _refresh_times(path, inputs, hashed)
+        else:
+            manifest = read_manifest(store_dir)
         assert manifest is not None
-        return StoreInfo(Path(store_dir).resolve(), manifest, "reused")
+        return StoreInfo(path, manifest, "reused")
     return build_store(
-        pilot, store_dir, engine=engine, quarantine_dir=quarantine_dir, reason=reason
+        pilot,
+        store_dir,
+        engine=engine,
+        quarantine_dir=quarantine_dir,
+        reason=reason,
+        _inputs=None if inputs is None else (inputs, hashed),
     )
 
 
@@ -747,13 +1084,20 @@ def open_store(
         entry = manifest["datasets"].get(name)
         if entry is None:
             continue
-        checked = _read(con, store_dir / entry["file"])
-        rule = checked[QUARANTINE_RULE_COLUMN]
-        data._valid[name] = checked.filter(rule.isnull()).select(*entry["valid_columns"])
         q_cols = entry["quarantine_columns"]
-        data._quarantined[name] = checked.filter(rule.notnull()).select(
-            **{out: checked[src] for out, src in q_cols.items()}
-        )
+        if entry.get("storage") == "view":
+            _check_pinned(store_dir, manifest, name)
+            excluded = _read(con, store_dir / entry["file"]) if entry["quarantined"] else None
+            data._valid[name], data._quarantined[name] = _view_tables(
+                con, name, entry["view_of"], excluded, entry["valid_columns"], q_cols
+            )
+        else:
+            checked = _read(con, store_dir / entry["file"])
+            rule = checked[QUARANTINE_RULE_COLUMN]
+            data._valid[name] = checked.filter(rule.isnull()).select(*entry["valid_columns"])
+            data._quarantined[name] = checked.filter(rule.notnull()).select(
+                **{out: checked[src] for out, src in q_cols.items()}
+            )
         q_file = entry.get("quarantine_file")
         data.checks[name] = DatasetCheck(
             name=name,
