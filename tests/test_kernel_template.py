@@ -61,7 +61,7 @@ def test_a_kernel_forked_from_the_template_is_an_ordinary_kernel(tmp_path: Path)
     template.start()
     km = _kernel_manager_class()(kernel_name="python3")
     km.kernel_template = template
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115
     try:
         asyncio.run(
             km.start_kernel(
