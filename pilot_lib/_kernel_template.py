@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from typing import Any
 
 #: Set in the template's environment by the runner: the socket's file descriptor.
@@ -71,9 +72,39 @@ KERNEL_MODULES = (
 PACKAGES = ("pilot_lib.analysis", "pilot_lib.report")
 
 
+#: Python warnings the imports raised in the template: each forked kernel shows them
+#: again once its own warning set-up runs (:func:`replay_warnings`), so they reach the
+#: run's ``warnings.log`` as a spawned kernel's would, never the console.
+_IMPORT_WARNINGS: list[warnings.WarningMessage] = []
+
+
+def replay_warnings() -> None:
+    """Show the warnings the template's imports raised (in a forked kernel: after
+    :func:`pilot_lib._kernel.setup`, which routes them to ``warnings.log``)."""
+    for w in _IMPORT_WARNINGS:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    _IMPORT_WARNINGS.clear()
+
+
+#: The kernel argument that runs :func:`replay_warnings` (after the runner's own exec line).
+REPLAY_EXEC_LINE = (
+    "--IPKernelApp.exec_lines=__import__('pilot_lib._kernel_template', "
+    "fromlist=['replay_warnings']).replay_warnings()"
+)
+
+
 def _preload(wanted: list[list[Any]], everything: bool = True) -> list[str]:
     """Import the notebooks' modules and (``everything``) the kernel's and the workbook's
-    (best effort); the names that failed."""
+    (best effort); the names that failed. Warnings raised meanwhile are kept for the
+    kernels (:data:`_IMPORT_WARNINGS`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        failed = _import_all(wanted, everything)
+    _IMPORT_WARNINGS.extend(caught)
+    return failed
+
+
+def _import_all(wanted: list[list[Any]], everything: bool) -> list[str]:
     failed = []
     for module, names in [[m, []] for m in KERNEL_MODULES if everything] + wanted:
         for name in (module, *(f"{module}.{n}" for n in names)):
@@ -140,6 +171,8 @@ def _child(request: dict[str, Any], err_fd: int | None, template_pid: int, start
             *request["argv"],
             f"--IPKernelApp.parent_handle={template_pid}",
         ]
+        if _IMPORT_WARNINGS:
+            sys.argv.append(REPLAY_EXEC_LINE)
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance()
@@ -455,4 +488,8 @@ class KernelTemplate:
 
 
 if __name__ == "__main__":
-    main()
+    # run as the package's module, not as __main__: a forked kernel imports
+    # pilot_lib._kernel_template and must find the template's state there (its warnings)
+    from pilot_lib._kernel_template import main as _main
+
+    _main()

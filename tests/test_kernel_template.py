@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from pilot_lib._kernel import WARNINGS_LOG
 from pilot_lib._kernel_template import KernelTemplate, TemplateUnavailable
 from pilot_lib.runner import (
+    KERNEL_ARGUMENTS,
     PHASE_NOTEBOOKS,
     _kernel_manager_class,
     _kernel_python,
@@ -54,10 +56,20 @@ def _run_in_kernel(km: Any, code: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_kernel_forked_from_the_template_is_an_ordinary_kernel(tmp_path: Path) -> None:
+def test_a_kernel_forked_from_the_template_is_an_ordinary_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     python = _kernel_python("python3")
     assert python == sys.executable
-    template = KernelTemplate(python, [["json", []]], everything=False)
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "warns_at_import_i19.py").write_text(
+        "import warnings\nwarnings.warn('a note at import', FutureWarning)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(mods))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    template = KernelTemplate(python, [["warns_at_import_i19", []]], everything=False)
     template.start()
     km = _kernel_manager_class()(kernel_name="python3")
     km.kernel_template = template
@@ -65,7 +77,10 @@ def test_a_kernel_forked_from_the_template_is_an_ordinary_kernel(tmp_path: Path)
     try:
         asyncio.run(
             km.start_kernel(
-                cwd=str(tmp_path), stderr=log, env=dict(os.environ, PILOT_TEMPLATE_TEST="yes")
+                extra_arguments=list(KERNEL_ARGUMENTS),
+                cwd=str(run_dir),
+                stderr=log,
+                env=dict(os.environ, PILOT_TEMPLATE_TEST="yes"),
             )
         )
         pid = km.provisioner.pid
@@ -74,13 +89,18 @@ def test_a_kernel_forked_from_the_template_is_an_ordinary_kernel(tmp_path: Path)
             km,
             "import os, sys\n"
             "print(os.getppid(), os.getpgid(0), os.getcwd(), os.environ['PILOT_TEMPLATE_TEST'])\n"
-            "print(sys.argv[0].endswith('ipykernel_launcher.py'), '' in sys.path)",
+            "print(sys.argv[0].endswith('ipykernel_launcher.py'), '' in sys.path,\n"
+            "      'warns_at_import_i19' in sys.modules)",
         )
         ppid, pgid, cwd, env, *_ = out.split()
         # the template's child, in its own process group, in the folder and environment asked
         assert int(ppid) == template.pid and int(pgid) == pid
-        assert Path(cwd) == tmp_path.resolve() and env == "yes"
-        assert out.split("\n")[1] == "True True"  # argv and sys.path as ipykernel_launcher's
+        assert Path(cwd) == run_dir.resolve() and env == "yes"
+        # argv and sys.path as ipykernel_launcher's; the module imported once, in the template
+        assert out.split("\n")[1] == "True True True"
+        # the warning the template's import raised is the kernel's: in warnings.log, as a
+        # spawned kernel's would be, not on the console
+        assert "FutureWarning: a note at import" in (run_dir / WARNINGS_LOG).read_text()
         assert asyncio.run(km.is_alive())
         os.killpg(pid, signal.SIGKILL)  # as the runner's Ctrl-C does
         deadline = time.monotonic() + 10
@@ -88,6 +108,8 @@ def test_a_kernel_forked_from_the_template_is_an_ordinary_kernel(tmp_path: Path)
             time.sleep(0.05)
         assert not asyncio.run(km.is_alive())
         assert km.provisioner.process.poll() == -signal.SIGKILL  # the template's notice
+        log.seek(0)
+        assert log.read() == b""  # nothing on the kernel's stderr
     finally:
         asyncio.run(km.shutdown_kernel(now=True))
         template.close()
