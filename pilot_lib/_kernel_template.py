@@ -268,7 +268,12 @@ def main() -> None:
         del sys.path[0]
     sock = socket.socket(fileno=int(os.environ.pop(SOCKET_ENV)))
     options = json.loads(sys.stdin.readline() or "{}")
-    serve(sock, options.get("modules", []), bool(options.get("everything", True)))
+    try:
+        serve(sock, options.get("modules", []), bool(options.get("everything", True)))
+    finally:
+        # no interpreter tear-down: with pandas, DuckDB and matplotlib loaded it costs
+        # seconds at the end of every run, and the template holds nothing to flush
+        os._exit(0)
 
 
 # ---- the runner's side ------------------------------------------------------------------
