@@ -326,9 +326,45 @@ def _kernel_manager_class() -> type:
         control_channel_class = Type(SlicedPollChannel)
 
     class BatchKernelManager(AsyncKernelManager):
+        #: The run's :class:`~pilot_lib._kernel_template.KernelTemplate` (set by the runner),
+        #: or None: then the kernel is spawned as jupyter_client does.
+        kernel_template: Any = None
+        #: Set by the runner: an event that stops a wait for the template (Ctrl-C).
+        cancelled: Any = None
+
         @default("client_factory")
         def _client_factory_default(self) -> type:
             return SlicedPollClient
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            template = self.kernel_template
+            provisioner = self.provisioner
+            if template is None or provisioner is None or not template.can_fork(kernel_cmd):
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            import asyncio
+
+            from pilot_lib._kernel_template import TemplateUnavailable
+
+            try:
+                process = await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    functools.partial(
+                        template.launch,
+                        kernel_cmd,
+                        cwd=str(kw.get("cwd") or os.getcwd()),
+                        env=dict(kw.get("env") or os.environ),
+                        stderr=kw.get("stderr"),
+                        timeout=WARM_UP_TIMEOUT,
+                        cancelled=self.cancelled,
+                    ),
+                )
+            except TemplateUnavailable:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            provisioner.process = process
+            provisioner.pid = process.pid
+            provisioner.pgid = process.pid  # the child made its own session
+            provisioner.cwd = kw.get("cwd")
+            self._reconcile_connection_info(provisioner.connection_info)
 
         async def _async_interrupt_kernel(self) -> None:
             if self.shutting_down:
@@ -514,25 +550,21 @@ def _engine_name() -> str:
 #: Modules a phase imports only once it runs (opening the store), per engine.
 _LATE_IMPORTS: dict[str, tuple[str, ...]] = {
     "duckdb": ("pilot_lib.ingest.store", "ibis.backends.duckdb"),
-    "spark": ("pilot_lib.ingest.store", "ibis.backends.pyspark"),
+    "spark": ("pilot_lib.ingest.store", "ibis.backends.pyspark", "pyspark.sql.connect.session"),
 }
 
 
 @functools.cache
-def _warm_up_code(notebook: Path, engine: str | None = None) -> str | None:
-    """Code that imports, silently, the modules ``notebook`` imports (names bound: none).
-
-    Run on a fresh kernel while the notebook still waits for its input (the
-    store, the earlier phases), it moves the imports (a second or two of a
-    phase) off the critical path: the notebook's own import lines then find the
-    modules loaded. Nothing is defined in the kernel's namespace, so a notebook
-    that lacks an import still fails as it would. ``engine`` adds the modules
-    that opening the store imports later.
-    """
+def _notebook_imports(
+    notebook: Path, engine: str | None = None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The ``(module, names)`` pairs ``notebook``'s code cells import (absolute imports only);
+    ``engine`` adds the modules that opening the store imports later. Empty when the
+    notebook cannot be read."""
     try:
         cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
-        return None
+        return ()
     wanted: list[tuple[str, tuple[str, ...]]] = []
     for cell in cells:
         if cell.get("cell_type") != "code":
@@ -548,10 +580,26 @@ def _warm_up_code(notebook: Path, engine: str | None = None) -> str | None:
                 wanted += [(alias.name, ()) for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 wanted.append((node.module, tuple(a.name for a in node.names if a.name != "*")))
-    if not wanted:
-        return None
     if engine and any(module.startswith("pilot_lib") for module, _ in wanted):
         wanted += [(module, ()) for module in _LATE_IMPORTS.get(engine, ())]
+    return tuple(wanted)
+
+
+@functools.cache
+def _warm_up_code(notebook: Path, engine: str | None = None) -> str | None:
+    """Code that imports, silently, the modules ``notebook`` imports (names bound: none).
+
+    Run on a fresh kernel while the notebook still waits for its input (the
+    store, the earlier phases), it moves the imports (a second or two of a
+    phase) off the critical path: the notebook's own import lines then find the
+    modules loaded (in a kernel forked from the run's template, most already are).
+    Nothing is defined in the kernel's namespace, so a notebook that lacks an
+    import still fails as it would. ``engine`` adds the modules that opening the
+    store imports later.
+    """
+    wanted = list(_notebook_imports(notebook, engine))
+    if not wanted:
+        return None
     return (
         "def __pilot_workbook_warm_up(wanted):\n"
         "    import importlib\n"
@@ -564,6 +612,42 @@ def _warm_up_code(notebook: Path, engine: str | None = None) -> str | None:
         f"__pilot_workbook_warm_up({wanted!r})\n"
         "del __pilot_workbook_warm_up\n"
     )
+
+
+#: In a Spark run's folder: the ``sc://`` URL of the run's shared Spark session.
+SPARK_URL_FILE = ".spark-connect-url"
+
+#: In a Spark run's folder: the console output of the run's Spark JVM.
+SPARK_LOG_FILE = "spark.log"
+
+#: ``PILOT_WORKBOOK_FORK_KERNELS=0`` spawns every phase kernel afresh (no template).
+FORK_KERNELS_ENV = "PILOT_WORKBOOK_FORK_KERNELS"
+
+
+def _fork_kernels_enabled() -> bool:
+    """Whether phase kernels are forked from a template (POSIX with ``fork``; not opted out)."""
+    if os.environ.get(FORK_KERNELS_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    import socket
+
+    return hasattr(os, "fork") and hasattr(socket, "send_fds") and sys.platform != "win32"
+
+
+def _kernel_python(kernel_name: str) -> str | None:
+    """The interpreter kernel spec ``kernel_name`` runs with ``-m ipykernel_launcher``
+    (``python`` meaning this one, as jupyter_client reads it), or None for another kernel."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        argv = list(KernelSpecManager().get_kernel_spec(kernel_name).argv)
+    except Exception:
+        return None
+    if len(argv) < 3 or argv[1:3] != ["-m", "ipykernel_launcher"]:
+        return None
+    major, minor = sys.version_info[:2]
+    if argv[0] in ("python", f"python{major}", f"python{major}.{minor}"):
+        return sys.executable
+    return argv[0]
 
 
 def _last_line(log: Any) -> str:
@@ -691,6 +775,9 @@ class _KernelTask:
             # the kernel's stderr (its reason if it dies); closed when the kernel is gone
             log = tempfile.TemporaryFile()  # noqa: SIM115
             km = self.batch.kernel_manager_class(kernel_name=self.batch.kernel_name)
+            if self.batch.template is not None and hasattr(km, "kernel_template"):
+                km.kernel_template = self.batch.template
+                km.cancelled = self.batch.cancelled
             with self._lock:
                 self._kms.append(km)
             kc = None
@@ -699,6 +786,7 @@ class _KernelTask:
                     extra_arguments=list(KERNEL_ARGUMENTS),
                     cwd=str(self.state.run_dir),
                     stderr=log,
+                    env=self._kernel_env(),
                 )
                 if self.batch.cancelled.is_set():
                     _kill_kernel(km)
@@ -723,6 +811,16 @@ class _KernelTask:
             finally:
                 if kc is not None:
                     kc.stop_channels()
+
+    def _kernel_env(self) -> dict[str, str]:
+        """The kernel's environment: the runner's, and on Spark where to find the run's
+        shared session (read when the notebook opens the store, after the ingest)."""
+        env = dict(os.environ)
+        if self.state.engine == "spark" and self.state.run_dir is not None:
+            from pilot_lib.ingest.engine import SHARED_SPARK_ENV
+
+            env[SHARED_SPARK_ENV] = str(self.state.run_dir / SPARK_URL_FILE)
+        return env
 
     def _reason(self, exc: BaseException, log: Any) -> str:
         said = _last_line(log)
@@ -909,6 +1007,7 @@ class _Batch:
         self.export_queue: list[tuple[_PilotState, PhaseRun]] = []
         self.export_busy = False
         self.threads: list[threading.Thread] = []
+        self.template: Any = None  # the run's kernel template, started with the first ingest
         ids = list(run_ids) if run_ids is not None else [None] * len(pilots)
         self.states = []
         for i, p in enumerate(pilots):
@@ -932,7 +1031,9 @@ class _Batch:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> list[PilotRun]:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
+            cleanup.callback(self._close_template)
+            self._start_template(self._first_engine())
             try:
                 while not all(s.finished for s in self.states):
                     self._dispatch()
@@ -953,6 +1054,49 @@ class _Batch:
                 self._abort("failed", f"the runner stopped: {type(exc).__name__}: {exc}")
                 raise
             return self._outcomes()
+
+    # -- the kernel template ------------------------------------------------------
+
+    def _start_template(self, engine: str | None) -> None:
+        """Start the run's kernel template (once): a process that imports what every phase
+        notebook imports, then forks each phase's kernel (:mod:`pilot_lib._kernel_template`).
+        Not started when ``PILOT_WORKBOOK_FORK_KERNELS=0``, without ``fork``, or when the
+        kernel manager is not the runner's own (a custom one spawns its kernels)."""
+        if self.template is not None or not _fork_kernels_enabled():
+            return
+        if getattr(self.kernel_manager_class, "kernel_template", "absent") is not None:
+            return
+        python = _kernel_python(self.kernel_name)
+        if python is None:
+            return
+        from pilot_lib._kernel_template import KernelTemplate
+
+        modules: dict[str, list[str]] = {}
+        for phase in self.phase_list:
+            notebook = self.nb_dir / PHASE_NOTEBOOKS[phase][1]
+            for module, names in _notebook_imports(
+                notebook, None if phase == GATE_PHASE else engine
+            ):
+                known = modules.setdefault(module, [])
+                known += [n for n in names if n not in known]
+        self.template = KernelTemplate(python, [[m, n] for m, n in modules.items()])
+        self.template.start()
+
+    def _first_engine(self) -> str | None:
+        """The engine of the first pilot (the template imports its modules); None if unknown."""
+        if self.spark_master:
+            return "spark"
+        if self.engine:
+            return self.engine
+        with contextlib.suppress(Exception):
+            return load_pilot(self.states[0].pilot_file).engine.name
+        return None
+
+    def _close_template(self) -> None:
+        if self.template is not None:
+            with contextlib.suppress(Exception):
+                self.template.close()
+            self.template = None
 
     def _outcomes(self) -> list[PilotRun]:
         out = []
@@ -1139,24 +1283,38 @@ class _Batch:
         from pilot_lib.ingest.store import _disconnect, build_store, open_store
 
         assert s.loaded is not None and s.run_dir is not None
+        settings = self._engine_settings(s)
+        if settings.name == "spark":
+            self._share_spark(s, settings)
         info = build_store(
             s.loaded,
             s.run_dir / "store",
-            engine=self._engine_settings(s),
+            engine=settings,
             quarantine_dir=s.run_dir / "quarantine",
         )
         # the shared aggregates, once per store: the phase kernels read them side by side
         # (DuckDB; a Spark session computes them in each kernel rather than start here)
-        engine = self._engine_settings(s)
-        if engine.name == "duckdb":
+        if settings.name == "duckdb":
             from pilot_lib.ingest.engine import connect_engine
 
-            data = open_store(s.run_dir / "store", s.loaded, con=connect_engine(engine))
+            data = open_store(s.run_dir / "store", s.loaded, con=connect_engine(settings))
             try:
                 write_aggregates(s.run_dir / "store", data)
             finally:
                 _disconnect(data.con)
         return info
+
+    def _share_spark(self, s: _PilotState, settings: Any) -> None:
+        """Start the run's one Spark session here (its JVM's console output in
+        ``<run>/spark.log``), serving Spark Connect to the phase kernels: they connect to
+        it (``<run>/`` :data:`SPARK_URL_FILE`) instead of each starting a JVM. When it
+        cannot be shared, the store is built as before and each kernel starts its own."""
+        from pilot_lib.ingest.engine import start_shared_spark
+
+        assert s.run_dir is not None
+        url = start_shared_spark(settings, s.run_dir / SPARK_LOG_FILE)
+        if url:
+            atomic_write_text(s.run_dir / SPARK_URL_FILE, url + "\n")
 
     def _start_task(self, s: _PilotState, ph: PhaseRun) -> None:
         task = _KernelTask(self, s, ph)

@@ -821,6 +821,16 @@ def test_an_unreachable_spark_connect_url_is_one_clear_error(spark: SparkSession
 
 
 @pytest.mark.skipif(_connect_extra_installed(), reason="pyspark's connect extra is installed")
+def _connect_extra_installed() -> bool:
+    from pilot_lib.ingest.engine import _connect_extra_missing
+
+    return _connect_extra_missing() is None
+
+
+@pytest.mark.skipif(
+    _connect_extra_installed(),
+    reason="pyspark's connect extra is installed (the spark extra installs it): nothing missing",
+)
 def test_spark_connect_without_the_connect_extra_names_the_extra(spark: SparkSession) -> None:
     with socket.socket() as server:  # something answers, so only the extra is missing
         server.bind(("127.0.0.1", 0))

@@ -36,6 +36,7 @@ from pilot_lib.config import EngineSettings
 from pilot_lib.errors import DataSourceError
 
 __all__ = [
+    "SHARED_SPARK_ENV",
     "connect_engine",
     "engine_label",
     "error_text",
@@ -43,7 +44,9 @@ __all__ = [
     "materialize",
     "memory_error_text",
     "resolve_engine",
+    "shared_spark_url",
     "spark_errors",
+    "start_shared_spark",
 ]
 
 #: Default Spark master for a session the workbook starts itself.
@@ -290,6 +293,7 @@ def _connect_spark(settings: EngineSettings) -> BaseBackend:
     """
     master = (settings.master or DEFAULT_SPARK_MASTER).strip()
     _check_master_url(master)
+    master = shared_spark_url(master) or master
     try:
         import ibis
         from pyspark.sql import SparkSession
@@ -541,24 +545,31 @@ def _start_failure(master: str, exc: BaseException) -> str:
     )
 
 
+def _session_conf(master: str) -> dict[str, str]:
+    """The settings of a session the workbook starts: UTC, no UI, no progress bars."""
+    conf = {
+        "spark.master": master,
+        "spark.app.name": "pilot-workbook",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        # no progress bars on the console (they land in notebook outputs and CLI logs)
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "8",
+    }
+    if _LOCAL.fullmatch(master):
+        # a local session talks to itself only: loopback, whatever the host name resolves to
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    return conf
+
+
 def _spark_session(session_class: Any, master: str) -> Any:
     """A new session (nothing runs yet in this process): UTC, no UI, quiet logs."""
     if master.startswith("sc://"):
         return session_class.builder.remote(master).getOrCreate()
-    builder = (
-        session_class.builder.master(master)
-        .appName("pilot-workbook")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        # no progress bars on the console (they land in notebook outputs and CLI logs)
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-    )
-    if _LOCAL.fullmatch(master):
-        # a local session talks to itself only: loopback, whatever the host name resolves to
-        builder = builder.config("spark.driver.host", "127.0.0.1").config(
-            "spark.driver.bindAddress", "127.0.0.1"
-        )
+    builder = session_class.builder
+    for key, value in _session_conf(master).items():
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     # Spark's own log (task failures with Java stack traces) stays off the console: an
     # error reaches the user as one DataSourceError; setLogLevel("WARN") shows it again
@@ -579,3 +590,108 @@ def materialize(expr: Any, prefix: str = "stage") -> Any:
     if backend.name == "duckdb":
         return backend.create_table(ibis_util.gen_name(prefix), expr, temp=True)
     return expr.cache()
+
+
+# ---- one Spark session for a whole run ---------------------------------------------------
+
+#: Set by the runner in a phase kernel's environment: the file (in the run folder) that
+#: holds the ``sc://`` URL of the run's shared Spark session once it runs.
+SHARED_SPARK_ENV = "PILOT_WORKBOOK_SPARK_SHARED"
+
+#: The run's shared session started in this process: (master, sc:// URL).
+_SHARED: tuple[str, str] | None = None
+
+#: Longest wait for the shared session's Spark Connect service to answer (seconds).
+_SHARED_START_TIMEOUT = 120.0
+
+
+def shared_spark_url(master: str) -> str | None:
+    """The ``sc://`` URL of the run's shared Spark session, for a phase kernel the runner
+    started (:data:`SHARED_SPARK_ENV`), or None: then the kernel starts its own session on
+    ``master``, as a notebook an analyst opens does. A ``master`` that is already a Spark
+    Connect URL is kept."""
+    path = os.environ.get(SHARED_SPARK_ENV)
+    if not path or master.startswith("sc://"):
+        return None
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return url if url.startswith("sc://") and _connect_address(url) else None
+
+
+def _connect_jar() -> Path | None:
+    """pyspark's Spark Connect server jar (bundled from Spark 4.0), or None."""
+    try:
+        import pyspark
+    except ImportError:
+        return None
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("spark-connect_*.jar"))
+    return jars[0] if jars else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_shared_spark(settings: EngineSettings, log_file: Path) -> str | None:
+    """Start this process's Spark session for a whole run, serving Spark Connect on a
+    loopback port, and return its ``sc://`` URL; None when it cannot be shared.
+
+    One JVM per run instead of one per phase kernel: the runner builds the store on
+    this session and every phase kernel connects to it (:func:`shared_spark_url`).
+    The JVM's own console output (``NativeCodeLoader``, log-level notes, Java
+    warnings) goes to ``log_file``, not the console. None (the kernels then start their
+    own sessions, as before) when the master is already a Spark Connect URL, when pyspark
+    lacks the Spark Connect server (before 4.0) or its ``connect`` extra, or when a Spark
+    session not started here already runs in this process. A session that fails to start
+    raises :class:`DataSourceError` as :func:`connect_engine` does.
+    """
+    global _SHARED
+    master = (settings.master or DEFAULT_SPARK_MASTER).strip()
+    _check_master_url(master)
+    if master.startswith("sc://"):
+        return None
+    if _SHARED is not None:
+        return _SHARED[1] if _SHARED[0] == master else None
+    try:
+        from pyspark import SparkConf, SparkContext
+        from pyspark.java_gateway import launch_gateway
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    if SparkContext._active_spark_context is not None or _connect_jar() is None:
+        return None
+    if _connect_extra_missing() is not None:
+        return None
+    _preflight(master)
+    port = _free_port()
+    conf = SparkConf()
+    for key, value in _session_conf(master).items():
+        conf.set(key, value)
+    conf.set("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+    conf.set("spark.connect.grpc.binding.address", "127.0.0.1")
+    conf.set("spark.connect.grpc.binding.port", str(port))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log_file.open("ab") as log:
+            gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
+        SparkContext._ensure_initialized(gateway=gateway, conf=conf)
+        session = SparkSession.builder.config(conf=conf).getOrCreate()
+        session.sparkContext.setLogLevel("FATAL")
+    except Exception as exc:
+        raise DataSourceError(_start_failure(master, exc)) from exc
+    url = f"sc://127.0.0.1:{port}"
+    import time
+
+    deadline = time.monotonic() + _SHARED_START_TIMEOUT
+    while _unreachable("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            return None  # the session runs (the store is built on it); kernels start their own
+        time.sleep(0.2)
+    _SHARED = (master, url)
+    return url
