@@ -160,6 +160,11 @@ KPI_COLUMNS = [
     "cluster_by",
     "low_iid",
     "high_iid",
+    "interval_method",
+    "low_cr1",
+    "high_cr1",
+    "loo_low",
+    "loo_high",
 ]
 
 _WEEKLY_COLUMNS = [
@@ -614,6 +619,11 @@ class _Figure:
     cluster_by: str = "none"
     low_iid: float = math.nan  # the interval if the units were independent
     high_iid: float = math.nan
+    interval_method: str = "cr1"  # "cr1" or "few-cluster bootstrap" (what low/high are)
+    low_cr1: float = math.nan  # the CR1 + t(G - 1) interval, kept beside the bootstrap's
+    high_cr1: float = math.nan
+    loo_low: float = math.nan  # lowest lower / highest upper CR1 bound leaving out one cluster
+    loo_high: float = math.nan
 
 
 def _no_data(kpi: str, reason: str, method: str, n: int = 0) -> _Figure:
@@ -627,6 +637,7 @@ class _Clustering:
     level: str = "none"
     sums: dict[str, clustered.ClusterSums] = field(default_factory=dict)
     note: str = ""  # e.g. a fallback from user to case
+    few: int = clustered.FEW_CLUSTERS  # below this many clusters: the few-cluster bootstrap
 
     @property
     def noun(self) -> str:
@@ -666,8 +677,24 @@ def _with_clustering(
         fig.estimate, se, sums.clusters, (fig.low, fig.high), se_iid, confidence, bounds
     )
     fig.low, fig.high = ci.low, ci.high
+    fig.low_cr1, fig.high_cr1 = ci.low, ci.high
     fig.se, fig.design_effect, fig.clusters = ci.se, ci.design_effect, ci.clusters
     extra = []
+    if sums.totals and 2 < sums.clusters < clustering.few:
+        few = clustered.few_cluster_interval(sums.totals, sums.counts, confidence, bounds)
+        if math.isfinite(few.low) and math.isfinite(few.high):
+            low = few.low if not math.isfinite(fig.low_iid) else min(few.low, fig.low_iid)
+            high = few.high if not math.isfinite(fig.high_iid) else max(few.high, fig.high_iid)
+            fig.low, fig.high = low, high
+            fig.interval_method = "few-cluster bootstrap"
+            fig.method += (
+                f"; fewer than {clustering.few} {clustering.noun}: judged with the restricted "
+                f"wild cluster bootstrap-t (Webb weights, {few.reps:,} seeded replications), "
+                "never narrower than the independent interval; CR1 kept beside it"
+            )
+        fig.loo_low, fig.loo_high = clustered.leave_one_out_bounds(
+            sums.totals, sums.counts, confidence, bounds
+        )
     if clustering.note:
         extra.append(clustering.note)
     if sums.clusters < 2:
@@ -753,6 +780,11 @@ def _kpi_frame(pilot: Pilot, figures: list[_Figure]) -> pd.DataFrame:
                 "cluster_by": f.cluster_by,
                 "low_iid": float(f.low_iid),
                 "high_iid": float(f.high_iid),
+                "interval_method": f.interval_method,
+                "low_cr1": float(f.low_cr1),
+                "high_cr1": float(f.high_cr1),
+                "loo_low": float(f.loo_low),
+                "loo_high": float(f.loo_high),
             }
         )
     frame = pd.DataFrame(rows, columns=KPI_COLUMNS)
