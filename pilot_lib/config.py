@@ -555,11 +555,26 @@ class StatisticsSettings(_Strict):
     - ``interim``: ``true`` for a look before the window's end: intervals become
       anytime-valid confidence sequences, so weekly looks do not inflate the
       chance of a false GO. ``pilot-workbook run --interim`` sets it for one run.
+    - ``few_clusters``: below this many clusters a rate or cost per decision is
+      judged with the restricted wild cluster bootstrap-t (Webb weights, seeded),
+      CR1 kept beside it (default 30; docs/decisions.md, "Few clusters").
+    - ``fragile_margin_se``: a PASS whose bound clears its threshold by less than
+      this many standard errors is "PASS (fragile)" (default 0.5); so is one that
+      CR1 and the bootstrap judge differently or that does not survive leaving
+      out any one week.
+    - ``missed_not_shown``: what a FAIL decides when its estimate misses the
+      threshold but its interval still holds it ("missed, but not shown to
+      miss"): ``EXTEND`` (default: collect the advised data; a NO-GO on a point
+      estimate would be wrong about half the time when the truth sits on the
+      threshold) or ``NO-GO`` (the estimate alone stops the pilot).
     """
 
     cluster_by: Literal["week", "user", "case", "none"] = "week"
     power: float = Field(default=0.80, ge=0.5, lt=1)
     interim: bool = False
+    few_clusters: int = Field(default=30, ge=3)
+    fragile_margin_se: float = Field(default=0.5, ge=0)
+    missed_not_shown: Literal["EXTEND", "NO-GO"] = "EXTEND"
 
 
 class AuditTrailSettings(_Strict):

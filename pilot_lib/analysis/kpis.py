@@ -508,7 +508,9 @@ def compute_kpis_from_tables(
     empty_reason = f"no decisions in the pilot window ({window_text})"
 
     cluster_by = pilot.statistics.cluster_by
-    clustering = _decision_clustering(window, cluster_by, rate, pilot.confidence_threshold, totals)
+    clustering = _decision_clustering(
+        window, cluster_by, rate, pilot.confidence_threshold, totals, pilot.statistics.few_clusters
+    )
     completion, completion_figs = _completion(totals, confidence, empty_reason, clustering)
     reasons = _escalation_by_reason(window, totals, confidence)
     escalation_fig = _proportion_figure(
@@ -862,8 +864,10 @@ def _decision_clustering(
     rate: float,
     confidence_threshold: float,
     totals: dict[str, Any],
+    few: int = clustered.FEW_CLUSTERS,
 ) -> _Clustering:
-    """The engine's cluster sums for every decision-log figure (one aggregate, one row back)."""
+    """The engine's cluster sums for every decision-log figure (one aggregate, one row back;
+    with fewer than ``few`` clusters, the per-cluster sums too)."""
     key, level, note = clustered.decision_cluster_key(t, cluster_by)
     if key is None or totals["decisions"] == 0:
         return _Clustering(level, {}, note)
@@ -892,7 +896,8 @@ def _decision_clustering(
             totals["cost_mean"] if totals["cost_n"] else 0.0,
         ),
     }
-    return _Clustering(level, clustered.cluster_residual_sums(t, key, figures), note)
+    sums = clustered.cluster_residual_sums(t, key, figures, keep_below=few)
+    return _Clustering(level, sums, note, few)
 
 
 def _int(value: Any) -> int:
