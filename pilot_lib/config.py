@@ -708,7 +708,9 @@ class PromotionSettings(_Strict):
     - ``margin``: how far (absolute accuracy, 0.02 = 2 points) a promoted
       version's golden-set accuracy may fall below its predecessor's on the
       cases both were evaluated on and still count as matching it (default 0.02).
-      The judgement uses the lower bound of the paired difference's interval.
+      A promotion blocks only when the whole paired interval lies more than the
+      margin below zero (shown worse); an interval reaching below ``-margin`` is
+      a warning (matching not shown).
     """
 
     margin: float = Field(default=0.02, ge=0, le=1)
