@@ -745,6 +745,19 @@ class IntegrationSettings(_Strict):
       between them, means the agent ignored its circuit breaker (default 5).
     - ``breaker_pause_seconds``: a pause this long between two failures resets the
       count (the breaker would have gone half-open; default 30).
+    - ``max_hammering_share``: per system, hammering calls over retried calls
+      above this block (a retry storm; default 0.01); any hammering at or below
+      it is a warning. One fast retry in 30,000 calls is noise (a clock, a
+      race), not a storm.
+    - ``max_ignored_breaker_runs``: runs past the breaker threshold (all systems)
+      above this count block (default 1); one run is a warning: a breaker that
+      opened while a call was already in flight looks the same in the log.
+    - ``max_hung_decisions``: hung decisions above this count block (default 0:
+      one call the agent waited on forever shows the timeout is missing).
+
+    Not settable, and zero-tolerance by design: a side-effecting action executed
+    twice (a second payment or ticket cannot be taken back: one is harm, not
+    noise), and the approval review's authority violations (phase 4).
     """
 
     decision_timeout_seconds: float = Field(default=300.0, gt=0)
@@ -753,6 +766,9 @@ class IntegrationSettings(_Strict):
     max_attempts: int = Field(default=4, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_pause_seconds: float = Field(default=30.0, gt=0)
+    max_hammering_share: float = Field(default=0.01, ge=0, le=1)
+    max_ignored_breaker_runs: int = Field(default=1, ge=0)
+    max_hung_decisions: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _pause_within_timeout(self) -> IntegrationSettings:
