@@ -567,12 +567,18 @@ class StatisticsSettings(_Strict):
       miss"): ``EXTEND`` (default: collect the advised data; a NO-GO on a point
       estimate would be wrong about half the time when the truth sits on the
       threshold) or ``NO-GO`` (the estimate alone stops the pilot).
+    - ``planned_agent_share``: the agent cohort's planned share of the agent +
+      control cases (0.5 for a 50/50 split; no default: without it the split is
+      not checked). A sample-ratio mismatch against it (chi-square at 0.001; an
+      anytime-valid test at interim looks) makes the efficiency verdict
+      INCONCLUSIVE with a finding.
     """
 
     cluster_by: Literal["week", "user", "case", "none"] = "week"
     power: float = Field(default=0.80, ge=0.5, lt=1)
     interim: bool = False
     few_clusters: int = Field(default=30, ge=3)
+    planned_agent_share: float | None = Field(default=None, gt=0, lt=1)
     fragile_margin_se: float = Field(default=0.5, ge=0)
     missed_not_shown: Literal["EXTEND", "NO-GO"] = "EXTEND"
 

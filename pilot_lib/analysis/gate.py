@@ -908,6 +908,12 @@ def evaluate_gate(
     findings: list[Finding] = []
     for phase in BLOCKING_PHASES:
         findings.extend(_findings_of(results, phase))
+    srm = _sample_ratio(pilot, kpi_result, interim)
+    if srm is not None:
+        verdicts = [
+            _srm_inconclusive(v, srm) if v.kpi == "efficiency_gain" else v for v in verdicts
+        ]
+        findings.append(srm)
     blocking = [f for f in findings if f.severity == "blocking"]
     others = [f for f in findings if f.severity != "blocking"]
     missing = [
@@ -938,6 +944,71 @@ def evaluate_gate(
         interim=interim,
         interim_fraction=fraction,
         data_coverage=coverage,
+    )
+
+
+def _sample_ratio(pilot: Pilot, kpi_result: dict[str, Any], interim: bool) -> Finding | None:
+    """A warning finding when the agent/control split is not the planned one; else None.
+
+    Only with ``statistics.planned_agent_share`` set and a concurrent control
+    cohort; the counts are the cases assigned to each cohort in the pilot window
+    (phase 2's ``efficiency.cohorts``). Interim looks use the anytime-valid test.
+    """
+    from pilot_lib.analysis.srm import sample_ratio_check
+
+    planned = pilot.statistics.planned_agent_share
+    eff = kpi_result.get("efficiency") or {}
+    cohorts = eff.get("cohorts") or {}
+    if planned is None or "control" not in cohorts or "agent" not in cohorts:
+        return None
+    agent, control = (
+        int(cohorts["agent"].get("cases") or 0),
+        int(cohorts["control"].get("cases") or 0),
+    )
+    if control == 0:
+        return None
+    check = sample_ratio_check(agent, control, planned, sequential=interim)
+    if not check.mismatch:
+        return None
+    return Finding(
+        "kpi_baselining",
+        "sample_ratio_mismatch",
+        "warning",
+        f"Sample-ratio mismatch: the agent cohort has {agent:,} of {agent + control:,} cases "
+        f"({check.observed_agent_share:.1%}) where the pilot file plans {planned:.1%} "
+        f"(p = {check.p_value:.2g}, {check.method}, below {check.alpha:g}). Something other than "
+        "chance decided which case went to which cohort, so the efficiency comparison is not "
+        "like for like: find the cause (routing, filtering, logging) before reading it.",
+        {
+            "headline": "Cohort split not as planned",
+            "agent_cases": agent,
+            "control_cases": control,
+            "planned_agent_share": planned,
+            "observed_agent_share": check.observed_agent_share,
+            "p_value": check.p_value,
+            "alpha": check.alpha,
+            "method": check.method,
+        },
+    )
+
+
+def _srm_inconclusive(v: KpiVerdict, srm: Finding) -> KpiVerdict:
+    """The efficiency verdict made INCONCLUSIVE by a sample-ratio mismatch."""
+    e = srm.evidence
+    return replace(
+        v,
+        status="INCONCLUSIVE",
+        reason=(
+            f"sample-ratio mismatch: the agent cohort has {e['observed_agent_share']:.1%} of the "
+            f"cases against the planned {e['planned_agent_share']:.1%} (p = {e['p_value']:.2g}), "
+            "so the comparison with the control cohort is not like for like; more cases do not "
+            "settle it until the cause is found"
+        ),
+        additional_samples=None,
+        additional_weeks=None,
+        power=None,
+        fragile=(),
+        missed_not_shown=False,
     )
 
 
