@@ -158,6 +158,9 @@ class KpiVerdict:
     margin_se: float | None = None
     #: FAIL whose interval still holds the threshold: "missed, but not shown to miss"
     missed_not_shown: bool = False
+    #: the gate's wrong-GO / wrong-NO-GO rates at this KPI's size and clustering
+    #: (:func:`pilot_lib.analysis.operating.operating_characteristics`); None without an SE
+    operating: dict[str, Any] | None = None
 
     @property
     def status_text(self) -> str:
@@ -555,6 +558,48 @@ class GateDecision:
             columns=["KPI", "now", "more needed", "more weeks at the pilot's pace", "power"],
         )
 
+    def operating_table(self) -> pd.DataFrame:
+        """The gate's error rates per KPI, at this pilot's size and clustering.
+
+        Columns: the KPI; ``truth tested`` (the stated distance either side of the
+        threshold: 2 points for a rate, 5% of the threshold for a cost; in the
+        pilot's standard errors beside it);
+        ``wrong GO`` (chance the KPI passes with the truth that far on the wrong
+        side); ``wrong NO-GO`` (chance the KPI alone stops the pilot with the truth
+        that far on the right side); ``GO when good`` (the chance it passes then);
+        ``PASS at the threshold`` (the worst case of a wrong GO); ``clusters``. Seeded simulation (``analysis.operating``).
+        """
+        rows = []
+        for v in self.verdicts:
+            oc = v.operating
+            if not oc:
+                continue
+            rows.append(
+                {
+                    "KPI": v.label,
+                    "truth tested": f"{format_value(v.threshold, v.unit)} "
+                    f"+/- {format_value(oc['distance'], v.unit)} "
+                    f"({oc['distance_se']:.1f} SE)",
+                    "wrong GO": f"{oc['wrong_go']:.1%}",
+                    "wrong NO-GO": f"{oc['wrong_no_go']:.1%}",
+                    "GO when good": f"{oc['right_go']:.1%}",
+                    "PASS at the threshold": f"{oc['pass_at_threshold']:.1%}",
+                    "clusters": f"{oc['clusters']:,}",
+                }
+            )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "KPI",
+                "truth tested",
+                "wrong GO",
+                "wrong NO-GO",
+                "GO when good",
+                "PASS at the threshold",
+                "clusters",
+            ],
+        )
+
     def reasons(self, limit: int | None = None) -> list[Reason]:
         """The decision's reasons as at most ``limit`` (default :data:`MAX_REASONS`) short items.
 
@@ -597,7 +642,7 @@ def _verdict_record(v: KpiVerdict) -> dict[str, Any]:
     """A verdict as a result record; ``additional_weeks`` and ``power`` only where the gate
     estimated them, the fixed interval only at an interim look."""
     record = v.__dict__ | {"threshold_text": v.threshold_text}
-    for key in ("additional_weeks", "power"):
+    for key in ("additional_weeks", "power", "operating"):
         if record[key] is None:
             del record[key]
     if not v.anytime_valid:
@@ -908,6 +953,7 @@ def evaluate_gate(
     findings: list[Finding] = []
     for phase in BLOCKING_PHASES:
         findings.extend(_findings_of(results, phase))
+    verdicts = [_with_operating(v, measured.get(v.kpi), pilot, confidence) for v in verdicts]
     srm = _sample_ratio(pilot, kpi_result, interim)
     if srm is not None:
         verdicts = [
@@ -945,6 +991,30 @@ def evaluate_gate(
         interim_fraction=fraction,
         data_coverage=coverage,
     )
+
+
+def _with_operating(
+    v: KpiVerdict, measured: dict[str, Any] | None, pilot: Pilot, confidence: float
+) -> KpiVerdict:
+    """``v`` with its operating characteristics (seeded simulation; see ``analysis.operating``)."""
+    from pilot_lib.analysis.operating import operating_characteristics, stated_distance
+
+    measured = measured or {}
+    se = _finite(measured.get("se"))
+    clusters = int(measured.get("clusters") or 0)
+    th = pilot.threshold(v.kpi)
+    if se is None or th is None or se <= 0:
+        return v
+    oc = operating_characteristics(
+        th.higher_is_better,
+        th.value,
+        se,
+        clusters,
+        distance_se=stated_distance(v.unit, th.value) / se,
+        missed_not_shown=pilot.statistics.missed_not_shown,
+        confidence=confidence,
+    )
+    return replace(v, operating=oc)
 
 
 def _sample_ratio(pilot: Pilot, kpi_result: dict[str, Any], interim: bool) -> Finding | None:
