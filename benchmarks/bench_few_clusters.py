@@ -97,7 +97,7 @@ def miss_rates(
     rng = np.random.default_rng(seed)
     weights = clustered.webb_weights(boot_reps, clusters, seed + 1)
     t_crit = stats.t.ppf(0.975, clusters - 1)
-    miss = dict.fromkeys(("cr1", "wild", "pairs", "gate"), 0)
+    miss = dict.fromkeys(("cr1", "wild", "pairs", "gate", "further"), 0)
     used = 0
     lower = scenario.side == "lower"
     for i in range(reps):
@@ -117,6 +117,7 @@ def miss_rates(
         miss["wild"] += wild
         miss["pairs"] += pairs
         miss["gate"] += wild  # the gate judges with the wild bootstrap alone
+        miss["further"] += wild and cr1  # the further bound of CR1 and the wild bootstrap
     return {k: v / used for k, v in miss.items()} | {"replications": used}
 
 
