@@ -584,11 +584,32 @@ class StatisticsSettings(_Strict):
     - ``interim``: ``true`` for a look before the window's end: intervals become
       anytime-valid confidence sequences, so weekly looks do not inflate the
       chance of a false GO. ``pilot-workbook run --interim`` sets it for one run.
+    - ``few_clusters``: below this many clusters a rate or cost per decision is
+      judged with the restricted wild cluster bootstrap-t (Webb weights, seeded),
+      CR1 kept beside it (default 30; docs/decisions.md, "Few clusters").
+    - ``fragile_margin_se``: a PASS whose bound clears its threshold by less than
+      this many standard errors is "PASS (fragile)" (default 0.5); so is one that
+      CR1 and the bootstrap judge differently or that does not survive leaving
+      out any one week.
+    - ``missed_not_shown``: what a FAIL decides when its estimate misses the
+      threshold but its interval still holds it ("missed, but not shown to
+      miss"): ``EXTEND`` (default: collect the advised data; a NO-GO on a point
+      estimate would be wrong about half the time when the truth sits on the
+      threshold) or ``NO-GO`` (the estimate alone stops the pilot).
+    - ``planned_agent_share``: the agent cohort's planned share of the agent +
+      control cases (0.5 for a 50/50 split; no default: without it the split is
+      not checked). A sample-ratio mismatch against it (chi-square at 0.001; an
+      anytime-valid test at interim looks) makes the efficiency verdict
+      INCONCLUSIVE with a finding.
     """
 
     cluster_by: Literal["week", "user", "case", "none"] = "week"
     power: float = Field(default=0.80, ge=0.5, lt=1)
     interim: bool = False
+    few_clusters: int = Field(default=30, ge=3)
+    planned_agent_share: float | None = Field(default=None, gt=0, lt=1)
+    fragile_margin_se: float = Field(default=0.5, ge=0)
+    missed_not_shown: Literal["EXTEND", "NO-GO"] = "EXTEND"
 
 
 class AuditTrailSettings(_Strict):
@@ -722,7 +743,9 @@ class PromotionSettings(_Strict):
     - ``margin``: how far (absolute accuracy, 0.02 = 2 points) a promoted
       version's golden-set accuracy may fall below its predecessor's on the
       cases both were evaluated on and still count as matching it (default 0.02).
-      The judgement uses the lower bound of the paired difference's interval.
+      A promotion blocks only when the whole paired interval lies more than the
+      margin below zero (shown worse); an interval reaching below ``-margin`` is
+      a warning (matching not shown).
     """
 
     margin: float = Field(default=0.02, ge=0, le=1)
@@ -757,6 +780,19 @@ class IntegrationSettings(_Strict):
       between them, means the agent ignored its circuit breaker (default 5).
     - ``breaker_pause_seconds``: a pause this long between two failures resets the
       count (the breaker would have gone half-open; default 30).
+    - ``max_hammering_share``: per system, hammering calls over retried calls
+      above this block (a retry storm; default 0.01); any hammering at or below
+      it is a warning. One fast retry in 30,000 calls is noise (a clock, a
+      race), not a storm.
+    - ``max_ignored_breaker_runs``: runs past the breaker threshold (all systems)
+      above this count block (default 1); one run is a warning: a breaker that
+      opened while a call was already in flight looks the same in the log.
+    - ``max_hung_decisions``: hung decisions above this count block (default 0:
+      one call the agent waited on forever shows the timeout is missing).
+
+    Not settable, and zero-tolerance by design: a side-effecting action executed
+    twice (a second payment or ticket cannot be taken back: one is harm, not
+    noise), and the approval review's authority violations (phase 4).
     """
 
     decision_timeout_seconds: float = Field(default=300.0, gt=0)
@@ -765,6 +801,9 @@ class IntegrationSettings(_Strict):
     max_attempts: int = Field(default=4, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_pause_seconds: float = Field(default=30.0, gt=0)
+    max_hammering_share: float = Field(default=0.01, ge=0, le=1)
+    max_ignored_breaker_runs: int = Field(default=1, ge=0)
+    max_hung_decisions: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _pause_within_timeout(self) -> IntegrationSettings:

@@ -176,8 +176,29 @@ def test_kpi_standard_errors_match_statsmodels(cluster_by: str) -> None:
         assert row["high_iid"] == pytest.approx(high_iid, abs=1e-12), kpi
         assert row["design_effect"] == pytest.approx((se / se_iid) ** 2, rel=1e-9), kpi
         half = st.t.ppf(0.975, g - 1) * se
-        assert row["low"] == pytest.approx(min(y.mean() - half, low_iid), abs=1e-12), kpi
-        assert row["high"] == pytest.approx(max(y.mean() + half, high_iid), abs=1e-12), kpi
+        cr1 = (min(y.mean() - half, low_iid), max(y.mean() + half, high_iid))
+        if kpi != "cost_per_decision":
+            cr1 = (max(0.0, min(y.mean() - half, 1.0)), min(1.0, y.mean() + half))
+            cr1 = (min(cr1[0], low_iid), max(cr1[1], high_iid))
+        assert row["low_cr1"] == pytest.approx(cr1[0], abs=1e-12), kpi
+        assert row["high_cr1"] == pytest.approx(cr1[1], abs=1e-12), kpi
+        if g < clustered.FEW_CLUSTERS:
+            # issue 22: judged with the wild cluster bootstrap-t on the per-cluster sums,
+            # here summed by pandas from the rows (the method: tests/test_few_clusters.py)
+            order = pd.Series(groups).astype(str)
+            sums = (
+                pd.DataFrame({"g": order, "y": y.to_numpy()})
+                .groupby("g")["y"]
+                .agg(["sum", "count"])
+            )
+            bounds = (-math.inf, math.inf) if kpi == "cost_per_decision" else (0.0, 1.0)
+            few = clustered.few_cluster_interval(sums["sum"], sums["count"], 0.95, bounds)
+            assert row["interval_method"] == "few-cluster bootstrap", kpi
+            assert row["low"] == pytest.approx(min(few.low, low_iid), abs=1e-9), kpi
+            assert row["high"] == pytest.approx(max(few.high, high_iid), abs=1e-9), kpi
+        else:
+            assert row["interval_method"] == "cr1", kpi
+            assert (row["low"], row["high"]) == pytest.approx(cr1, abs=1e-12), kpi
 
 
 def test_week_clustering_widens_when_weeks_differ() -> None:

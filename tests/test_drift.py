@@ -649,3 +649,30 @@ def test_a_key_feature_with_too_few_decisions_warns_and_does_not_block():
     )
     assert not any(f.code == "key_feature_drift" for f in report.findings)
     json.dumps(report.to_result(), allow_nan=False)
+
+
+def test_a_feature_missing_on_every_decision_is_no_data_not_stable():
+    """Issue 22: with a drift feature null on every decision the summary said "every
+    feature is stable (PSI below 0.1)" and raised nothing; now "no data" with a finding."""
+    log = _decision_log(2, drifting=False)
+    log["amount"] = np.nan  # a key feature never logged
+    report = drift_report(_pilot(), ibis.memtable(log))
+    row = report.features.set_index("feature").loc["amount"]
+    assert row["current_missing_share"] == 1.0 and row["reference_missing_share"] == 1.0
+    assert row["band"] == "no data"
+    (f,) = [f for f in report.findings if f.code == "feature_no_data"]
+    assert f.severity == "warning" and "Key feature amount has no data" in f.message
+    text = report.summary_text()
+    assert "every feature is stable" not in text
+    assert "No data (missing on most decisions of a window): amount (100.0% missing" in text
+    # missing on 60% of the current window's decisions only: no data too; 40%: measured
+    for share, band in ((0.6, "no data"), (0.4, None)):
+        part = _decision_log(2, drifting=False)
+        rng = np.random.default_rng(1)
+        late = part["timestamp"] >= pd.Timestamp("2026-03-30")
+        part.loc[late & (rng.random(len(part)) < share), "amount"] = np.nan
+        got = drift_report(_pilot(), ibis.memtable(part)).features.set_index("feature")
+        if band:
+            assert got.loc["amount", "band"] == band
+        else:
+            assert got.loc["amount", "band"] != "no data"

@@ -437,7 +437,14 @@ def test_interim_fail_needs_the_whole_sequence_to_miss(pilot: Pilot) -> None:
         kpi("task_completion_rate", 0.78, lo, hi, 400),
         kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000),
     )
-    assert evaluate_gate(pilot, interim_results(*args)).decision == "NO-GO"
+    fixed = evaluate_gate(pilot, interim_results(*args))
+    assert fixed.verdicts[0].status == "FAIL" and fixed.verdicts[0].missed_not_shown
+    # missed, but not shown to miss: EXTEND by default, NO-GO when the pilot file says so
+    assert fixed.decision == "EXTEND"
+    strict = pilot.model_copy(
+        update={"statistics": pilot.statistics.model_copy(update={"missed_not_shown": "NO-GO"})}
+    )
+    assert evaluate_gate(strict, interim_results(*args)).decision == "NO-GO"
     # ... an interim look only once the whole confidence sequence misses.
     gate = evaluate_gate(pilot, interim_results(*args), interim=True)
     v = gate.verdicts[0]
@@ -563,3 +570,101 @@ def test_incomplete_evidence_blocks_a_go_beside_passing_kpis(pilot: Pilot) -> No
     assert [f.code for f in gate.blocking] == ["incomplete_dataset"]
     assert message in gate.rationale
     assert "1 blocking finding stands" in gate.rationale
+
+
+# ---- issue 22: fragile PASSes and misses not shown -----------------------------------
+def _weekly_record(kpi_name: str, y: list[float], n: list[float]) -> dict:
+    """A phase 2 record built here from 12 weekly totals: CR1 by statsmodels on the units,
+    leave-one-week-out bounds by statsmodels with each week dropped."""
+    import numpy as np
+    import pandas as pd
+    import statsmodels.api as sm
+    from scipy import stats as st
+
+    units, groups = [], []
+    for g, (yy, nn) in enumerate(zip(y, n, strict=True)):
+        units += [1.0] * int(yy) + [0.0] * int(nn - yy)
+        groups += [g] * int(nn)
+    units, groups = np.array(units), np.array(groups)
+
+    def fit(keep):
+        f = sm.OLS(units[keep], np.ones(keep.sum())).fit(
+            cov_type="cluster", cov_kwds={"groups": pd.factorize(groups[keep])[0]}
+        )
+        return float(f.params[0]), float(f.bse[0])
+
+    est, se = fit(np.ones(units.size, bool))
+    t = st.t.ppf(0.975, len(y) - 1)
+    loo = [fit(groups != g) for g in range(len(y))]
+    t2 = st.t.ppf(0.975, len(y) - 2)
+    return {
+        "kpi": kpi_name,
+        "estimate": est,
+        "low": est - t * se,
+        "high": est + t * se,
+        "n": int(sum(n)),
+        "se": se,
+        "cluster_by": "week",
+        "loo_low": min(e - t2 * s for e, s in loo),
+        "loo_high": max(e + t2 * s for e, s in loo),
+    }
+
+
+def test_a_pass_resting_on_one_week_is_fragile_and_the_go_says_so(pilot: Pilot) -> None:
+    # 11 weeks near 81% and one bigger, better week (87.5%): the pass rests on it
+    y = [80.0, 82, 81, 82, 80, 81, 82, 80, 81, 81, 82, 175]
+    n = [100.0] * 11 + [200.0]
+    completion = _weekly_record("task_completion_rate", y, n)
+    assert completion["low"] > 0.80 > completion["loo_low"]  # checked on the constructed data
+    gate = evaluate_gate(pilot, results(completion, kpi("cost_per_decision", 1.9, 1.8, 2.0, 1000)))
+    v = gate.verdicts[0]
+    assert v.status == "PASS" and v.status_text == "PASS (fragile)"
+    assert any("leaving out one week" in why for why in v.fragile)
+    assert gate.decision == "GO"
+    assert "rests on fragile PASSes (task completion)" in gate.rationale
+    fragile = [r for r in gate.reasons() if "fragile" in r.headline]
+    assert fragile and "The GO rests on it" in fragile[0].detail
+    assert "would settle it" in fragile[0].detail
+    assert gate.verdict_table()["status"].tolist()[0] == "PASS (fragile)"
+    # the advice: the farthest bound's distance from the estimate shrinks as 1 / sqrt(n)
+    h = (completion["estimate"] - completion["loo_low"]) * (1 + 0.5 / 1.959963984540054)
+    h = max(h, (completion["estimate"] - completion["low"]) * (1 + 0.5 / 1.959963984540054))
+    k = (h / (completion["estimate"] - 0.80)) ** 2
+    assert v.additional_samples == math.ceil(completion["n"] * k) - completion["n"]
+
+
+def test_a_thin_margin_is_fragile_and_a_wide_one_is_not(pilot: Pilot) -> None:
+    th = pilot.threshold("task_completion_rate")
+    record = {**kpi("task_completion_rate", 0.83, 0.802, 0.858, 1000), "se": 0.0143}
+    thin = judge_kpi(th, record)
+    assert thin.status == "PASS" and thin.margin_se == pytest.approx(0.002 / 0.0143)
+    assert "0.14 standard errors" in thin.fragile[0]
+    wide = judge_kpi(th, {**record, "low": 0.81})
+    assert wide.status == "PASS" and not wide.fragile and wide.status_text == "PASS"
+    # the few-cluster bootstrap clears but CR1 does not: fragile
+    flip = judge_kpi(
+        th,
+        {**record, "low": 0.81, "interval_method": "few-cluster bootstrap", "low_cr1": 0.799},
+    )
+    assert flip.fragile and "CR1" in flip.fragile[0]
+    # a setting of 0 turns the margin check off
+    assert not judge_kpi(th, record, fragile_margin_se=0).fragile
+
+
+def test_missed_but_not_shown_advice_matches_statsmodels_power(pilot: Pilot) -> None:
+    """The samples that show the miss with 80% power are the one-sample z-test's sample size."""
+    th = pilot.threshold("task_completion_rate")
+    p, n = 0.78, 1000
+    se = math.sqrt(p * (1 - p) / n)
+    record = {**kpi("task_completion_rate", p, p - 1.959963984540054 * se, p + 1.96 * se, n)}
+    v = judge_kpi(th, record, power=0.8)
+    assert v.status == "FAIL" and v.missed_not_shown and v.status_text == "FAIL (not shown)"
+    assert v.reason.startswith("missed, but not shown to miss")
+    effect = (0.80 - p) / math.sqrt(p * (1 - p))
+    needed = NormalIndPower().solve_power(
+        effect_size=effect, alpha=0.025, power=0.8, ratio=0, alternative="larger"
+    )
+    assert v.additional_samples + n == pytest.approx(needed, rel=2e-3)
+    # shown: the whole interval misses
+    shown = judge_kpi(th, {**record, "high": 0.795})
+    assert shown.status == "FAIL" and not shown.missed_not_shown

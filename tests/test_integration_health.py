@@ -83,6 +83,10 @@ def _problem_log(decisions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The problem log has one ignored-breaker run; these tests judge it as blocking.
+ZERO_RUNS = {"max_ignored_breaker_runs": 0}
+
+
 def _load(tmp_path: Path, calls: pd.DataFrame, **doc) -> tuple:
     frames = tiny_frames()
     frames["tool_calls"] = calls(frames["decisions"]) if callable(calls) else calls
@@ -105,7 +109,7 @@ def test_no_tool_calls_no_section(tmp_path: Path) -> None:
 
 
 def test_problem_log_gives_exactly_those_findings(tmp_path: Path) -> None:
-    pilot, data, frames = _load(tmp_path, _problem_log)
+    pilot, data, frames = _load(tmp_path, _problem_log, integration=ZERO_RUNS)
     h = integration_health(pilot, data)
     codes = sorted(f.code for f in h.findings)
     assert codes == sorted(
@@ -247,7 +251,7 @@ def test_escalations_link_to_the_failed_system(tmp_path: Path) -> None:
 def test_blocking_finding_reaches_the_gate(tmp_path: Path) -> None:
     from pilot_lib.report.board import board_top
 
-    pilot, data, _ = _load(tmp_path, _problem_log)
+    pilot, data, _ = _load(tmp_path, _problem_log, integration=ZERO_RUNS)
     phase2 = kpi_phase(pilot, data).to_result()
     section = phase2["integration_health"]
     # every KPI passing and nothing else found: GO; with this section's findings: NO-GO
@@ -365,3 +369,22 @@ def test_the_invoice_samples_ledger_retries_back_off() -> None:
     assert {f.code for f in section.findings} == {"integration_error_rate"}
     links = section.escalation_table().set_index("system")
     assert list(links.index) == ["apledger.mainframe.internal"]
+
+
+def test_limits_are_counts_and_rates_from_the_pilot_file(tmp_path: Path) -> None:
+    """Issue 22: one ignored-breaker run is a warning by default, more than the limit blocks;
+    hammering blocks above its share of retried calls; double execution always blocks."""
+    pilot, data, _ = _load(tmp_path, _problem_log)
+    by = {f.code: f for f in integration_health(pilot, data).findings}
+    assert by["circuit_breaker_run"].severity == "warning"  # 1 run, limit 1
+    assert "circuit_breaker_ignored" not in by
+    assert by["retry_storm"].severity == "blocking"  # cmdb: 1 of 1 retried calls, above 1%
+    assert by["duplicate_side_effects"].severity == "blocking"
+    lenient = {"max_hammering_share": 1.0, "max_ignored_breaker_runs": 5}
+    pilot, data, _ = _load(tmp_path / "lenient", _problem_log, integration=lenient)
+    by = {f.code: f for f in integration_health(pilot, data).findings}
+    assert by["retries_without_backoff"].severity == "warning"
+    assert "integration.max_hammering_share" in by["retries_without_backoff"].message
+    assert by["duplicate_side_effects"].severity == "blocking"  # zero-tolerance, not settable
+    with pytest.raises(PilotFileError):
+        _load(tmp_path / "bad", tiny_tool_calls, integration={"max_duplicate_actions": 1})

@@ -372,3 +372,55 @@ def test_widget_starts_at_today_and_redraws() -> None:
     assert slider.value == pytest.approx(0.70) and len(slider.options) == 101
     assert out.outputs  # the first view was drawn
     slider.value = 0.61  # redraws without raising
+
+
+# ---- issue 22: chosen on one seeded half of the weeks, confirmed on the other -----------------
+def test_weeks_are_split_into_two_seeded_halves() -> None:
+    from pilot_lib.analysis.risk_coverage import split_clusters
+
+    weeks = [f"2026-03-{d:02d}" for d in (2, 9, 16, 23, 30)] + ["2026-04-06", "2026-04-13"]
+    pick, rest = split_clusters(list(reversed(weeks)))
+    assert sorted(pick + rest) == weeks and not set(pick) & set(rest)
+    assert len(pick) == 4 and len(rest) == 3
+    assert (pick, rest) == split_clusters(weeks)  # seeded, whatever the order given
+
+
+def test_recommendation_confirmed_on_the_held_out_weeks_by_hand() -> None:
+    """The held-out half's error rate at the chosen threshold, recomputed from the rows."""
+    from pilot_lib.analysis.risk_coverage import split_clusters
+
+    pilot = make_pilot(target=0.12)
+    df = decision_log(7, weeks=12, per_week=600)
+    w = pilot.pilot_window
+    start, end = (
+        pd.Timestamp(w.start_ts).tz_localize(None),
+        pd.Timestamp(w.end_ts).tz_localize(None),
+    )
+    df = df[(df["timestamp"] >= start) & (df["timestamp"] < end)].reset_index(drop=True)
+    rc = curve_of(df, pilot)
+    h = rc.holdout
+    assert rc.recommendation_status in (
+        "confirmed on held-out weeks",
+        "candidate: confirm on new data",
+    )
+    week = df["timestamp"].dt.to_period("W-SUN").dt.start_time.dt.date.astype(str)
+    pick, rest = split_clusters(sorted(week.unique()))
+    assert h["selection_clusters"] == pick and h["confirmation_clusters"] == rest
+    # the threshold chosen on the selection half: recomputed on that half alone
+    chosen = curve_of(df[week.isin(pick)], pilot).recommended
+    assert h["chosen_on_selection"] == chosen
+    held = df[week.isin(rest)]
+    covered = held[(held["confidence"] >= chosen - 1e-9) & held["correct"].notna()]
+    assert h["confirmation_risk"] == pytest.approx(1 - covered["correct"].astype(float).mean())
+    confirmed = h["confirmation_risk_high"] <= 0.12
+    assert (rc.recommendation_status == "confirmed on held-out weeks") == confirmed
+    if confirmed:
+        assert rc.recommended == chosen
+    assert any(("confirmed on the other" in n) or ("Candidate" in n) for n in rc.notes)
+
+
+def test_claims_auto_recommendation_is_a_candidate(samples) -> None:
+    rc = samples["claims-auto"].risk_coverage
+    assert rc.recommendation_status == "candidate: confirm on new data"
+    assert rc.holdout["chosen_on_selection"] is not None
+    assert rc.holdout["confirmation_risk_high"] > 0.08

@@ -104,25 +104,45 @@ def _cluster_ci(y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
     return min(max(0.0, p - half), lo_w), max(min(1.0, p + half), hi_w)
 
 
+def _shadow_clusters(part) -> np.ndarray:
+    """The clusters of issue 22's rule, from the raw rows: weeks when there are at least 5,
+    else days when there are at least 5, else cases."""
+    weeks = part["timestamp"].dt.to_period("W-SUN").dt.start_time.to_numpy()
+    days = part["timestamp"].dt.floor("D").to_numpy()
+    if len(np.unique(weeks)) >= 5:
+        return weeks
+    if len(np.unique(days)) >= 5:
+        return days
+    return part["case_id"].astype(str).to_numpy()
+
+
 def test_agreement_and_its_cluster_interval_match_statsmodels(shadow_pilot) -> None:
     folder, rows = shadow_pilot
     pilot = load_pilot(folder)
     review = shadow_mode(pilot, load_pilot_data(pilot))
     y = (rows["agent_outcome"] == rows["human_outcome"]).to_numpy(dtype=float)
     weeks = rows["timestamp"].dt.to_period("W-SUN").dt.start_time.to_numpy()
-    low, high = _cluster_ci(y, weeks)
+    assert len(np.unique(weeks)) == 4  # fewer than 5 weeks: clustered by day (issue 22)
+    days = _shadow_clusters(rows)
+    low, high = _cluster_ci(y, days)
     a = review.agreement
     assert review.shadow_decisions == len(rows) and review.agreed == int(y.sum())
     assert a["estimate"] == pytest.approx(y.mean(), rel=1e-12)
-    assert a["clusters"] == len(np.unique(weeks)) == 4
+    assert a["cluster_by"] == "day" and a["clusters"] == len(np.unique(days)) > 4
     assert (a["low"], a["high"]) == pytest.approx((low, high), rel=1e-9)
+    # the power statement: the margin above the target this sample shows with 80% power
+    se = (high - low) / 2 / sps.t.ppf(0.975, a["clusters"] - 1)
+    if a["low"] > 0 and a["high"] < 1:
+        assert a["detectable_margin"] == pytest.approx(
+            (sps.t.ppf(0.975, a["clusters"] - 1) + sps.norm.ppf(0.8)) * se, rel=0.05
+        )
 
     # per segment and per version: the same computation on each group of the raw rows
     for column, frame in (("workflow", review.by_segment), ("prompt_version", review.by_version)):
         for value, part in rows.groupby(column):
             got = frame.loc[frame["value"] == value].iloc[0]
             yy = (part["agent_outcome"] == part["human_outcome"]).to_numpy(dtype=float)
-            ww = part["timestamp"].dt.to_period("W-SUN").dt.start_time.to_numpy()
+            ww = _shadow_clusters(part)
             assert got["shadow_decisions"] == len(part)
             assert got["agreement"] == pytest.approx(yy.mean(), rel=1e-12)
             assert (got["low"], got["high"]) == pytest.approx(_cluster_ci(yy, ww), rel=1e-9)

@@ -15,8 +15,15 @@ Bins
 ----
 ``strategy="uniform"`` (default): ``bins`` equal-width bins on [0, 1], edges
 ``k / bins``; every bin is closed on the left and open on the right,
-``[0, 1/15), [1/15, 2/15), ..., [14/15, 1]``, and the last bin also holds 1.0
-(the same rule as ``sklearn.calibration.calibration_curve``). Empty bins stay in
+``[0, 1/15), [1/15, 2/15), ..., [14/15, 1]``, and the last bin also holds 1.0.
+This is **not** scikit-learn's rule: ``sklearn.calibration.calibration_curve``
+puts a value on an interior edge in the lower bin (``(a, b]``, from
+``np.searchsorted(..., side="left")``). Left-closed bins are kept because they
+match the rest of the workbook (a decision at exactly the confidence threshold
+is automated: ``confidence >= t``; the PSI bins are closed on the left too);
+on claims-auto one reference value sits on an edge, so the two rules give
+0.004657 (this one) and 0.004724 (scikit-learn's) for the reference ECE
+(issue 22; docs/decisions.md). Empty bins stay in
 the reliability table with count 0 and NaN statistics, and weigh nothing.
 
 ``strategy="quantile"``: equal-mass bins, edges at the quantiles of the used

@@ -46,6 +46,12 @@ __all__ = [
     "CLUSTER_LEVELS",
     "ClusterSums",
     "ClusteredInterval",
+    "FEW_CLUSTERS",
+    "FewClusterInterval",
+    "cluster_bootstrap_t_interval",
+    "few_cluster_interval",
+    "leave_one_out_bounds",
+    "WildBootstrapInterval",
     "MedianRatioVariance",
     "cluster_robust_se",
     "cluster_residual_sums",
@@ -54,6 +60,9 @@ __all__ = [
     "decision_cluster_key",
     "median_ratio_variance",
     "t_value",
+    "webb_weights",
+    "wild_bootstrap_interval",
+    "wild_bootstrap_pvalues",
 ]
 
 ClusterLevel = Literal["week", "user", "case", "none"]
@@ -67,10 +76,16 @@ class ClusterSums(NamedTuple):
 
     ``clusters`` is ``G`` (clusters with at least one counted unit) and
     ``sq_residuals`` is ``sum_g (y_g - r n_g)^2`` at the estimate ``r``.
+    ``totals``/``counts``: each cluster's ``y_g`` and ``n_g`` (clusters in the
+    order of their key), kept only when there are few clusters (fewer than
+    :data:`FEW_CLUSTERS`: a few dozen numbers), for the few-cluster interval;
+    empty otherwise.
     """
 
     clusters: int
     sq_residuals: float
+    totals: tuple[float, ...] = ()
+    counts: tuple[float, ...] = ()
 
 
 class ClusteredInterval(NamedTuple):
@@ -210,6 +225,7 @@ def cluster_residual_sums(
     table: ir.Table,
     key: ir.Value,
     figures: Mapping[str, tuple[ir.Value, ir.Value, float]],
+    keep_below: int | None = None,
 ) -> dict[str, ClusterSums]:
     """``G`` and ``sum_g (y_g - r n_g)^2`` per figure, in two engine aggregates, one row back.
 
@@ -227,8 +243,11 @@ def cluster_residual_sums(
     dict
         Name -> :class:`ClusterSums`. Residual totals are formed per cluster
         before squaring, so no large sums cancel. Works for any number of
-        clusters: the per-cluster rows never leave the engine.
+        clusters: the per-cluster rows leave the engine only when there are
+        fewer than ``keep_below`` of them (default :data:`FEW_CLUSTERS`; a
+        third, small query), as each figure's ``totals``/``counts``.
     """
+    keep_below = FEW_CLUSTERS if keep_below is None else keep_below
     cols: dict[str, Any] = {"_cluster": key}
     for i, (y, n, _) in enumerate(figures.values()):
         cols[f"_y{i}"] = y.cast("float64")
@@ -244,13 +263,23 @@ def cluster_residual_sums(
         resid = y - r_lit * n
         aggs[f"g{i}"] = (n > 0).cast("int64").sum()
         aggs[f"s{i}"] = (resid * resid).sum()
+    aggs["_rows"] = per_cluster.count()
     row = per_cluster.aggregate(**aggs).execute().iloc[0]
+    small = None
+    if 0 < int(row["_rows"]) < keep_below:
+        small = per_cluster.order_by(per_cluster["_cluster"].asc()).execute()
     out = {}
     for i, name in enumerate(figures):
         g, s = row[f"g{i}"], row[f"s{i}"]
         g = 0 if g is None or (isinstance(g, float) and math.isnan(g)) else int(g)
         s = 0.0 if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
-        out[name] = ClusterSums(g, s)
+        if small is None:
+            out[name] = ClusterSums(g, s)
+            continue
+        ys = small[f"y{i}"].fillna(0.0).to_numpy(dtype=float)
+        ns = small[f"n{i}"].fillna(0.0).to_numpy(dtype=float)
+        keep = ns > 0
+        out[name] = ClusterSums(g, s, tuple(ys[keep].tolist()), tuple(ns[keep].tolist()))
     return out
 
 
@@ -340,3 +369,262 @@ def median_ratio_variance(
         var = g1 / (g1 - 1) * float(e1 @ e1) + g2 / (g2 - 1) * float(e2 @ e2) if g > 1 else math.nan
     deff = var / independent if independent > 0 else math.nan
     return MedianRatioVariance(var, independent, deff, g, (d1, d2))
+
+
+# --------------------------------------------------------------------------------------
+# Few clusters: the restricted wild cluster bootstrap-t (Webb weights)
+# --------------------------------------------------------------------------------------
+#: Below this many clusters a KPI is judged with the wild cluster bootstrap-t
+#: (``statistics.few_clusters`` in the pilot file overrides it).
+FEW_CLUSTERS = 30
+#: Bootstrap replications of the wild cluster bootstrap (MacKinnon's advice for
+#: p-values near 0.025: thousands, an odd count less one so that alpha (B + 1) is whole).
+BOOTSTRAP_REPS = 9999
+#: The fixed seed of the bootstrap weights: the same data give the same interval.
+BOOTSTRAP_SEED = 20260601
+
+#: Webb's (2014) six-point distribution: +/- sqrt(1/2), 1, sqrt(3/2), each 1/6.
+#: Mean 0, variance 1, fourth moment 7/6; with G clusters it has 6^G distinct
+#: draws (Rademacher only 2^G: 4,096 with 12 clusters), so the bootstrap p-value
+#: is not lumpy with a dozen weeks.
+WEBB_POINTS = np.array(
+    [-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)]
+)
+
+
+class WildBootstrapInterval(NamedTuple):
+    """The wild cluster bootstrap-t interval of a ratio and what it was computed from.
+
+    ``low``/``high``: the set of values the restricted bootstrap test does not
+    reject at ``(1 - confidence) / 2`` on either side (clipped to the bounds).
+    ``reps``/``seed``: the bootstrap draws. ``clusters``: ``G``.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    clusters: int
+    reps: int
+    seed: int
+
+
+def webb_weights(reps: int, clusters: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """A ``(reps, clusters)`` array of Webb six-point weights from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    return WEBB_POINTS[rng.integers(0, 6, size=(reps, clusters))]
+
+
+def _ratio_t(y: np.ndarray, n: np.ndarray, null: float) -> float:
+    """CR1 t statistic ``(r - null) / se`` of the ratio ``sum y / sum n``."""
+    big_n = float(n.sum())
+    r = float(y.sum()) / big_n
+    e = y - r * n
+    g = y.size
+    se = math.sqrt(g / (g - 1) * float(e @ e)) / big_n
+    return (r - null) / se if se > 0 else math.copysign(math.inf, r - null) * (r != null)
+
+
+def wild_bootstrap_pvalues(
+    totals: Sequence[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    null: float,
+    weights: np.ndarray,
+) -> tuple[float, float]:
+    """One-sided p-values of ``H0: ratio = null`` by the restricted wild cluster bootstrap-t.
+
+    The bootstrap imposes the null (MacKinnon and Webb's WCR): each cluster's
+    residual at the null, ``e0_g = y_g - null n_g``, is multiplied by a weight
+    ``w_g`` (one row of ``weights`` per replication), giving bootstrap totals
+    ``y*_g = null n_g + w_g e0_g``; the bootstrap t statistic ``t*`` is the CR1
+    t statistic of those totals against ``null``. Returns ``(p_above, p_below)``:
+    the shares of ``t*`` at or above, and at or below, the observed ``t``
+    (``p_above`` small: the ratio is shown above ``null``).
+    """
+    y = np.asarray(totals, dtype=float)
+    n = np.asarray(counts, dtype=float)
+    big_n = float(n.sum())
+    g = y.size
+    t_obs = _ratio_t(y, n, null)
+    e0 = y - null * n
+    d = weights @ e0 / big_n  # r* - null, one per replication
+    resid = weights * e0 - d[:, None] * n
+    se = np.sqrt(g / (g - 1) * np.einsum("ij,ij->i", resid, resid)) / big_n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_star = np.where(se > 0, d / se, 0.0)
+    return float(np.mean(t_star >= t_obs)), float(np.mean(t_star <= t_obs))
+
+
+def wild_bootstrap_interval(
+    totals: Sequence[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> WildBootstrapInterval:
+    """Interval of ``sum y / sum n`` by inverting the restricted wild cluster bootstrap-t.
+
+    ``totals[g]``/``counts[g]``: cluster g's outcome total and count (clusters
+    with no unit left out). The lower bound is the smallest null the test
+    "ratio above the null" does not reject at ``(1 - confidence) / 2``, the upper
+    the largest the test "below" does not; each found by bisection to 1e-4
+    standard errors, with the same seeded weights at every null (so the interval
+    is a deterministic function of the per-cluster sums). NaN bounds with fewer
+    than 2 clusters or no variation between clusters' residuals.
+
+    Why: with a dozen weekly clusters, a few of them in an incident, CR1 with
+    Student t on ``G - 1`` misses on one side up to five times its nominal
+    2.5%; the restricted wild bootstrap with Webb weights stays near nominal
+    (MacKinnon and Webb 2017, 2018; the seeded table in docs/decisions.md).
+    """
+    y = np.asarray(totals, dtype=float)
+    n = np.asarray(counts, dtype=float)
+    keep = n > 0
+    y, n = y[keep], n[keep]
+    g = int(y.size)
+    nan = WildBootstrapInterval(math.nan, math.nan, math.nan, g, reps, seed)
+    if g < 2:
+        return nan
+    r, se, _ = clustered_ratio(y, n)
+    if not (math.isfinite(se) and se > 0):
+        return nan._replace(estimate=r)
+    alpha = (1 - confidence) / 2
+    w = webb_weights(reps, g, seed)
+
+    def bound(side: int) -> float:
+        # side -1: lower bound (test "above"); +1: upper bound (test "below")
+        def rejected(null: float) -> bool:
+            p_above, p_below = wild_bootstrap_pvalues(y, n, null, w)
+            return (p_above if side < 0 else p_below) < alpha
+
+        limit = bounds[0] if side < 0 else bounds[1]
+        inside, step = r, 4 * se
+        outside = r + side * step
+        while not rejected(outside):
+            if (side < 0 and outside <= limit) or (side > 0 and outside >= limit):
+                return limit
+            inside, step = outside, step * 2
+            outside = r + side * step
+            if step > 1e6 * se:
+                return math.inf * side
+        while abs(outside - inside) > 1e-4 * se:
+            mid = (inside + outside) / 2
+            if rejected(mid):
+                outside = mid
+            else:
+                inside = mid
+        return max(min(inside, bounds[1]), bounds[0])
+
+    return WildBootstrapInterval(r, bound(-1), bound(+1), g, reps, seed)
+
+
+def cluster_bootstrap_t_interval(
+    totals: Sequence[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile-t interval of ``sum y / sum n`` from resampling whole clusters (seeded).
+
+    Each replication draws ``G`` clusters with replacement and forms the CR1 t
+    statistic ``t* = (r* - r) / se*``; the bounds are ``r - q(1 - a) se`` and
+    ``r - q(a) se``, ``a = (1 - confidence) / 2``. Unlike the wild bootstrap with
+    symmetric weights, it carries the skew that a few incident weeks give the
+    rate's distribution (Hall 1992: the bootstrap-t is second-order accurate on
+    one side). Replications whose clusters are all alike (``se* = 0``) are left
+    out. NaN bounds with fewer than 2 clusters or ``se = 0``.
+    """
+    y = np.asarray(totals, dtype=float)
+    n = np.asarray(counts, dtype=float)
+    keep = n > 0
+    y, n = y[keep], n[keep]
+    g = int(y.size)
+    if g < 2:
+        return (math.nan, math.nan)
+    r, se, _ = clustered_ratio(y, n)
+    if not (math.isfinite(se) and se > 0):
+        return (math.nan, math.nan)
+    idx = np.random.default_rng(seed).integers(0, g, size=(reps, g))
+    yy, nn = y[idx], n[idx]
+    big_n = nn.sum(axis=1)
+    rs = yy.sum(axis=1) / big_n
+    resid = yy - rs[:, None] * nn
+    ses = np.sqrt(g / (g - 1) * np.einsum("ij,ij->i", resid, resid)) / big_n
+    ok = ses > 0
+    t_star = (rs[ok] - r) / ses[ok]
+    a = (1 - confidence) / 2
+    q_low, q_high = np.quantile(t_star, [a, 1 - a])
+    low = max(bounds[0], r - float(q_high) * se)
+    high = min(bounds[1], r - float(q_low) * se)
+    return (low, high)
+
+
+class FewClusterInterval(NamedTuple):
+    """The few-cluster interval of a ratio (the restricted wild cluster bootstrap-t).
+
+    ``low``/``high``: the gate's bounds; ``reps``/``seed``: the bootstrap draws.
+    """
+
+    low: float
+    high: float
+    clusters: int
+    reps: int
+    seed: int
+
+
+def few_cluster_interval(
+    totals: Sequence[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> FewClusterInterval:
+    """The interval a KPI with fewer than :data:`FEW_CLUSTERS` clusters is judged with.
+
+    The restricted wild cluster bootstrap-t with Webb weights
+    (:func:`wild_bootstrap_interval`), seeded, so a deterministic function of
+    the per-cluster sums. The seeded simulation in
+    ``benchmarks/bench_few_clusters.py`` (table in docs/decisions.md) gives its
+    one-sided miss with 12 clusters beside CR1's and the cluster bootstrap-t's
+    (:func:`cluster_bootstrap_t_interval`, which carries skew better but gives
+    bounds two to three times wider on real pilots: not used by the gate). NaN
+    bounds with fewer than 2 clusters or no variation.
+    """
+    wb = wild_bootstrap_interval(totals, counts, confidence, bounds, reps, seed)
+    return FewClusterInterval(wb.low, wb.high, wb.clusters, reps, seed)
+
+
+def leave_one_out_bounds(
+    totals: Sequence[float] | np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float]:
+    """The lowest lower and the highest upper CR1 bound with any one cluster left out.
+
+    For each cluster ``g``: the ratio and CR1 standard error of the other
+    ``G - 1`` clusters and their ``t(G - 2)`` interval. A PASS whose bound does
+    not clear its threshold once some single week is left out rests on that
+    week (the gate calls it fragile). NaN with fewer than 3 clusters.
+    """
+    y = np.asarray(totals, dtype=float)
+    n = np.asarray(counts, dtype=float)
+    keep = n > 0
+    y, n = y[keep], n[keep]
+    if y.size < 3:
+        return (math.nan, math.nan)
+    t = t_value(y.size - 2, confidence)
+    lows, highs = [], []
+    for g in range(y.size):
+        mask = np.arange(y.size) != g
+        r, se, _ = clustered_ratio(y[mask], n[mask])
+        if not math.isfinite(se):
+            continue
+        lows.append(max(bounds[0], r - t * se))
+        highs.append(min(bounds[1], r + t * se))
+    if not lows:
+        return (math.nan, math.nan)
+    return (min(lows), max(highs))

@@ -7,9 +7,11 @@ rather than silently exceed a budget. This module gives, over the pilot window:
 * **Cost per decision** (US dollars) by ``agent_id``, ``workflow``, ``business_unit``,
   ``model`` and ``prompt_version``, split into input tokens, output tokens, tools and
   human review (``review_minutes / 60 x costs.review_hourly_rate_usd``), each with a
-  cluster-robust interval computed exactly as the cost-per-decision KPI's
-  (:mod:`pilot_lib.analysis.kpis`): the overall row *is* that KPI, and the four
-  parts add up to it.
+  cluster-robust interval computed exactly as the cost-per-decision KPI's CR1
+  interval (:mod:`pilot_lib.analysis.kpis`, ``low_cr1``/``high_cr1``): the overall
+  row *is* that KPI, and the four parts add up to it. With fewer than 30 clusters
+  the gate judges the KPI with the wild cluster bootstrap-t instead (issue 22);
+  the breakdown keeps CR1 for every row, so that the rows compare like for like.
 * **Prompt patterns**: per prompt version the cost per decision, the input share of
   tokens and of model cost, ranked by total spend (the decisions-weighted
   contribution); the top few are the expensive patterns to look at first.

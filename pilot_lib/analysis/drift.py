@@ -624,6 +624,12 @@ def _divergences(
     return (psi_value, kl_value)
 
 
+#: A feature missing on more than this share of the reference or the current window's
+#: decisions is "no data" (issue 22): a PSI on the few present values is not a verdict on
+#: the feature, and a 100%-missing feature used to read "stable".
+MOSTLY_MISSING = 0.5
+
+
 def drift_band(psi_value: float, no_drift: float | None = None) -> str:
     """The PSI band of a feature.
 
@@ -798,12 +804,17 @@ class _FeatureResult:
             )
         n_ref, n_cur = self.reference.total, self.current.total
         unseen = self.current.unseen if self.kind == "categorical" else self.current.out_of_range
+        ref_missing = self.reference.missing / n_ref if n_ref else math.nan
+        cur_missing = self.current.missing / n_cur if n_cur else math.nan
+        band = drift_band(psi_value, crit)
+        if any(math.isfinite(x) and x > MOSTLY_MISSING for x in (ref_missing, cur_missing)):
+            band = "no data"  # a PSI on the few values present says nothing of the rest
         return {
             "feature": self.feature,
             "kind": self.kind,
             "psi": psi_value,
             "kl": kl_value,
-            "band": drift_band(psi_value, crit),
+            "band": band,
             "n_reference": n_ref,
             "n_current": n_cur,
             "unseen_share": unseen / n_cur if n_cur else math.nan,
@@ -1258,12 +1269,27 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
     else:
         moving = feats[feats["band"].isin(["significant", "moderate"])]
         measured = feats[(feats["n_reference"] > 0) & (feats["n_current"] > 0)]
+        no_data = measured[measured["band"] == "no data"]
+        measured = measured[measured["band"] != "no data"]
+        missing_tail = (
+            " No data (missing on most decisions of a window): "
+            + ", ".join(
+                f"{row.feature} ({_pct(row.reference_missing_share)} missing in the reference, "
+                f"{_pct(row.current_missing_share)} in the current window)"
+                for row in no_data.itertuples(index=False)
+            )
+            + "."
+            if len(no_data)
+            else ""
+        )
         head = (
             f"Input drift, reference window ({r.reference_window.start} to "
             f"{r.reference_window.end}) against current window ({r.current_window.start} to "
             f"{r.current_window.end}): "
         )
-        if measured.empty:
+        if measured.empty and len(no_data):
+            out.append(head + "no feature could be measured." + missing_tail)
+        elif measured.empty:
             empty = [
                 w
                 for w, col in (("reference", "n_reference"), ("current", "n_current"))
@@ -1274,7 +1300,12 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
                 "window" + ("s." if len(empty) > 1 else ".")
             )
         elif moving.empty:
-            out.append(head + "every feature is stable (PSI below 0.1).")
+            every = (
+                "every feature is stable"
+                if not len(no_data)
+                else "every measured feature is stable"
+            )
+            out.append(head + every + " (PSI below 0.1)." + missing_tail)
         else:
             parts = []
             for row in moving.itertuples(index=False):
@@ -1290,7 +1321,7 @@ def _summary_paragraphs(r: DriftReport) -> list[str]:
                 parts.append(f"{row.feature} PSI {row.psi:.2f} ({row.band}{key}{extra})")
             stable = measured[measured["band"] == "stable"]["feature"].tolist()
             tail = f". Stable: {', '.join(stable)}." if stable else "."
-            out.append(head + "; ".join(parts) + tail)
+            out.append(head + "; ".join(parts) + tail + missing_tail)
 
     cal_parts = []
     for label in ("reference", "current"):
@@ -1516,7 +1547,22 @@ def _findings(r: DriftReport) -> list[Finding]:
             "unseen_share": row.unseen_share,
             "psi_no_drift": row.psi_no_drift,
         }
-        if row.band == "significant":
+        if row.band == "no data" and (row.n_reference > 0 and row.n_current > 0):
+            ref_m, cur_m = row.reference_missing_share, row.current_missing_share
+            found.append(
+                Finding(
+                    PHASE,
+                    "feature_no_data",
+                    "warning",
+                    f"{'Key feature' if row.feature in key else 'Feature'} {row.feature} has no "
+                    f"data: missing on {_pct(ref_m)} of the reference and {_pct(cur_m)} of the "
+                    f"current window's decisions (more than {MOSTLY_MISSING:.0%} in a window), so "
+                    "its drift cannot be judged; it is not stable, it is unmeasured. Find out why "
+                    "the field stopped (or never started) being logged.",
+                    ev | {"reference_missing_share": ref_m, "current_missing_share": cur_m},
+                )
+            )
+        elif row.band == "significant":
             if row.feature in key:
                 found.append(
                     Finding(

@@ -152,6 +152,24 @@ class KpiVerdict:
     anytime_valid: bool = False  # low/high are an interim look's confidence sequence
     fixed_low: float | None = None  # ... and the fixed-horizon interval it widens
     fixed_high: float | None = None
+    #: PASS (fragile): why the PASS could flip (empty when robust or not a PASS)
+    fragile: tuple[str, ...] = ()
+    #: how many standard errors the gate's bound clears (PASS) or the estimate misses (FAIL) by
+    margin_se: float | None = None
+    #: FAIL whose interval still holds the threshold: "missed, but not shown to miss"
+    missed_not_shown: bool = False
+    #: the gate's wrong-GO / wrong-NO-GO rates at this KPI's size and clustering
+    #: (:func:`pilot_lib.analysis.operating.operating_characteristics`); None without an SE
+    operating: dict[str, Any] | None = None
+
+    @property
+    def status_text(self) -> str:
+        """``PASS (fragile)``, ``FAIL (not shown)`` or the status itself."""
+        if self.status == "PASS" and self.fragile:
+            return "PASS (fragile)"
+        if self.status == "FAIL" and self.missed_not_shown:
+            return "FAIL (not shown)"
+        return self.status
 
     @property
     def threshold_text(self) -> str:
@@ -208,6 +226,81 @@ def _extra_samples(
     return max(needed - n, 1)
 
 
+def _fragility(
+    th: KpiThreshold,
+    measured: dict[str, Any],
+    bound: float,
+    margin: float | None,
+    margin_se: float,
+) -> tuple[str, ...]:
+    """Why a PASS could flip: a thin margin, another method, or one week left out."""
+    unit = KPI_NAMES[th.kpi]
+    side = "low" if th.higher_is_better else "high"
+    why = []
+    if margin is not None and margin < margin_se:
+        why.append(
+            f"its bound clears the threshold by only {margin:.2f} standard errors "
+            f"(less than {margin_se:g})"
+        )
+    if measured.get("interval_method") == "few-cluster bootstrap":
+        cr1 = _finite(measured.get(f"{side}_cr1"))
+        if cr1 is not None and not th.met_by(cr1):
+            why.append(f"the CR1 interval's bound ({format_value(cr1, unit)}) does not clear it")
+    loo = _finite(measured.get(f"loo_{side}"))
+    if loo is not None and not th.met_by(loo):
+        why.append(
+            f"leaving out one {measured.get('cluster_by') or 'cluster'} the bound reaches "
+            f"{format_value(loo, unit)}"
+        )
+    return tuple(why)
+
+
+def _robust_samples(
+    th: KpiThreshold, measured: dict[str, Any], est: float, bound: float, n: int, margin_se: float
+) -> int:
+    """More samples after which a fragile PASS would be robust, if the estimate holds.
+
+    The standard error shrinks as ``1 / sqrt(n)``, so every bound's distance from
+    the estimate does too. The farthest-reaching bound of the three checks sets
+    the pace: the gate's bound plus ``margin_se`` SEs (the bound being ``q = 1.96``
+    SEs from the estimate), the CR1 bound and the worst leave-one-out bound. With
+    ``h`` that distance and ``gap = |est - threshold|``, ``n`` grows by
+    ``k = (h / gap)^2``: returns ``ceil(n k) - n`` (at least 1; 0 when the
+    estimate sits on the threshold). More samples at the pilot's pace are also
+    more weeks, which is what a leave-one-week-out fragility needs.
+    """
+    gap = abs(est - th.value)
+    if gap <= 0 or n <= 0:
+        return 0
+    q = 1.959963984540054
+    h = abs(est - bound) * (1 + margin_se / q)
+    side = "low" if th.higher_is_better else "high"
+    for key in (f"{side}_cr1", f"loo_{side}"):
+        other = _finite(measured.get(key))
+        if other is not None:
+            h = max(h, abs(est - other) * (1 + margin_se / q))
+    return max(1, math.ceil(n * (h / gap) ** 2) - n)
+
+
+def _show_miss_samples(
+    est: float, far: float, threshold: float, n: int, power: float
+) -> int | None:
+    """More samples that show a miss (the far bound beyond the threshold) with ``power``,
+    if the estimate holds: the standard error shrinks as ``1 / sqrt(n)``, so with the far
+    bound ``q`` SEs from the estimate (taken as 1.96) and ``z`` the power quantile,
+    ``n`` must grow by ``((q + z) se / |est - threshold|)^2``. None when the estimate sits
+    on the threshold."""
+    from scipy.stats import norm
+
+    gap = abs(est - threshold)
+    if gap <= 0 or n <= 0:
+        return None
+    q = 1.959963984540054
+    se = abs(far - est) / q
+    k = ((q + float(norm.ppf(power))) * se / gap) ** 2
+    return max(1, math.ceil(n * k) - n)
+
+
 def judge_kpi(
     th: KpiThreshold,
     measured: dict[str, Any] | None,
@@ -215,6 +308,7 @@ def judge_kpi(
     power: float = DEFAULT_POWER,
     confidence: float = 0.95,
     interim_fraction: float | None = None,
+    fragile_margin_se: float = 0.5,
 ) -> KpiVerdict:
     """Judge one threshold against a phase 2 KPI record (``estimate``, ``low``, ``high``, ``n``).
 
@@ -231,6 +325,14 @@ def judge_kpi(
     (:func:`pilot_lib.analysis.sequential.anytime_valid_bounds`), a PASS needs
     the whole sequence to clear the threshold and a FAIL the whole sequence to
     miss it. The advice always targets the final, fixed-horizon interval.
+
+    ``fragile_margin_se``: a PASS whose bound clears the threshold by less than
+    this many standard errors (the record's ``se``) is fragile; so is one whose
+    CR1 bound (``low_cr1``/``high_cr1``, when the few-cluster bootstrap judged)
+    or whose worst leave-one-cluster-out bound (``loo_low``/``loo_high``) does
+    not clear it. A FAIL whose far bound still meets the threshold is "missed,
+    but not shown to miss" (``missed_not_shown``), with the samples that would
+    show the miss (with probability ``power``, if the estimate holds) as advice.
     """
     label = KPI_LABELS.get(th.kpi, th.kpi)
     unit = KPI_NAMES[th.kpi]
@@ -307,25 +409,54 @@ def judge_kpi(
             )
         proven = (
             f"; even the {bad} end of the {interval} ({format_value(far, unit)}) misses it"
-            if interim and far is not None
+            if far is not None and not th.met_by(far)
             else ""
         )
+        se = _finite(measured.get("se"))
+        miss_se = abs(est - th.value) / se if se and se > 0 else None
+        if far is not None and th.met_by(far):
+            more = _show_miss_samples(est, far, th.value, n, power)
+            return KpiVerdict(
+                status="FAIL",
+                reason=(
+                    f"missed, but not shown to miss: measured {format_value(est, unit)}, which "
+                    f"misses the agreed {th.comparator} {thr}, but the {bad} end of the "
+                    f"{interval} ({format_value(far, unit)}) still reaches it"
+                ),
+                missed_not_shown=True,
+                margin_se=miss_se,
+                additional_samples=more,
+                power=power if more is not None else None,
+                **base,
+            )
         return KpiVerdict(
             status="FAIL",
             reason=(
                 f"measured {format_value(est, unit)}, which misses the agreed "
                 f"{th.comparator} {thr}{proven}"
             ),
+            margin_se=miss_se,
             **base,
         )
     # Estimate clears: does the whole interval?
     if bound is not None and th.met_by(bound):
+        se = _finite(measured.get("se"))
+        margin = abs(bound - th.value) / se if se and se > 0 else None
+        fragile = () if interim else _fragility(th, measured, bound, margin, fragile_margin_se)
+        settle = ""
+        extra = None
+        if fragile:
+            extra = _robust_samples(th, measured, est, bound, n, fragile_margin_se)
+            settle = "; PASS (fragile): " + "; ".join(fragile)
         return KpiVerdict(
             status="PASS",
             reason=(
                 f"measured {format_value(est, unit)}; even the {good} end of the "
-                f"{interval} ({format_value(bound, unit)}) clears {th.comparator} {thr}"
+                f"{interval} ({format_value(bound, unit)}) clears {th.comparator} {thr}{settle}"
             ),
+            fragile=fragile,
+            margin_se=margin,
+            additional_samples=extra,
             **base,
         )
     extra = advice()
@@ -374,7 +505,7 @@ class GateDecision:
                     "threshold": v.threshold_text,
                     "measured": v.measured_text,
                     "n": f"{v.n:,}",
-                    "status": v.status,
+                    "status": v.status_text,
                     "why": v.reason,
                 }
                 for v in self.verdicts
@@ -392,7 +523,7 @@ class GateDecision:
         """
         rows = []
         for v in self.verdicts:
-            if v.status != "INCONCLUSIVE":
+            if v.status != "INCONCLUSIVE" and not (v.fragile or v.missed_not_shown):
                 continue
             noun = _SAMPLE_NOUNS.get(v.kpi, "decisions")
             if v.estimate is None:
@@ -409,6 +540,10 @@ class GateDecision:
                 weeks = "not paced by weeks: more eligible users, not more time"
             else:
                 weeks = ""
+            if v.fragile:
+                more += " (to make the PASS robust)"
+            elif v.missed_not_shown:
+                more += " (to show the miss)"
             rows.append(
                 {
                     "KPI": v.label,
@@ -421,6 +556,48 @@ class GateDecision:
         return pd.DataFrame(
             rows,
             columns=["KPI", "now", "more needed", "more weeks at the pilot's pace", "power"],
+        )
+
+    def operating_table(self) -> pd.DataFrame:
+        """The gate's error rates per KPI, at this pilot's size and clustering.
+
+        Columns: the KPI; ``truth tested`` (the stated distance either side of the
+        threshold: 2 points for a rate, 5% of the threshold for a cost; in the
+        pilot's standard errors beside it);
+        ``wrong GO`` (chance the KPI passes with the truth that far on the wrong
+        side); ``wrong NO-GO`` (chance the KPI alone stops the pilot with the truth
+        that far on the right side); ``GO when good`` (the chance it passes then);
+        ``PASS at the threshold`` (the worst case of a wrong GO); ``clusters``. Seeded simulation (``analysis.operating``).
+        """
+        rows = []
+        for v in self.verdicts:
+            oc = v.operating
+            if not oc:
+                continue
+            rows.append(
+                {
+                    "KPI": v.label,
+                    "truth tested": f"{format_value(v.threshold, v.unit)} "
+                    f"+/- {format_value(oc['distance'], v.unit)} "
+                    f"({oc['distance_se']:.1f} SE)",
+                    "wrong GO": f"{oc['wrong_go']:.1%}",
+                    "wrong NO-GO": f"{oc['wrong_no_go']:.1%}",
+                    "GO when good": f"{oc['right_go']:.1%}",
+                    "PASS at the threshold": f"{oc['pass_at_threshold']:.1%}",
+                    "clusters": f"{oc['clusters']:,}",
+                }
+            )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "KPI",
+                "truth tested",
+                "wrong GO",
+                "wrong NO-GO",
+                "GO when good",
+                "PASS at the threshold",
+                "clusters",
+            ],
         )
 
     def reasons(self, limit: int | None = None) -> list[Reason]:
@@ -465,7 +642,7 @@ def _verdict_record(v: KpiVerdict) -> dict[str, Any]:
     """A verdict as a result record; ``additional_weeks`` and ``power`` only where the gate
     estimated them, the fixed interval only at an interim look."""
     record = v.__dict__ | {"threshold_text": v.threshold_text}
-    for key in ("additional_weeks", "power"):
+    for key in ("additional_weeks", "power", "operating"):
         if record[key] is None:
             del record[key]
     if not v.anytime_valid:
@@ -546,7 +723,28 @@ def _rationale(
             + "; ".join(
                 f"{v.label.split(' (')[0].lower()} was {format_value(v.estimate, v.unit)} against "
                 f"{v.threshold_text}"
+                + (
+                    " (missed, but not shown to miss: the 95% interval still holds the threshold)"
+                    if v.missed_not_shown
+                    else ""
+                )
                 for v in failed
+            )
+            + "."
+        )
+    fragile = [v for v in passed if v.fragile]
+    if fragile:
+        lines.append(
+            "Fragile: "
+            + "; ".join(
+                f"{v.label.split(' (')[0].lower()} passes, but {'; '.join(v.fragile)}"
+                + (
+                    f" (about {v.additional_samples:,} more "
+                    f"{_SAMPLE_NOUNS.get(v.kpi, 'decisions')} would settle it)"
+                    if v.additional_samples
+                    else ""
+                )
+                for v in fragile
             )
             + "."
         )
@@ -571,10 +769,18 @@ def _rationale(
         lines.append("Blocking findings: " + " ".join(f.message for f in blocking))
     if missing:
         lines.append(f"Phase results missing: {_join(missing)}; their checks could not be made.")
-    if decision == "GO":
+    if decision == "GO" and fragile:
+        lines.append(
+            "Decision: GO. Every agreed threshold is met and nothing blocks scaling, but the GO "
+            "rests on fragile PASSes ("
+            + _join([v.label.split(" (")[0].lower() for v in fragile])
+            + "): confirm them with the data named above before scaling far."
+        )
+    elif decision == "GO":
         lines.append("Decision: GO. Every agreed threshold is met and nothing blocks scaling.")
     elif decision == "NO-GO":
         why = []
+        failed = [v for v in failed if _stops(v, pilot.statistics.missed_not_shown)]
         if failed:
             why.append(
                 f"{len(failed)} agreed threshold{'s' if len(failed) > 1 else ''} "
@@ -589,7 +795,8 @@ def _rationale(
             "lessons, and choose the next use case on evidence."
         )
     else:
-        lines.append(_extend_sentence(pilot, unsure, interim))
+        settle = unsure + [v for v in failed if v.missed_not_shown] + fragile
+        lines.append(_extend_sentence(pilot, settle, interim))
     if interim:
         lines.append(_interim_sentence(pilot, decision, interim_fraction))
     return " ".join(lines)
@@ -653,7 +860,8 @@ def _with_weeks(pilot: Pilot, v: KpiVerdict, weeks: float | None = None) -> KpiV
     ``weeks``: the weeks that gathered ``v.n`` (default: the whole pilot window;
     at an interim look, the weeks the data cover so far).
     """
-    if v.status != "INCONCLUSIVE" or not v.additional_samples or v.n <= 0:
+    settles = v.status == "INCONCLUSIVE" or v.fragile or v.missed_not_shown
+    if not settles or not v.additional_samples or v.n <= 0:
         return v
     if v.kpi in _NOT_PACED:
         return v
@@ -736,6 +944,7 @@ def evaluate_gate(
                 power=stats.power,
                 confidence=confidence,
                 interim_fraction=fraction,
+                fragile_margin_se=stats.fragile_margin_se,
             ),
             weeks,
         )
@@ -744,6 +953,13 @@ def evaluate_gate(
     findings: list[Finding] = []
     for phase in BLOCKING_PHASES:
         findings.extend(_findings_of(results, phase))
+    verdicts = [_with_operating(v, measured.get(v.kpi), pilot, confidence) for v in verdicts]
+    srm = _sample_ratio(pilot, kpi_result, interim)
+    if srm is not None:
+        verdicts = [
+            _srm_inconclusive(v, srm) if v.kpi == "efficiency_gain" else v for v in verdicts
+        ]
+        findings.append(srm)
     blocking = [f for f in findings if f.severity == "blocking"]
     others = [f for f in findings if f.severity != "blocking"]
     missing = [
@@ -752,7 +968,7 @@ def evaluate_gate(
         if not results.get(p)
     ]
 
-    if any(v.status == "FAIL" for v in verdicts) or blocking:
+    if any(_stops(v, stats.missed_not_shown) for v in verdicts) or blocking:
         decision: Decision = "NO-GO"
     elif all(v.status == "PASS" for v in verdicts) and not missing:
         decision = "GO"
@@ -775,6 +991,103 @@ def evaluate_gate(
         interim_fraction=fraction,
         data_coverage=coverage,
     )
+
+
+def _with_operating(
+    v: KpiVerdict, measured: dict[str, Any] | None, pilot: Pilot, confidence: float
+) -> KpiVerdict:
+    """``v`` with its operating characteristics (seeded simulation; see ``analysis.operating``)."""
+    from pilot_lib.analysis.operating import operating_characteristics, stated_distance
+
+    measured = measured or {}
+    se = _finite(measured.get("se"))
+    clusters = int(measured.get("clusters") or 0)
+    th = pilot.threshold(v.kpi)
+    if se is None or th is None or se <= 0:
+        return v
+    oc = operating_characteristics(
+        th.higher_is_better,
+        th.value,
+        se,
+        clusters,
+        distance_se=stated_distance(v.unit, th.value) / se,
+        missed_not_shown=pilot.statistics.missed_not_shown,
+        confidence=confidence,
+    )
+    return replace(v, operating=oc)
+
+
+def _sample_ratio(pilot: Pilot, kpi_result: dict[str, Any], interim: bool) -> Finding | None:
+    """A warning finding when the agent/control split is not the planned one; else None.
+
+    Only with ``statistics.planned_agent_share`` set and a concurrent control
+    cohort; the counts are the cases assigned to each cohort in the pilot window
+    (phase 2's ``efficiency.cohorts``). Interim looks use the anytime-valid test.
+    """
+    from pilot_lib.analysis.srm import sample_ratio_check
+
+    planned = pilot.statistics.planned_agent_share
+    eff = kpi_result.get("efficiency") or {}
+    cohorts = eff.get("cohorts") or {}
+    if planned is None or "control" not in cohorts or "agent" not in cohorts:
+        return None
+    agent, control = (
+        int(cohorts["agent"].get("cases") or 0),
+        int(cohorts["control"].get("cases") or 0),
+    )
+    if control == 0:
+        return None
+    check = sample_ratio_check(agent, control, planned, sequential=interim)
+    if not check.mismatch:
+        return None
+    return Finding(
+        "kpi_baselining",
+        "sample_ratio_mismatch",
+        "warning",
+        f"Sample-ratio mismatch: the agent cohort has {agent:,} of {agent + control:,} cases "
+        f"({check.observed_agent_share:.1%}) where the pilot file plans {planned:.1%} "
+        f"(p = {check.p_value:.2g}, {check.method}, below {check.alpha:g}). Something other than "
+        "chance decided which case went to which cohort, so the efficiency comparison is not "
+        "like for like: find the cause (routing, filtering, logging) before reading it.",
+        {
+            "headline": "Cohort split not as planned",
+            "agent_cases": agent,
+            "control_cases": control,
+            "planned_agent_share": planned,
+            "observed_agent_share": check.observed_agent_share,
+            "p_value": check.p_value,
+            "alpha": check.alpha,
+            "method": check.method,
+        },
+    )
+
+
+def _srm_inconclusive(v: KpiVerdict, srm: Finding) -> KpiVerdict:
+    """The efficiency verdict made INCONCLUSIVE by a sample-ratio mismatch."""
+    e = srm.evidence
+    return replace(
+        v,
+        status="INCONCLUSIVE",
+        reason=(
+            f"sample-ratio mismatch: the agent cohort has {e['observed_agent_share']:.1%} of the "
+            f"cases against the planned {e['planned_agent_share']:.1%} (p = {e['p_value']:.2g}), "
+            "so the comparison with the control cohort is not like for like; more cases do not "
+            "settle it until the cause is found"
+        ),
+        additional_samples=None,
+        additional_weeks=None,
+        power=None,
+        fragile=(),
+        missed_not_shown=False,
+    )
+
+
+def _stops(v: KpiVerdict, missed_not_shown: str) -> bool:
+    """Whether a verdict alone makes the decision NO-GO: a FAIL, unless it is "missed, but
+    not shown to miss" and the pilot file's ``statistics.missed_not_shown`` is EXTEND."""
+    if v.status != "FAIL":
+        return False
+    return not v.missed_not_shown or missed_not_shown == "NO-GO"
 
 
 # ---- the short list of reasons ---------------------------------------------------
@@ -866,7 +1179,10 @@ def agreed_text(v: KpiVerdict) -> str:
 
 def _kpi_item(v: KpiVerdict) -> str:
     """``task completion 51.3% (agreed: above 80.0%)``."""
-    return f"{_short(v).lower()} {format_value(v.estimate, v.unit)} (agreed: {agreed_text(v)})"
+    shown = "; missed, but not shown to miss" if v.missed_not_shown else ""
+    return (
+        f"{_short(v).lower()} {format_value(v.estimate, v.unit)} (agreed: {agreed_text(v)}{shown})"
+    )
 
 
 def _kpi_reasons(verdicts: list[KpiVerdict], status: Status) -> list[Reason]:
@@ -882,6 +1198,11 @@ def _kpi_reasons(verdicts: list[KpiVerdict], status: Status) -> list[Reason]:
                 f"Measured {format_value(v.estimate, v.unit)} on {plural(v.n, _noun(v))}; "
                 f"agreed: {agreed_text(v)}."
             )
+            if v.missed_not_shown:
+                detail += (
+                    " Missed, but not shown to miss: the 95% interval still holds the "
+                    f"threshold; {_advice_text(v)}"
+                )
         elif status == "PASS":
             detail = (
                 f"Measured {format_value(v.estimate, v.unit)}, agreed: {agreed_text(v)}; "
@@ -924,6 +1245,26 @@ def _kpi_reasons(verdicts: list[KpiVerdict], status: Status) -> list[Reason]:
             terms=terms,
         )
     ]
+
+
+def _fragile_reason(fragile: list[KpiVerdict], decision: str) -> Reason:
+    """One reason naming each fragile PASS, why it could flip and what would settle it."""
+    names = _join([_short(v).lower() for v in fragile])
+    detail = " ".join(
+        f"{_short(v)}: measured {format_value(v.estimate, v.unit)}, agreed: {agreed_text(v)}; "
+        f"{'; '.join(v.fragile)}. {_advice_text(v)[:1].upper()}{_advice_text(v)[1:]}"
+        for v in fragile
+    )
+    if decision == "GO":
+        detail = f"The GO rests on it. {detail}"
+    return Reason(
+        f"{'PASS' if len(fragile) == 1 else 'PASSes'} fragile: {names}",
+        detail,
+        *KPI_SECTION,
+        measured=", ".join(format_value(v.estimate, v.unit) for v in fragile),
+        threshold=", ".join(agreed_text(v) for v in fragile),
+        terms=("95% interval",),
+    )
 
 
 def _noun(v: KpiVerdict) -> str:
@@ -1099,6 +1440,9 @@ def _reasons(d: GateDecision, limit: int) -> list[Reason]:
     keys = [k for k in order if k in groups] + [k for k in groups if k not in order]
     items += [_finding_group_reason(k, groups[k]) for k in keys]
     items += _kpi_reasons(unsure, "INCONCLUSIVE")
+    fragile = [v for v in passed if v.fragile]
+    if fragile:
+        items.append(_fragile_reason(fragile, d.decision))
     for p in d.missing_phases:
         items.append(
             Reason(

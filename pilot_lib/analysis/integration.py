@@ -732,7 +732,10 @@ def _findings(h: IntegrationHealth, s: Any) -> list[Finding]:
             )
         )
     storm = h.systems[h.systems["hammering_calls"] > 0] if len(h.systems) else h.systems
+    limit = float(getattr(s, "max_hammering_share", 0.0))
     if len(storm):
+        share = storm["hammering_calls"] / storm["retried_calls"].where(storm["retried_calls"] > 0)
+        storm_blocks = bool((share.fillna(1.0) > limit).any())
         parts = [
             f"{r.system}: {int(r.hammering_calls):,} of {int(r.retried_calls):,} retried calls"
             for r in storm.itertuples(index=False)
@@ -740,14 +743,21 @@ def _findings(h: IntegrationHealth, s: Any) -> list[Finding]:
         out.append(
             Finding(
                 PHASE,
-                "retry_storm",
-                "blocking",
+                "retry_storm" if storm_blocks else "retries_without_backoff",
+                "blocking" if storm_blocks else "warning",
                 "The agent retried without backing off (" + "; ".join(parts) + f"): a retry "
                 f"came sooner than {s.min_retry_gap_seconds:g} s, the gaps did not grow, or a "
-                f"call took more than {s.max_attempts} attempts. A retry storm deepens an outage.",
+                f"call took more than {s.max_attempts} attempts. "
+                + (
+                    "A retry storm deepens an outage."
+                    if storm_blocks
+                    else f"Within the {limit:.1%} of retried calls the pilot file allows "
+                    "(integration.max_hammering_share): a warning, not a storm."
+                ),
                 {
-                    "headline": "Retry storm",
+                    "headline": "Retry storm" if storm_blocks else "Some retries without backoff",
                     "section": SECTION,
+                    "limit": limit,
                     "systems": storm["system"].tolist(),
                     "hammering_calls": {
                         r.system: int(r.hammering_calls) for r in storm.itertuples(index=False)
@@ -763,15 +773,26 @@ def _findings(h: IntegrationHealth, s: Any) -> list[Finding]:
             f"{int(r['max'])} failures in a row"
             for sys, r in per.iterrows()
         ]
+        runs_limit = int(getattr(s, "max_ignored_breaker_runs", 0))
+        breaker_blocks = len(b) > runs_limit
         out.append(
             Finding(
                 PHASE,
-                "circuit_breaker_ignored",
-                "blocking",
+                "circuit_breaker_ignored" if breaker_blocks else "circuit_breaker_run",
+                "blocking" if breaker_blocks else "warning",
                 "The agent kept calling a failing system past its circuit-breaker threshold of "
-                f"{s.breaker_threshold} consecutive failures (" + "; ".join(parts) + ").",
+                f"{s.breaker_threshold} consecutive failures ("
+                + "; ".join(parts)
+                + ")."
+                + (
+                    ""
+                    if breaker_blocks
+                    else f" Within the {runs_limit} run(s) the pilot file allows "
+                    "(integration.max_ignored_breaker_runs): a warning."
+                ),
                 {
                     "headline": "Circuit breaker ignored",
+                    "limit": runs_limit,
                     "section": SECTION,
                     "systems": sorted(per.index.tolist()),
                     "runs": int(len(b)),
@@ -782,11 +803,12 @@ def _findings(h: IntegrationHealth, s: Any) -> list[Finding]:
         )
     if h.hung["count"]:
         n = int(h.hung["count"])
+        hung_limit = int(getattr(s, "max_hung_decisions", 0))
         out.append(
             Finding(
                 PHASE,
-                "hung_decisions",
-                "blocking",
+                "hung_decisions" if n > hung_limit else "hung_decisions_within_limit",
+                "blocking" if n > hung_limit else "warning",
                 f"{n:,} decision{'s' if n != 1 else ''} hung: a tool call never returned or the "
                 f"calls ran longer than {s.decision_timeout_seconds:g} s. The agent must time out "
                 "and escalate instead of waiting.",

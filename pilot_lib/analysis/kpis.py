@@ -160,6 +160,11 @@ KPI_COLUMNS = [
     "cluster_by",
     "low_iid",
     "high_iid",
+    "interval_method",
+    "low_cr1",
+    "high_cr1",
+    "loo_low",
+    "loo_high",
 ]
 
 _WEEKLY_COLUMNS = [
@@ -503,7 +508,9 @@ def compute_kpis_from_tables(
     empty_reason = f"no decisions in the pilot window ({window_text})"
 
     cluster_by = pilot.statistics.cluster_by
-    clustering = _decision_clustering(window, cluster_by, rate, pilot.confidence_threshold, totals)
+    clustering = _decision_clustering(
+        window, cluster_by, rate, pilot.confidence_threshold, totals, pilot.statistics.few_clusters
+    )
     completion, completion_figs = _completion(totals, confidence, empty_reason, clustering)
     reasons = _escalation_by_reason(window, totals, confidence)
     escalation_fig = _proportion_figure(
@@ -614,6 +621,11 @@ class _Figure:
     cluster_by: str = "none"
     low_iid: float = math.nan  # the interval if the units were independent
     high_iid: float = math.nan
+    interval_method: str = "cr1"  # "cr1" or "few-cluster bootstrap" (what low/high are)
+    low_cr1: float = math.nan  # the CR1 + t(G - 1) interval, kept beside the bootstrap's
+    high_cr1: float = math.nan
+    loo_low: float = math.nan  # lowest lower / highest upper CR1 bound leaving out one cluster
+    loo_high: float = math.nan
 
 
 def _no_data(kpi: str, reason: str, method: str, n: int = 0) -> _Figure:
@@ -627,6 +639,7 @@ class _Clustering:
     level: str = "none"
     sums: dict[str, clustered.ClusterSums] = field(default_factory=dict)
     note: str = ""  # e.g. a fallback from user to case
+    few: int = clustered.FEW_CLUSTERS  # below this many clusters: the few-cluster bootstrap
 
     @property
     def noun(self) -> str:
@@ -666,8 +679,24 @@ def _with_clustering(
         fig.estimate, se, sums.clusters, (fig.low, fig.high), se_iid, confidence, bounds
     )
     fig.low, fig.high = ci.low, ci.high
+    fig.low_cr1, fig.high_cr1 = ci.low, ci.high
     fig.se, fig.design_effect, fig.clusters = ci.se, ci.design_effect, ci.clusters
     extra = []
+    if sums.totals and 2 < sums.clusters < clustering.few:
+        few = clustered.few_cluster_interval(sums.totals, sums.counts, confidence, bounds)
+        if math.isfinite(few.low) and math.isfinite(few.high):
+            low = few.low if not math.isfinite(fig.low_iid) else min(few.low, fig.low_iid)
+            high = few.high if not math.isfinite(fig.high_iid) else max(few.high, fig.high_iid)
+            fig.low, fig.high = low, high
+            fig.interval_method = "few-cluster bootstrap"
+            fig.method += (
+                f"; fewer than {clustering.few} {clustering.noun}: judged with the restricted "
+                f"wild cluster bootstrap-t (Webb weights, {few.reps:,} seeded replications), "
+                "never narrower than the independent interval; CR1 kept beside it"
+            )
+        fig.loo_low, fig.loo_high = clustered.leave_one_out_bounds(
+            sums.totals, sums.counts, confidence, bounds
+        )
     if clustering.note:
         extra.append(clustering.note)
     if sums.clusters < 2:
@@ -753,6 +782,11 @@ def _kpi_frame(pilot: Pilot, figures: list[_Figure]) -> pd.DataFrame:
                 "cluster_by": f.cluster_by,
                 "low_iid": float(f.low_iid),
                 "high_iid": float(f.high_iid),
+                "interval_method": f.interval_method,
+                "low_cr1": float(f.low_cr1),
+                "high_cr1": float(f.high_cr1),
+                "loo_low": float(f.loo_low),
+                "loo_high": float(f.loo_high),
             }
         )
     frame = pd.DataFrame(rows, columns=KPI_COLUMNS)
@@ -830,8 +864,10 @@ def _decision_clustering(
     rate: float,
     confidence_threshold: float,
     totals: dict[str, Any],
+    few: int = clustered.FEW_CLUSTERS,
 ) -> _Clustering:
-    """The engine's cluster sums for every decision-log figure (one aggregate, one row back)."""
+    """The engine's cluster sums for every decision-log figure (one aggregate, one row back;
+    with fewer than ``few`` clusters, the per-cluster sums too)."""
     key, level, note = clustered.decision_cluster_key(t, cluster_by)
     if key is None or totals["decisions"] == 0:
         return _Clustering(level, {}, note)
@@ -860,7 +896,8 @@ def _decision_clustering(
             totals["cost_mean"] if totals["cost_n"] else 0.0,
         ),
     }
-    return _Clustering(level, clustered.cluster_residual_sums(t, key, figures), note)
+    sums = clustered.cluster_residual_sums(t, key, figures, keep_below=few)
+    return _Clustering(level, sums, note, few)
 
 
 def _int(value: Any) -> int:

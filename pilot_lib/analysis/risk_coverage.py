@@ -316,6 +316,11 @@ class RiskCoverage:
     load: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: "confirmed on held-out weeks", "candidate: confirm on new data" or "" (none recommended)
+    recommendation_status: str = ""
+    #: The split-half check: weeks in each half, the threshold chosen on the first half
+    #: and its error rate with interval on the second.
+    holdout: dict[str, Any] = field(default_factory=dict)
     #: Per grid threshold: decisions not escalated / escalated for low confidence in its bin.
     _noesc: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     _lowc: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -471,6 +476,8 @@ class RiskCoverage:
                 "today": self.today,
                 "target_max_error_rate": self.target,
                 "recommended_threshold": self.recommended,
+                "recommendation_status": self.recommendation_status,
+                "holdout": self.holdout,
                 "cluster_by": self.cluster_by,
                 "today_figures": self.what_if(self.today) if len(self.curve) else None,
                 "recommended_figures": rec,
@@ -508,7 +515,88 @@ def risk_coverage_from_table(
     if key is None:
         key = ibis.literal("all")
     raw = _engine_sums(t, key, grid)
-    return _assemble(raw, grid, pilot, level, key_note, confidence, target, today)
+    result = _assemble(raw, grid, pilot, level, key_note, confidence, target, today)
+    if result.recommended is not None:
+        _split_half(result, t, key, level, grid, pilot, key_note, confidence, target, today)
+    return result
+
+
+#: The seed of the split of the weeks into a selection half and a confirmation half.
+SPLIT_SEED = 20260622
+#: Fewer weeks than this: no split (each half would be too thin to say anything).
+SPLIT_MIN_CLUSTERS = 6
+
+
+def split_clusters(clusters: list[Any], seed: int = SPLIT_SEED) -> tuple[list[Any], list[Any]]:
+    """The clusters (sorted) dealt at random into a selection and a confirmation half.
+
+    A seeded permutation: the first ``ceil(G / 2)`` are the selection half. The same
+    clusters always give the same halves.
+    """
+    ordered = sorted(clusters)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    half = math.ceil(len(ordered) / 2)
+    pick = [ordered[i] for i in sorted(order[:half])]
+    rest = [ordered[i] for i in sorted(order[half:])]
+    return pick, rest
+
+
+def _split_half(
+    result: RiskCoverage,
+    t: ir.Table,
+    key: ir.Value,
+    level: str,
+    grid: np.ndarray,
+    pilot: Pilot,
+    key_note: str,
+    confidence: float,
+    target: float | None,
+    today: float,
+) -> None:
+    """Choose the threshold on a seeded half of the weeks, confirm it on the other half.
+
+    Confirmed (the error rate's upper bound on the held-out half at or below the
+    target): the recommendation is the threshold chosen on the selection half.
+    The curves of each half keep the pilot's clustering. Otherwise (or with fewer
+    than :data:`SPLIT_MIN_CLUSTERS` weeks) the
+    whole-window threshold stays, labelled "candidate: confirm on new data": a
+    threshold picked on the same decisions it is then judged on flatters itself.
+    """
+    week, _, _ = clustered.decision_cluster_key(t, "week")
+    keyed = t.mutate(_split_week=week.cast("string"))
+    clusters = keyed.select("_split_week").distinct().execute()["_split_week"].tolist()
+    candidate = "candidate: confirm on new data"
+    if len(clusters) < SPLIT_MIN_CLUSTERS:
+        result.recommendation_status = candidate
+        result.holdout = {"reason": f"only {len(clusters)} week(s): no held-out half"}
+    else:
+        pick, rest = split_clusters(clusters)
+
+        def half(keys: list[Any]) -> RiskCoverage:
+            part = keyed.filter(keyed._split_week.isin(keys))
+            part_key, _, _ = clustered.decision_cluster_key(part, pilot.statistics.cluster_by)
+            raw = _engine_sums(part, ibis.literal("all") if part_key is None else part_key, grid)
+            return _assemble(raw, grid, pilot, level, key_note, confidence, target, today)
+
+        chosen = half(pick).recommended
+        held = half(rest)
+        at = held.at(chosen) if chosen is not None else None
+        confirmed = at is not None and math.isfinite(at["risk_high"]) and at["risk_high"] <= target
+        result.holdout = {
+            "selection_clusters": [str(k) for k in pick],
+            "confirmation_clusters": [str(k) for k in rest],
+            "chosen_on_selection": chosen,
+            "confirmation_risk": None if at is None else at["risk"],
+            "confirmation_risk_low": None if at is None else at["risk_low"],
+            "confirmation_risk_high": None if at is None else at["risk_high"],
+        }
+        if confirmed:
+            result.recommended = chosen
+            result.recommendation_status = "confirmed on held-out weeks"
+        else:
+            result.recommendation_status = candidate
+    result.notes = _notes(result, key_note)
+    result.findings = _findings(result)
 
 
 def _assemble(
@@ -734,6 +822,25 @@ def _notes(r: RiskCoverage, key_note: str) -> list[str]:
         )
     else:
         rec = r.what_if(r.recommended)
+        h = r.holdout
+        if r.recommendation_status.startswith("confirmed"):
+            notes.append(
+                f"Recommendation {r.recommended:.2f} chosen on a seeded half of the "
+                f"weeks ({len(h['selection_clusters'])}) and confirmed on the other "
+                f"{len(h['confirmation_clusters'])}: there its error rate is "
+                f"{_pct(h['confirmation_risk'])} (up to {_pct(h['confirmation_risk_high'])})."
+            )
+        elif r.recommendation_status:
+            why = h.get("reason") or (
+                "no threshold met the target on the selection half"
+                if h.get("chosen_on_selection") is None
+                else f"{h['chosen_on_selection']:.2f}, chosen on a seeded half of the "
+                f"weeks, reached {_pct(h['confirmation_risk_high'])} on the other half"
+            )
+            notes.append(
+                f"Candidate: confirm on new data. The threshold below was chosen on the same "
+                f"decisions it is judged on; held out: {why}."
+            )
         notes.append(
             f"The lowest threshold whose error rate stays at or below the target "
             f"{_pct(r.target)} with its interval is {r.recommended:.2f}: coverage "

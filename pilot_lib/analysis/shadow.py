@@ -164,6 +164,8 @@ def agreement_interval(
     p = k / n
     low_iid, high_iid = stats.wilson_interval(k, n, confidence)
     key, level, note = clustered.decision_cluster_key(table, cluster_by)
+    if level == "week":
+        key, level, note = _few_weeks_fallback(table, key, note)
     out = {"estimate": p, "n": n, "agreed": k, "cluster_by": level}
     if key is None:
         return out | {
@@ -190,13 +192,49 @@ def agreement_interval(
     )
     if note:
         method += f"; {note}"
+    detectable = (
+        (clustered.t_value(ci.clusters - 1, confidence) + _Z80) * ci.se
+        if ci.clusters >= 2 and math.isfinite(ci.se)
+        else math.nan
+    )
     return out | {
         "low": ci.low,
         "high": ci.high,
         "clusters": ci.clusters,
         "design_effect": ci.design_effect,
         "method": method,
+        "detectable_margin": detectable,
     }
+
+
+#: Fewer weeks than this: shadow agreement is clustered by day (or by case) instead.
+MIN_WEEKS = 5
+_Z80 = 0.8416212335729143  # the 80% power quantile of the standard normal
+
+
+def _few_weeks_fallback(
+    table: ir.Table, week_key: ir.Value, note: str
+) -> tuple[ir.Value, str, str]:
+    """With fewer than :data:`MIN_WEEKS` weeks, cluster by day (or by case with fewer days).
+
+    Two weekly clusters give t(1) = 12.71: an interval that says nothing (issue 22:
+    with a true agreement of 0.75 against a 0.80 target it blocked 11% of pilots,
+    and at 0.937 the warning fired 40-65% of the time). Days keep what shares a day
+    (staff, volumes) together and give enough clusters for t; with fewer than
+    :data:`MIN_WEEKS` days, the case is the cluster.
+    """
+    counts = table.aggregate(
+        weeks=week_key.nunique(), days=table.timestamp.truncate("D").nunique()
+    ).execute()
+    weeks, days = int(counts["weeks"].iloc[0] or 0), int(counts["days"].iloc[0] or 0)
+    if weeks >= MIN_WEEKS:
+        return week_key, "week", note
+    if days >= MIN_WEEKS:
+        why = f"only {weeks} week(s) of shadow decisions: clustered by day ({days} days)"
+        return table.timestamp.truncate("D").cast("date"), "day", why
+    case_key, _, _ = clustered.decision_cluster_key(table, "case")
+    why = f"only {weeks} week(s) and {days} day(s) of shadow decisions: clustered by case"
+    return case_key, "case", why
 
 
 def _agreement_rows(
@@ -344,8 +382,17 @@ def _findings(review: ShadowReview) -> list[Finding]:
     }
     figures = (
         f"the agent agreed with the human on {review.agreed:,} of {review.shadow_decisions:,} "
-        f"shadow decisions ({_pct(a['estimate'])}, 95% CI {_pct(a['low'])} to {_pct(a['high'])})"
+        f"shadow decisions ({_pct(a['estimate'])}, 95% CI {_pct(a['low'])} to {_pct(a['high'])}"
+        f", {a.get('clusters', 0):,} {a.get('cluster_by', '')} clusters)"
     )
+    margin = a.get("detectable_margin")
+    power = (
+        f" With this many shadow decisions and clusters, a true agreement "
+        f"{100 * margin:.1f} points above the target is shown with 80% power."
+        if isinstance(margin, float) and math.isfinite(margin)
+        else ""
+    )
+    evidence["detectable_margin"] = margin
     if a["high"] < target:
         return [
             Finding(
@@ -365,7 +412,7 @@ def _findings(review: ShadowReview) -> list[Finding]:
                 "shadow_agreement_not_shown",
                 "warning",
                 f"In shadow mode {figures}; the {_pct(target)} target is inside the interval, so "
-                "reaching it is not yet shown. More shadow decisions would settle it.",
+                "reaching it is not yet shown. More shadow decisions would settle it." + power,
                 evidence,
             )
         ]
