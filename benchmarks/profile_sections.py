@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from typing import Any
 
 from pilot_lib import phases

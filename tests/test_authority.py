@@ -452,9 +452,9 @@ def test_a_run_writes_the_policy_and_it_evaluates(tmp_path: Path) -> None:
 
 
 def test_authority_widget_draws_the_what_if_and_refuses_a_broken_ladder(reviews) -> None:
-    from pilot_lib.report.notebook import authority_widget
-
     from IPython.core.interactiveshell import InteractiveShell
+
+    from pilot_lib.report.notebook import authority_widget
 
     review = reviews["claims-auto"]
     InteractiveShell.instance()  # display() publishes rich output, as in a kernel
