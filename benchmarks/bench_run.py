@@ -72,6 +72,17 @@ result = getattr(phases, sys.argv[3])(pilot, data).to_result()
 print("COMPUTE_SECONDS", time.perf_counter() - started)
 """
 
+AGGREGATES = """
+import sys, time
+from pilot_lib.config import load_pilot
+from pilot_lib.ingest.store import open_store
+from pilot_lib.analysis.shared import write_aggregates
+started = time.perf_counter()
+pilot = load_pilot(sys.argv[1])
+write_aggregates(sys.argv[2], open_store(sys.argv[2], pilot))
+print("COMPUTE_SECONDS", time.perf_counter() - started)
+"""
+
 PHASE_FUNCTIONS = ("use_case_phase", "kpi_phase", "drift_phase", "incident_phase")
 
 
@@ -157,6 +168,8 @@ def bench_size(pilot: Path, work: Path, skip_run: bool, jobs: int | None) -> lis
         )
     )
     store = work / "runs" / PRESET / "store"
+    # the shared aggregates, once per store, as pilot-workbook run writes them
+    out.append(measure("shared aggregates", [py, "-c", AGGREGATES, str(pilot), str(store)]))
     phase_total = Measure("phases 1-4 (sum)", 0.0, 0.0, 0.0)
     for i, fn in enumerate(PHASE_FUNCTIONS, start=1):
         m = measure(f"phase {i} compute", [py, "-c", PHASE, str(pilot), str(store), fn])
@@ -165,12 +178,24 @@ def bench_size(pilot: Path, work: Path, skip_run: bool, jobs: int | None) -> lis
         phase_total.compute = (phase_total.compute or 0.0) + (m.compute or 0.0)
         phase_total.peak_mb = max(phase_total.peak_mb, m.peak_mb)
     out.append(phase_total)
+    # every section's compute and its scans of the log, in one process (imports excluded)
+    profile = subprocess.run(
+        [py, str(ROOT / "benchmarks" / "profile_sections.py"), str(pilot), str(store)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    SECTIONS[pilot] = profile.stdout
     if not skip_run:
         argv = [_cli(), "run", str(pilot), "--out", str(work / "run-out")]
         if jobs:
             argv += ["--jobs", str(jobs)]
         out.append(measure("pilot-workbook run", argv, cwd=work))
     return out
+
+
+#: pilot folder -> the per-section profile printed after its table.
+SECTIONS: dict[Path, str] = {}
 
 
 def report(rows: int, measures: list[Measure]) -> str:
@@ -217,6 +242,19 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
             results[rows] = bench_size(pilot, Path(tmp), args.skip_run, args.jobs)
         print(report(rows, results[rows]), flush=True)
+        print()
+        print("per section (scans counted from the SQL; seconds in one process):")
+        print("```")
+        print(SECTIONS.get(pilot, "").rstrip())
+        print("```")
+        print()
+    if not args.skip_run:
+        with tempfile.TemporaryDirectory(prefix="bench-sample-") as tmp:
+            sample = measure(
+                "pilot-workbook run (bundled claims-auto, 30k)",
+                [_cli(), "run", str(ROOT / "data" / "pilots" / PRESET), "--out", str(tmp)],
+            )
+        print(f"{sample.label}: {sample.seconds:.2f} s, {sample.peak_mb:,.0f} MB")
         print()
     if len(sizes) == 2:
         small, large = sorted(sizes)

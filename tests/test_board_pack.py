@@ -693,9 +693,6 @@ def test_no_go_page_has_one_bullet_per_blocking_finding_linking_its_section(
     expected = {
         "Retry storm": "02_kpi_baselining.html#Integration-health",
         "Circuit breaker ignored": "02_kpi_baselining.html#Integration-health",
-        "Worse prompt version promoted": (
-            "03_drift_analysis.html#Prompt-version-promotion-on-the-golden-set"
-        ),
         "Feedback loops mixed": "03_drift_analysis.html#Fast-and-slow-feedback-loops",
     }
     for headline, href in expected.items():

@@ -25,8 +25,8 @@ from pilot_lib.synth import generate_pilot
 #: Scans of each log-size table per phase (claims-auto, every data set).
 BUDGET: dict[str, dict[str, int]] = {
     "use_case_scoring": {"cases": 0, "decisions": 0, "tool_calls": 0},
-    "kpi_baselining": {"cases": 6, "decisions": 18, "tool_calls": 2},
-    "drift_analysis": {"cases": 0, "decisions": 15, "tool_calls": 0},
+    "kpi_baselining": {"cases": 6, "decisions": 19, "tool_calls": 2},
+    "drift_analysis": {"cases": 0, "decisions": 24, "tool_calls": 0},
     "incident_drill_review": {"cases": 0, "decisions": 2, "tool_calls": 0},
 }
 

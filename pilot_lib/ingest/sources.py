@@ -58,7 +58,7 @@ from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError, TableNotFound
 
 from pilot_lib.config import TRACE_FORMATS, DatasetSource, Pilot
-from pilot_lib.errors import DataSourceError
+from pilot_lib.errors import DataSourceError, EngineMemoryError
 
 __all__ = [
     "FORMATS",
@@ -79,7 +79,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
 _COMPRESSION_SUFFIXES = (".gz", ".gzip", ".zst", ".bz2")
 
 #: Errors a reader raises for a bad file or table (not programming errors).
-_READ_ERRORS = (duckdb.Error, IbisError, TableNotFound, OSError, ValueError)
+# EngineMemoryError: the connection's memory guard's one line for DuckDB's out-of-memory
+_READ_ERRORS = (duckdb.Error, IbisError, TableNotFound, OSError, ValueError, EngineMemoryError)
 
 #: Ibis backends opened for ``uri`` sources, per DuckDB connection, one per URL.
 _URI_BACKENDS: weakref.WeakKeyDictionary[Any, dict[str, BaseBackend]] = weakref.WeakKeyDictionary()

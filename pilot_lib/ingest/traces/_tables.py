@@ -35,7 +35,7 @@ from ibis import util as ibis_util
 from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
 
-from pilot_lib.errors import DataSourceError
+from pilot_lib.errors import DataSourceError, EngineMemoryError
 
 __all__ = [
     "FileScan",
@@ -309,8 +309,11 @@ def read_error(
     DuckDB's reason with ``fix``.
     """
     text = str(exc)
-    size_problem = "maximum_object_size" in text or (
-        "Out of Memory" in text and "failed to allocate" in text
+    size_problem = (
+        "maximum_object_size" in text
+        or ("Out of Memory" in text and "failed to allocate" in text)
+        # the connection's memory guard already turned DuckDB's error into one line
+        or isinstance(exc, EngineMemoryError)
     )
     if size_problem:
         limit = json_object_size(con, len(files), any_compressed(files), scans)
@@ -596,7 +599,7 @@ def materialize(
     try:
         con.raw_sql("SET preserve_insertion_order = true")
         con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {sql}')
-    except (duckdb.Error, IbisError) as exc:
+    except (duckdb.Error, IbisError, EngineMemoryError) as exc:
         shown = blame() if blame is not None else None
         raise read_error(con, exc, label, what, files, fix, shown) from exc
     finally:

@@ -47,7 +47,7 @@ import ibis.expr.types as ir
 from ibis.backends import BaseBackend
 from ibis.common.exceptions import IbisError
 
-from pilot_lib.errors import DataSourceError
+from pilot_lib.errors import DataSourceError, EngineMemoryError
 from pilot_lib.ingest.traces._tables import (
     any_compressed,
     json_object_size,
@@ -382,6 +382,6 @@ def _bad_file(con: BaseBackend, files: Sequence[str]) -> str:
             con.raw_sql(
                 f"SELECT count(*) FROM ({otlp_spans_sql([f], json_object_size(con, 1, any_compressed([f])))})"
             ).fetchall()
-        except (duckdb.Error, IbisError):
+        except (duckdb.Error, IbisError, EngineMemoryError):
             return f
     return ", ".join(files)
