@@ -18,8 +18,8 @@ fresh process so peak memory is that step's own:
    (``open_store`` then the phase function, no notebook), and the sum of the four;
 4. **run**: the whole ``pilot-workbook run`` (store, five notebooks, HTML exports).
 
-Wall-clock seconds and peak resident memory summed over the process tree (the
-notebook kernels are child processes), sampled every 20 ms, are printed with the
+Wall-clock seconds and peak memory (proportional set size, PSS, where Linux reports it) summed over the process tree (the
+notebook kernels are child processes), sampled every 50 ms, are printed with the
 ratio to the raw scan and, with both sizes, the 10M/1M ratio. The targets are in
 docs/performance.md. Not part of the test suite: no test depends on wall-clock speed.
 """
@@ -102,12 +102,24 @@ def _tree_rss(proc: psutil.Process) -> int:
         return 0
     for p in procs:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
+            total += _memory(p)
     return total
 
 
+def _memory(p: psutil.Process) -> int:
+    """Proportional set size where the system reports it (Linux), else resident size.
+
+    The phase kernels are forked from one template process and share its imported pages
+    copy-on-write: summing their resident sizes counts those pages once per kernel, the
+    proportional size divides each shared page among the processes that map it."""
+    try:
+        return int(p.memory_full_info().pss)
+    except (AttributeError, psutil.AccessDenied):
+        return int(p.memory_info().rss)
+
+
 def measure(label: str, argv: list[str], cwd: Path | None = None) -> Measure:
-    """Run ``argv``; wall time and peak RSS summed over its process tree (20 ms samples)."""
+    """Run ``argv``; wall time and peak memory (PSS) summed over its process tree (50 ms samples)."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     proc = psutil.Process(child.pid)
@@ -118,7 +130,7 @@ def measure(label: str, argv: list[str], cwd: Path | None = None) -> Measure:
         nonlocal peak
         while not done.is_set():
             peak = max(peak, _tree_rss(proc))
-            time.sleep(0.02)
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

@@ -474,7 +474,7 @@ def test_typed_parameter_reaches_the_notebook_and_timeout_fails_a_slow_cell(
     nbformat.write(nb, nb_dir / PHASE_NOTEBOOKS[3][1])
     out = tmp_path / "runs"
     argv = ["run", str(tiny), "--out", str(out), "--no-export", "--notebooks", str(nb_dir)]
-    timeout = "30"
+    timeout = "15"
     code = main([*argv, "--phases", "1,3", "--timeout", timeout, "-p", "top_features", "1"])
     err = capsys.readouterr().err
     assert code == 1
@@ -485,7 +485,7 @@ def test_typed_parameter_reaches_the_notebook_and_timeout_fails_a_slow_cell(
     assert phases[1]["status"] == "failed"
     assert f"a cell ran longer than the --timeout of {timeout} s" in phases[1]["error"]
     assert f"a cell ran longer than the --timeout of {timeout} s" in err
-    assert manifest["parameters"] == {"top_features": 1} and manifest["timeout"] == 30
+    assert manifest["parameters"] == {"top_features": 1} and manifest["timeout"] == 15
     executed = json.loads((run_dir / PHASE_NOTEBOOKS[3][1]).read_text())
     injected = next(
         c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])

@@ -84,6 +84,13 @@ BREAKER_FAILURES = ("error_5xx", "timeout")
 #: Ids listed in a finding's evidence and the result, at most.
 MAX_LISTED = 20
 
+#: Most answered attempts whose latency percentiles are exact. An exact percentile holds
+#: every value of its group in memory at once (DuckDB cannot spill it): 29 million tool
+#: calls at 10 million decisions do not fit a 512 MB engine. Above this many answered
+#: attempts the percentiles are the engine's streaming estimate (t-digest in DuckDB,
+#: percentile_approx in Spark), and the result says so (``latency_percentiles``).
+EXACT_PERCENTILE_MAX = 2_000_000
+
 _FAILED = ("error_5xx", "error_4xx", "timeout", "circuit_open")
 
 
@@ -110,6 +117,8 @@ class IntegrationHealth:
     ignored_breakers: pd.DataFrame
     interval_method: str
     findings: list[Finding] = field(default_factory=list)
+    #: "exact", or how the latency percentiles were estimated (EXACT_PERCENTILE_MAX).
+    latency_percentiles: str = "exact"
 
     # ---- display helpers (small frames for the notebook) ------------------------
     def systems_table(self) -> pd.DataFrame:
@@ -162,6 +171,7 @@ class IntegrationHealth:
             {
                 "settings": self.settings,
                 "interval_method": self.interval_method,
+                "latency_percentiles": self.latency_percentiles,
                 "systems": self.systems,
                 "weekly": self.weekly,
                 "tool_failure_escalations": self.escalations,
@@ -379,6 +389,11 @@ def review_integration(
     sent = status != "circuit_open"
     returned = sent & a.ended_at.notnull()
     latency = a.ended_at.delta(a.started_at, unit="microsecond").cast("float64") / 1e3
+    answered = ibis.ifelse(returned, latency, ibis.null())
+    exact = int(a.count(where=returned).execute()) <= EXACT_PERCENTILE_MAX
+
+    def pct(q: float) -> ir.FloatingValue:
+        return answered.quantile(q) if exact else answered.approx_quantile(q)
 
     # ---- per system and week: attempts ------------------------------------------------
     kind_aggs = {f"n_{v}": a.count(where=status == k) for k, v in ERROR_KINDS.items()}
@@ -389,8 +404,8 @@ def review_integration(
             circuit_open=a.count(where=status == "circuit_open"),
             errors=a.count(where=status.isin(list(ERROR_KINDS))),
             # nulls, not ``where=``: Spark's percentile needs a constant percentage
-            p50_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.5),
-            p95_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.95),
+            p50_ms=pct(0.5),
+            p95_ms=pct(0.95),
             **kind_aggs,
         )
     ).rename(columns={"_week": "week"})
@@ -448,8 +463,8 @@ def review_integration(
     sys_lat = _frame(
         a.group_by(a.system).aggregate(
             # nulls, not ``where=``: Spark's percentile needs a constant percentage
-            p50_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.5),
-            p95_ms=ibis.ifelse(returned, latency, ibis.null()).quantile(0.95),
+            p50_ms=pct(0.5),
+            p95_ms=pct(0.95),
         )
     ).set_index("system")
     # circuit openings and breaker runs: one ordered pass over each system's attempts
@@ -513,6 +528,11 @@ def review_integration(
         hung=hung,
         ignored_breakers=breakers,
         interval_method=method,
+    )
+    health.latency_percentiles = (
+        "exact"
+        if exact
+        else f"estimated (streaming, more than {EXACT_PERCENTILE_MAX:,} answered attempts)"
     )
     health.findings = _findings(health, settings)
     return health
