@@ -319,3 +319,19 @@ def test_a_csv_that_is_not_utf8_names_the_encoding_problem(tmp_path: Path) -> No
     path.write_bytes("name,notes\nStándard claims,café\n".encode("latin-1"))
     with pytest.raises(DataSourceError, match="is not UTF-8 text.*Save it as UTF-8"):
         open_source(DatasetSource(path=str(path)), ibis.duckdb.connect(), label="candidates")
+
+
+def test_the_header_check_reads_the_first_line_not_any_row(tmp_path: Path) -> None:
+    """A parallel CSV read may return any row first: on a 10M-decision pilot a data row
+    holding "adjuster" twice was taken for a header naming the column twice."""
+    from pilot_lib.ingest.sources import _first_csv_row, _refuse_repeated_header, connect
+
+    con = connect()
+    path = tmp_path / "approvals.csv"
+    rows = "".join(f"a{i};adjuster;adjuster\n" for i in range(50_000))
+    path.write_text("\ufeffaction_id;required_level;approver_level\n" + rows, encoding="utf-8")
+    assert _first_csv_row(con, str(path)) == ["action_id", "required_level", "approver_level"]
+    _refuse_repeated_header(con, str(path), path.name, "approvals")  # no error
+    path.write_text("a;b;a\n1;2;3\n", encoding="utf-8")
+    with pytest.raises(DataSourceError, match=r"names the column\(s\) \['a'\] more than once"):
+        _refuse_repeated_header(con, str(path), path.name, "approvals")

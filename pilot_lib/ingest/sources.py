@@ -342,17 +342,39 @@ def _open_file(
         ) from exc
 
 
+def _first_csv_row(con: BaseBackend, path: str) -> list[str]:
+    """The fields of the first line of the CSV file ``path`` (BOM dropped); [] when empty."""
+    import csv
+    import glob as _glob
+
+    files = sorted(_glob.glob(path)) if any(c in path for c in "*?[") else [path]
+    if not files:
+        return []
+    with open(files[0], encoding="utf-8-sig", errors="replace", newline="") as fh:
+        line = fh.readline()
+    if not line.strip():
+        return []
+    try:
+        sniffed = con.raw_sql(
+            f"SELECT Delimiter, Quote FROM sniff_csv({_sql_string(files[0])})"
+        ).fetchone()
+    except Exception:  # a file DuckDB cannot sniff: the real read reports it
+        sniffed = None
+    delimiter = sniffed[0] if sniffed and sniffed[0] and len(sniffed[0]) == 1 else ","
+    quote = sniffed[1] if sniffed and sniffed[1] and len(sniffed[1]) == 1 else '"'
+    return next(csv.reader([line], delimiter=delimiter, quotechar=quote), [])
+
+
 def _refuse_repeated_header(con: BaseBackend, path: str, shown: Any, label: str) -> None:
     """Raise when the CSV's header names a column twice.
 
     DuckDB's reader renames the second ``a`` to ``a_1``, so the contract would read
-    the first and ignore the other without a word. The header row is read as data
-    (the delimiter and quoting sniffed as for the real read): one row, cheap.
+    the first and ignore the other without a word. The header is the file's first line,
+    split with the delimiter and quote DuckDB sniffs for the real read. (Not ``LIMIT 1``
+    of a headerless read: a parallel reader may return any row first, and a row whose
+    values repeat, "adjuster" twice, looked like a repeated header on a large file.)
     """
-    header = con.raw_sql(
-        f"SELECT * FROM read_csv({_sql_string(path)}, header = false, all_varchar = true) LIMIT 1"
-    ).fetchone()
-    names = [str(v).strip() for v in (header or ()) if v is not None]
+    names = [n.strip() for n in _first_csv_row(con, path)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DataSourceError(
