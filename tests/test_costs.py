@@ -24,7 +24,6 @@ import statsmodels.api as sm
 from pilot_lib.analysis.costs import (
     DIMENSIONS,
     SECTION_HEADING,
-    burn_chart,
     cost_attribution,
 )
 from pilot_lib.analysis.findings import Finding
@@ -391,8 +390,10 @@ def test_the_result_is_json_and_the_chart_draws() -> None:
     result = json.loads(json.dumps(section.to_result()))
     assert result["budgets"][0]["first_breach_day"] == "2026-03-30"
     assert len(result["budgets"][0]["daily"]) == 84
-    fig = burn_chart(section)
-    assert len(fig.axes) == 1 and "agent A" in fig.axes[0].get_title()
+    from pilot_lib.report.charts import budget_chart
+
+    fig = budget_chart(section)
+    assert len(fig.axes) == 1 and "agent A" in fig.axes[0].get_title(loc="left")
 
 
 # --------------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from pilot_lib.analysis.gate import evaluate_gate
-from pilot_lib.analysis.integration import error_rate_chart, integration_health
+from pilot_lib.analysis.integration import integration_health
 from pilot_lib.config import PilotFileError, load_pilot
 from pilot_lib.ingest.contracts import load_pilot_data
 from pilot_lib.phases import kpi_phase
+from pilot_lib.report.charts import error_rate_chart
 
 T0 = pd.Timestamp("2026-03-03 09:00:00")
 

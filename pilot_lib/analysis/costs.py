@@ -50,8 +50,6 @@ from pilot_lib.analysis.findings import Finding
 from pilot_lib.results import to_jsonable
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from pilot_lib.config import Budget, Pilot
 
 __all__ = [
@@ -59,7 +57,6 @@ __all__ = [
     "SECTION_HEADING",
     "BudgetBurn",
     "CostAttribution",
-    "burn_chart",
     "cost_attribution",
     "cost_attribution_section",
 ]
@@ -770,43 +767,3 @@ def _budget_findings(b: BudgetBurn) -> list[Finding]:
             )
         )
     return out
-
-
-# --------------------------------------------------------------------------------------
-# Chart
-# --------------------------------------------------------------------------------------
-def burn_chart(section: CostAttribution) -> Figure:
-    """Month-to-date spend against each budget (one panel per budget).
-
-    Solid: month-to-date spend; dashed: the monthly budget; dotted: the budget
-    pro-rated to the day of the month (the pace); with a fallback, the dash-dot line
-    is the month-to-date spend had the circuit breaker switched models.
-    """
-    import matplotlib.pyplot as plt
-
-    budgets = section.budgets
-    fig, axes = plt.subplots(
-        max(len(budgets), 1), 1, figsize=(8, 3.2 * max(len(budgets), 1)), squeeze=False
-    )
-    if not budgets:
-        axes[0][0].text(0.5, 0.5, "No budgets in the pilot file", ha="center", va="center")
-        axes[0][0].set_axis_off()
-        return fig
-    for ax, b in zip(axes[:, 0], budgets, strict=True):
-        days = pd.to_datetime(b.daily["day"])
-        ax.plot(days, b.daily["month_to_date_usd"], label="month-to-date spend")
-        ax.plot(days, b.daily["pace_usd"], ":", color="grey", label="pro-rated budget")
-        ax.axhline(b.monthly_usd, ls="--", color="firebrick", label="monthly budget")
-        if b.fallback_model is not None:
-            ax.plot(
-                days,
-                b.daily["month_to_date_with_fallback_usd"],
-                "-.",
-                label=f"with fallback to {b.fallback_model}",
-            )
-        ax.set_title(f"Budget burn: {b.label}")
-        ax.set_ylabel("US dollars")
-        ax.legend(loc="upper left", fontsize="small")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return fig

@@ -65,7 +65,6 @@ __all__ = [
     "MAX_LISTED",
     "SECTION",
     "IntegrationHealth",
-    "error_rate_chart",
     "integration_health",
     "review_integration",
 ]
@@ -863,33 +862,3 @@ def _findings(h: IntegrationHealth, s: Any) -> list[Finding]:
                 )
             )
     return out
-
-
-# --------------------------------------------------------------------------------------
-# Chart
-# --------------------------------------------------------------------------------------
-def error_rate_chart(health: IntegrationHealth) -> Any:
-    """Error rate by week per system with its interval (a matplotlib Figure)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
-
-    from pilot_lib.report.charts import no_data_figure
-
-    w = health.weekly
-    if w.empty:
-        return no_data_figure("Error rate by week", "no tool calls in the pilot window")
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    for system, g in w.groupby("system", sort=True):
-        x = pd.to_datetime(g["week"])
-        ax.plot(x, g["error_rate"], marker="o", ms=3, label=str(system))
-        ax.fill_between(x, g["low"], g["high"], alpha=0.15)
-    limit = health.settings.get("max_error_rate")
-    if limit is not None:
-        ax.axhline(limit, color="grey", ls="--", lw=1, label=f"limit {limit:.0%}")
-    ax.set_ylabel("errors / attempts sent")
-    ax.set_title("Error rate by week and downstream system (95% interval)")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.legend(fontsize=8, loc="upper left")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return fig
