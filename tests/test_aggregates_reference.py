@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_figures_unchanged import _leaves as figure_leaves
 
 from pilot_lib import phases
 from pilot_lib.analysis.shared import write_aggregates
@@ -30,20 +31,9 @@ from pilot_lib.synth import generate_pilot
 REFERENCE = Path(__file__).parent / "data" / "aggregates-reference" / "claims-auto-200k.json"
 
 
-def _leaves(value: Any, path: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if k == "findings":
-                continue
-            out.update(_leaves(v, f"{path}/{k}"))
-        return out
-    if isinstance(value, list):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(_leaves(v, f"{path}[{i}]"))
-        return out
-    return {path: value}
+def _leaves(value: Any) -> dict[str, Any]:
+    """Every figure by its path, findings left out (test_figures_unchanged's walk)."""
+    return {path: v for path, v in figure_leaves(value).items() if "/findings" not in path}
 
 
 @pytest.fixture(scope="module")
